@@ -1,0 +1,44 @@
+// FHIR R4 datatypes the mappers write again and again: Coding, CodeableConcept, Quantity,
+// Reference, Period. Plain data plus writer functions; nothing here knows about clinics.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fhir/json_writer.h"
+
+namespace fhir {
+
+struct coding {
+  std::string system;
+  std::string code;
+  std::string display;
+};
+
+// A concept as the code tables describe it: zero or more codings plus the text people read.
+struct codeable_concept {
+  std::vector<coding> codings;
+  std::string text;
+};
+
+inline constexpr std::string_view ucum = "http://unitsofmeasure.org";
+
+void write_coding(json_writer& out, const coding& c);
+// {"coding":[...],"text":...}
+void write_codeable_concept(json_writer& out, const codeable_concept& c);
+// A CodeableConcept with a single coding (and its display as text).
+void write_codeable_concept(json_writer& out, std::string_view system, std::string_view code,
+                            std::string_view display);
+// {"value":v,"unit":unit,"system":UCUM,"code":ucum_code}
+void write_ucum_quantity(json_writer& out, double value, std::string_view unit,
+                         std::string_view ucum_code);
+// {"reference":ref} with an optional display
+void write_reference(json_writer& out, std::string_view reference, std::string_view display = {});
+// key: [ {"reference": r} ... ]
+void write_reference_array(json_writer& out, std::string_view key,
+                           const std::vector<std::string>& references);
+// {"start":..,"end":..}; end omitted when empty
+void write_period(json_writer& out, std::string_view start, std::string_view end);
+
+}  // namespace fhir

@@ -1,0 +1,154 @@
+// Transaction Bundle writing and the deterministic keys behind it.
+#include "fhir/transaction_writer.h"
+
+#include <array>
+#include <cstdint>
+
+namespace fhir {
+namespace {
+
+// 64-bit FNV-1a followed by a MurmurHash3 finaliser: cheap, well mixed, and stable across builds.
+std::uint64_t hash64(std::string_view part1, std::string_view part2, std::string_view part3,
+                     std::uint64_t seed) {
+  std::uint64_t h = seed;
+  auto mix_in = [&h](std::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 0x100000001b3ULL;
+    }
+    h ^= 0xff;  // separator, so ("ab","c") and ("a","bc") differ
+    h *= 0x100000001b3ULL;
+  };
+  mix_in(part1);
+  mix_in(part2);
+  mix_in(part3);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+// R4 resource types whose identifier is 0..1 rather than 0..* (among those with an identifier).
+bool has_single_identifier(std::string_view type) {
+  return type == "AdverseEvent" || type == "Bundle" || type == "Composition" ||
+         type == "QuestionnaireResponse";
+}
+
+void append_query(std::string& q, const resource_key& key) {
+  q += key.type == "Provenance" ? "_tag=" : "identifier=";
+  q += key.system;
+  q += '|';
+  q += key.value;
+}
+
+}  // namespace
+
+std::string urn_uuid_for(const resource_key& key) {
+  const std::uint64_t hi = hash64(key.type, key.system, key.value, 0xcbf29ce484222325ULL);
+  const std::uint64_t lo = hash64(key.type, key.system, key.value, 0x84222325cbf29ce4ULL);
+  std::array<unsigned char, 16> b{};
+  for (int i = 0; i < 8; ++i) {
+    b[i] = static_cast<unsigned char>(hi >> (56 - 8 * i));
+    b[8 + i] = static_cast<unsigned char>(lo >> (56 - 8 * i));
+  }
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x80);  // version 8: custom, name-derived
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string urn = "urn:uuid:";
+  urn.reserve(45);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) urn += '-';
+    urn += hex[b[i] >> 4];
+    urn += hex[b[i] & 0x0f];
+  }
+  return urn;
+}
+
+std::string conditional_reference(const resource_key& key) {
+  std::string ref(key.type);
+  ref += '?';
+  append_query(ref, key);
+  return ref;
+}
+
+void transaction_writer::begin_bundle(std::string_view identifier_system,
+                                      std::string_view identifier_value) {
+  out_.begin_object();
+  out_.member("resourceType", "Bundle");
+  out_.key("identifier");
+  out_.begin_object();
+  out_.member("system", identifier_system);
+  out_.member("value", identifier_value);
+  out_.end_object();
+  out_.member("type", "transaction");
+  out_.key("entry");
+  out_.begin_array();
+}
+
+void transaction_writer::end_bundle() {
+  out_.end_array();
+  out_.end_object();
+}
+
+std::string transaction_writer::begin_entry(const resource_key& key, write_mode mode) {
+  open_key_ = key;
+  open_mode_ = mode;
+  ++entries_;
+  out_.begin_object();
+  if (mode == write_mode::remove) return {};
+  written_.push_back(urn_uuid_for(key));
+  out_.member("fullUrl", written_.back());
+
+  out_.key("resource");
+  out_.begin_object();
+  out_.member("resourceType", key.type);
+  if (key.type == "Provenance") {
+    out_.key("meta");
+    out_.begin_object();
+    out_.key("tag");
+    out_.begin_array();
+    out_.begin_object();
+    out_.member("system", key.system);
+    out_.member("code", key.value);
+    out_.end_object();
+    out_.end_array();
+    out_.end_object();
+  } else {
+    const bool single = has_single_identifier(key.type);
+    out_.key("identifier");
+    if (!single) out_.begin_array();
+    out_.begin_object();
+    out_.member("system", key.system);
+    out_.member("value", key.value);
+    out_.end_object();
+    if (!single) out_.end_array();
+  }
+  return written_.back();
+}
+
+void transaction_writer::end_entry() {
+  if (open_mode_ != write_mode::remove) out_.end_object();  // the resource
+  out_.key("request");
+  out_.begin_object();
+  query_.clear();
+  switch (open_mode_) {
+    case write_mode::create_if_absent:
+      out_.member("method", "POST");
+      out_.member("url", open_key_.type);
+      append_query(query_, open_key_);
+      out_.member("ifNoneExist", query_);
+      break;
+    case write_mode::upsert:
+    case write_mode::remove:
+      out_.member("method", open_mode_ == write_mode::upsert ? "PUT" : "DELETE");
+      query_ = conditional_reference(open_key_);
+      out_.member("url", query_);
+      break;
+  }
+  out_.end_object();
+  out_.end_object();  // the entry
+}
+
+}  // namespace fhir
