@@ -1,0 +1,50 @@
+// Maps one clinic record to one FHIR R4 transaction Bundle (the domain reference's "FHIR R4
+// resources each record should yield"), together with the clinical flags it raised.
+// Pure: the output depends only on the record, the patient's history and the configuration.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fhir/json_writer.h"
+#include "mappings/clinic_record.h"
+#include "mappings/clinical_checks.h"
+#include "mappings/code_tables.h"
+#include "mappings/mapping_config.h"
+#include "mappings/patient_history.h"
+
+namespace mappings {
+
+struct mapping_outcome {
+  std::vector<clinical_flag> flags;  // each also written as a DetectedIssue in the bundle
+  // Hold: a follow-up whose procedure is not in the history yet must wait for it.
+  std::optional<std::string> waits_for_record;
+  // Resources in the bundle by type, in first-written order (for summaries).
+  std::vector<std::pair<std::string_view, int>> resource_counts;
+  std::size_t entries = 0;
+};
+
+// The identifier systems derived from the configuration, built once.
+struct identifier_systems {
+  std::string mrn, resource, record, organization, device, provenance;
+  std::string npi = "http://hl7.org/fhir/sid/us-npi";
+};
+
+class bundle_mapper {
+ public:
+  bundle_mapper(mapping_config config, const code_tables& tables);
+
+  // Writes the transaction Bundle for `record` into `out` (cleared first).
+  mapping_outcome map(const clinic_record& record, const patient_history& history,
+                      fhir::json_writer& out) const;
+
+ private:
+  mapping_config config_;
+  identifier_systems systems_;
+  const code_tables& tables_;
+};
+
+}  // namespace mappings

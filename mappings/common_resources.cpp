@@ -1,0 +1,242 @@
+// Resources every record yields: the shared Organization, Device, Practitioner and Patient, the
+// Encounter, Observations, DetectedIssues for flags, and the Provenance of the write.
+#include <algorithm>
+#include <string>
+
+#include "mappings/contract_names.h"
+#include "mappings/record_context.h"
+
+namespace mappings {
+namespace {
+
+void write_human_name(fhir::json_writer& out, const person_name& name,
+                      const std::optional<std::string>& suffix) {
+  out.key("name");
+  out.begin_array();
+  out.begin_object();
+  out.member("family", name.family);
+  out.key("given");
+  out.begin_array();
+  for (const auto& g : name.given) out.string(g);
+  out.end_array();
+  if (suffix) {
+    out.key("suffix");
+    out.begin_array();
+    out.string(*suffix);
+    out.end_array();
+  }
+  out.end_object();
+  out.end_array();
+}
+
+void write_organization(record_context& ctx) {
+  auto& out = ctx.out;
+  ctx.organization =
+      ctx.begin_shared({"Organization", ctx.systems.organization, ctx.config.clinic_id});
+  out.member_bool("active", true);
+  out.member("name", ctx.config.clinic_name);
+  ctx.end();
+}
+
+// The connector itself, named as the assembler in every Provenance and the author of flags.
+void write_device(record_context& ctx) {
+  auto& out = ctx.out;
+  ctx.device = ctx.begin_shared({"Device", ctx.systems.device, "migraine-connector"});
+  out.member("status", "active");
+  out.key("deviceName");
+  out.begin_array();
+  out.begin_object();
+  out.member("name", "migraine-connector");
+  out.member("type", "user-friendly-name");
+  out.end_object();
+  out.end_array();
+  out.key("version");
+  out.begin_array();
+  out.begin_object();
+  out.member("value", ctx.config.connector_version);
+  out.end_object();
+  out.end_array();
+  ctx.reference("owner", ctx.organization);
+  ctx.end();
+}
+
+void write_practitioner(record_context& ctx) {
+  const auto& c = ctx.record.clinician;
+  ctx.practitioner = ctx.begin_shared({"Practitioner", ctx.systems.npi, c.npi});
+  ctx.out.member_bool("active", true);
+  write_human_name(ctx.out, c.name, c.credentials);
+  ctx.end();
+}
+
+void write_patient(record_context& ctx) {
+  auto& out = ctx.out;
+  const auto& p = ctx.record.patient;
+  // Matched on MRN and never overwritten: demographics belong to the EHR once it has the patient.
+  ctx.patient = ctx.begin_shared({"Patient", ctx.systems.mrn, p.mrn});
+  out.member_bool("active", true);
+  write_human_name(out, p.name, std::nullopt);
+  if (p.phone || p.email) {
+    out.key("telecom");
+    out.begin_array();
+    if (p.phone) {
+      out.begin_object();
+      out.member("system", "phone");
+      out.member("value", *p.phone);
+      out.end_object();
+    }
+    if (p.email) {
+      out.begin_object();
+      out.member("system", "email");
+      out.member("value", *p.email);
+      out.end_object();
+    }
+    out.end_array();
+  }
+  out.member("gender", name_of(sex_names, p.gender));
+  out.member("birthDate", p.birth_date);
+  ctx.reference("managingOrganization", ctx.organization);
+  ctx.end();
+}
+
+}  // namespace
+
+void write_shared_resources(record_context& ctx) {
+  write_organization(ctx);
+  write_device(ctx);
+  write_practitioner(ctx);
+  write_patient(ctx);
+}
+
+void write_encounter(record_context& ctx, std::string_view type_key) {
+  auto& out = ctx.out;
+  const auto& visit = ctx.record.visit;
+  ctx.encounter = ctx.begin("Encounter", "encounter");
+  out.member("status", ctx.status("finished"));
+  out.key("class");  // a Coding in R4, not a CodeableConcept
+  fhir::write_coding(out, ctx.tables.concept_for("encounter-class/ambulatory").codings.at(0));
+  out.key("type");
+  out.begin_array();
+  fhir::write_codeable_concept(out, ctx.tables.concept_for(type_key));
+  out.end_array();
+  ctx.subject();
+  out.key("participant");
+  out.begin_array();
+  out.begin_object();
+  ctx.reference("individual", ctx.practitioner);
+  out.end_object();
+  out.end_array();
+  out.key("period");
+  fhir::write_period(out, visit.start.text, visit.end ? std::string_view(visit.end->text) : "");
+  if (visit.location) {
+    out.key("location");
+    out.begin_array();
+    out.begin_object();
+    out.key("location");
+    out.begin_object();
+    out.member("display", *visit.location);
+    out.end_object();
+    out.end_object();
+    out.end_array();
+  }
+  ctx.reference("serviceProvider", ctx.organization);
+  ctx.end();
+}
+
+std::string begin_observation(record_context& ctx, std::string_view role, std::string_view code_key) {
+  auto& out = ctx.out;
+  std::string url = ctx.begin("Observation", role);
+  out.member("status", ctx.status("final"));
+  out.key("category");
+  out.begin_array();
+  fhir::write_codeable_concept(out, ctx.tables.concept_for("observation-category/survey"));
+  out.end_array();
+  ctx.write_concept("code", code_key);
+  ctx.subject();
+  ctx.reference("encounter", ctx.encounter);
+  out.member("effectiveDateTime", ctx.record.visit.start.text);
+  out.key("performer");
+  out.begin_array();
+  fhir::write_reference(out, ctx.practitioner);
+  out.end_array();
+  return url;
+}
+
+std::string write_integer_observation(record_context& ctx, std::string_view role,
+                                      std::string_view code_key, int value) {
+  std::string url = begin_observation(ctx, role, code_key);
+  ctx.out.member("valueInteger", value);
+  ctx.end();
+  return url;
+}
+
+void write_detected_issues(record_context& ctx, const std::vector<clinical_flag>& flags) {
+  auto& out = ctx.out;
+  std::string key;
+  for (const auto& flag : flags) {
+    key = "detected-issue/";
+    key += flag.rule;
+    ctx.begin("DetectedIssue", key);
+    out.member("status", ctx.status("final"));
+    ctx.write_concept("code", key);
+    out.member("severity", to_string(flag.level));
+    ctx.reference("patient", ctx.patient);
+    out.member("identifiedDateTime", ctx.record.recorded_at.text);
+    ctx.reference("author", ctx.device);
+    // Only what this bundle holds: a retraction deletes AdverseEvents instead of writing them.
+    std::vector<std::string> implicated;
+    for (const auto& r : flag.implicated) {
+      std::string url = fhir::urn_uuid_for(ctx.own_key(r.type, r.role));
+      if (std::find(ctx.own_resources.begin(), ctx.own_resources.end(), url) !=
+          ctx.own_resources.end()) {
+        implicated.push_back(std::move(url));
+      }
+    }
+    if (!implicated.empty()) fhir::write_reference_array(out, "implicated", implicated);
+    out.member("detail", flag.detail);
+    ctx.end();
+  }
+}
+
+void write_provenance(record_context& ctx) {
+  auto& out = ctx.out;
+  const auto& rec = ctx.record;
+  std::string tag = rec.record_id + "/r" + std::to_string(rec.revision);
+  // Provenance has no identifier in R4: it is found again by a meta.tag naming record and revision.
+  ctx.begin_shared({"Provenance", ctx.systems.provenance, std::move(tag)});
+  fhir::write_reference_array(out, "target", ctx.own_resources);
+  out.member("occurredDateTime", rec.visit.start.text);
+  out.member("recorded", rec.recorded_at.text);
+  ctx.write_concept("activity", ctx.retracted ? "provenance-activity/nullify"
+                                : rec.revision > 1 ? "provenance-activity/update"
+                                                   : "provenance-activity/create");
+  out.key("agent");
+  out.begin_array();
+  out.begin_object();
+  ctx.write_concept("type", "provenance-agent/assembler");
+  ctx.reference("who", ctx.device);
+  out.end_object();
+  out.begin_object();
+  ctx.write_concept("type", "provenance-agent/author");
+  ctx.reference("who", ctx.practitioner);
+  out.end_object();
+  out.end_array();
+  out.key("entity");
+  out.begin_array();
+  out.begin_object();
+  out.member("role", "source");
+  out.key("what");
+  out.begin_object();
+  out.key("identifier");
+  out.begin_object();
+  out.member("system", ctx.systems.record);
+  out.member("value", rec.record_id);
+  out.end_object();
+  out.member("display", std::string("clinic record ") + rec.record_id + " revision " +
+                            std::to_string(rec.revision) + " (" + rec.type_name() + ")");
+  out.end_object();
+  out.end_object();
+  out.end_array();
+  ctx.end();
+}
+
+}  // namespace mappings

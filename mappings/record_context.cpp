@@ -1,0 +1,76 @@
+// Keys, write modes and shorthands shared by every resource writer.
+#include "mappings/record_context.h"
+
+namespace mappings {
+
+record_context::record_context(const clinic_record& rec, const patient_history& hist,
+                               const mapping_config& cfg, const identifier_systems& sys,
+                               const code_tables& tbl, fhir::json_writer& writer)
+    : record(rec),
+      history(hist),
+      config(cfg),
+      systems(sys),
+      tables(tbl),
+      out(writer),
+      bundle(writer),
+      retracted(rec.status == record_status::entered_in_error) {}
+
+fhir::resource_key record_context::own_key(std::string_view type, std::string_view role) const {
+  return key_of(record.record_id, type, role);
+}
+
+fhir::resource_key record_context::key_of(std::string_view record_id, std::string_view type,
+                                          std::string_view role) const {
+  std::string value;
+  value.reserve(record_id.size() + 1 + role.size());
+  value += record_id;
+  value += '/';
+  value += role;
+  return {type, systems.resource, std::move(value)};
+}
+
+std::string record_context::begin(std::string_view type, std::string_view role) {
+  fhir::write_mode mode = fhir::write_mode::create_if_absent;
+  if (retracted && type == "AdverseEvent") {
+    mode = fhir::write_mode::remove;  // R4 AdverseEvent has no status to mark entered-in-error
+  } else if (record.revision > 1 || record.status != record_status::final) {
+    mode = fhir::write_mode::upsert;  // an amendment replaces what the earlier revision created
+  }
+  std::string url = bundle.begin_entry(own_key(type, role), mode);
+  if (mode != fhir::write_mode::remove) {
+    count(type);
+    own_resources.push_back(url);
+  }
+  return url;
+}
+
+std::string record_context::begin_shared(const fhir::resource_key& key) {
+  count(key.type);
+  return bundle.begin_entry(key, fhir::write_mode::create_if_absent);
+}
+
+std::string_view record_context::status(std::string_view normal) const {
+  return retracted ? std::string_view("entered-in-error") : normal;
+}
+
+void record_context::write_concept(std::string_view member, std::string_view table_key) {
+  out.key(member);
+  fhir::write_codeable_concept(out, tables.concept_for(table_key));
+}
+
+void record_context::reference(std::string_view member, std::string_view ref) {
+  out.key(member);
+  fhir::write_reference(out, ref);
+}
+
+void record_context::count(std::string_view type) {
+  for (auto& [t, n] : resource_counts) {
+    if (t == type) {
+      ++n;
+      return;
+    }
+  }
+  resource_counts.emplace_back(type, 1);
+}
+
+}  // namespace mappings
