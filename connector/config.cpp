@@ -1,0 +1,98 @@
+// Configuration loading and checking.
+#include "connector/config.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "fhir/json_value.h"
+
+#ifndef MIGRAINE_MAPPINGS_DIR
+#error "MIGRAINE_MAPPINGS_DIR must name the folder of the shipped code tables"
+#endif
+
+namespace connector {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw config_error("configuration " + path + ": cannot be read");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Reads one string setting, refusing anything but a non-empty string.
+void read_string(const fhir::json_value& section, std::string_view section_name,
+                 std::string_view key, std::string& target) {
+  const auto* v = section.find(key);
+  if (v == nullptr) return;
+  if (!v->is_string() || v->text.empty()) {
+    throw config_error("setting " + std::string(section_name) + "." + std::string(key) +
+                       " must be a non-empty string");
+  }
+  target = v->text;
+}
+
+void refuse_unknown(const fhir::json_value& obj, std::string_view where,
+                    std::initializer_list<std::string_view> known) {
+  for (const auto& [name, value] : obj.members) {
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      throw config_error("unknown setting " + std::string(where) + (where.empty() ? "" : ".") + name);
+    }
+  }
+}
+
+// Identifier and code systems go into every resource and every conditional URL: a plain URI only.
+void check_system_uri(std::string_view setting, const std::string& uri) {
+  const bool has_scheme = uri.rfind("http://", 0) == 0 || uri.rfind("https://", 0) == 0 ||
+                          uri.rfind("urn:", 0) == 0;
+  if (!has_scheme || uri.find_first_of(" |?&#%\"\\") != std::string::npos) {
+    throw config_error("setting " + std::string(setting) +
+                       " must be an http(s) or urn URI without spaces, |, ?, &, # or %");
+  }
+}
+
+}  // namespace
+
+connector_config load_config(const std::optional<std::string>& path) {
+  connector_config config;
+  config.code_tables_path = std::string(MIGRAINE_MAPPINGS_DIR) + "/code-tables.json";
+  if (!path) return config;
+
+  fhir::json_value root;
+  if (auto error = fhir::parse_json_value(read_file(*path), root, true); !error.empty()) {
+    throw config_error("configuration " + *path + ": " + error);
+  }
+  if (!root.is_object()) throw config_error("configuration " + *path + ": must be a JSON object");
+  refuse_unknown(root, "", {"mapping"});
+
+  const fs::path folder = fs::path(*path).parent_path();
+  if (const auto* m = root.find("mapping")) {
+    if (!m->is_object()) throw config_error("setting mapping must be an object");
+    refuse_unknown(*m, "mapping",
+                   {"identifier_system", "local_code_system", "clinic_id", "clinic_name",
+                    "code_tables"});
+    auto& mc = config.mapping;
+    const bool own_local_system = m->find("local_code_system") != nullptr;
+    read_string(*m, "mapping", "identifier_system", mc.identifier_system);
+    read_string(*m, "mapping", "local_code_system", mc.local_code_system);
+    if (!own_local_system) mc.local_code_system = mc.identifier_system + "/CodeSystem/migraine-local";
+    read_string(*m, "mapping", "clinic_id", mc.clinic_id);
+    read_string(*m, "mapping", "clinic_name", mc.clinic_name);
+    std::string tables;
+    read_string(*m, "mapping", "code_tables", tables);
+    if (!tables.empty()) config.code_tables_path = (folder / tables).lexically_normal().string();
+  }
+  check_system_uri("mapping.identifier_system", config.mapping.identifier_system);
+  check_system_uri("mapping.local_code_system", config.mapping.local_code_system);
+  if (config.mapping.clinic_id.find_first_of(" |?&#%") != std::string::npos) {
+    throw config_error("setting mapping.clinic_id must not contain spaces, |, ?, &, # or %");
+  }
+  return config;
+}
+
+}  // namespace connector

@@ -1,0 +1,26 @@
+// The connector's configuration file: JSON with comments, every setting optional.
+// Read once at start-up; a bad file is the one place an exception may fly (caught in main).
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "mappings/mapping_config.h"
+
+namespace connector {
+
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct connector_config {
+  mappings::mapping_config mapping;
+  std::string code_tables_path;  // mapping.code_tables, default: the shipped mappings/code-tables.json
+};
+
+// Loads `path`, or returns the defaults when no path is given. Relative paths inside the file
+// are relative to the file's folder. Throws config_error naming the setting at fault.
+connector_config load_config(const std::optional<std::string>& path);
+
+}  // namespace connector

@@ -1,0 +1,66 @@
+// migraine-connector: clinic records -> FHIR R4 transaction Bundles -> the clinic's EHR.
+// Start here: each command lives in commands.cpp and walks reader -> checks -> mapper.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "connector/commands.h"
+#include "connector/config.h"
+
+#ifndef MIGRAINE_CONNECTOR_VERSION
+#define MIGRAINE_CONNECTOR_VERSION "unknown"
+#endif
+
+namespace {
+
+constexpr const char* usage = R"(migraine-connector - clinic records to FHIR R4 for the clinic's EHR
+
+usage: migraine-connector COMMAND [OPTIONS]
+
+commands:
+  map [--config FILE] [--history FILE]... [--json] [--pretty] [--summary] RECORD_FILE
+        Read clinic records (.json: one record; .ndjson: one per line), check them and print
+        one FHIR R4 transaction Bundle per record, one per line. Flags and holds go to stderr.
+        --history FILE  earlier records of the same patients, in any order (repeatable)
+        --json          also print an OperationOutcome on stdout for each rejected record
+        --pretty        indent the Bundle for reading
+        --summary       print what each record yields instead of the Bundles
+        exit: 0 mapped (flags allowed), 2 a record was rejected, 1 usage or configuration error
+  check [--config FILE] RECORD_FILE...
+        Check records without mapping: one line per problem, file:record_id: path: message.
+        exit: 0 all valid, 2 some rejected, 1 usage or configuration error
+
+options:
+  --help       this text
+  --version    the connector's version
+
+configuration: JSON with comments; see deploy/connector.example.jsonc. Every setting has a default.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::fputs(usage, args.empty() ? stderr : stdout);
+    return args.empty() ? connector::exit_usage : connector::exit_ok;
+  }
+  if (args[0] == "--version") {
+    std::printf("migraine-connector %s\n", MIGRAINE_CONNECTOR_VERSION);
+    return connector::exit_ok;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  try {
+    if (command == "map") return connector::run_map(args);
+    if (command == "check") return connector::run_check(args);
+  } catch (const std::exception& e) {
+    // Start-up only (configuration, code tables): messages name files and settings, never data.
+    std::fprintf(stderr, "migraine-connector: %s\n", e.what());
+    return connector::exit_usage;
+  }
+  std::fprintf(stderr, "migraine-connector: unknown command '%s' (try --help)\n", command.c_str());
+  return connector::exit_usage;
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing the connector needs on Debian 12, and nothing twice:
+# Debian packages only when one is missing, the Node test tooling only when its lock file changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build: compiler, CMake, RapidJSON (JSON), GoogleTest. Test tooling: Node.js + npm (FHIR
+# validator, JSON Schema check, benchmark baseline).
+packages=(g++ cmake make rapidjson-dev libgtest-dev libgmock-dev ca-certificates)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Node test tooling, pinned by tests/node/package-lock.json.
+stamp=tests/node/node_modules/.installed-lock
+if ! cmp -s tests/node/package-lock.json "$stamp" 2>/dev/null; then
+  echo "install-deps: installing Node test tooling (npm ci)"
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+  cp tests/node/package-lock.json "$stamp"
+fi
