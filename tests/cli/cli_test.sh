@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The command line as people and scripts use it: exit codes, output streams, error formats, and
+# that no patient data reaches stderr. Prints "N passed, M failed".
+set -uo pipefail
+bin=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
+}
+run() {  # run ARGS... : sets rc, out, err
+  "$bin" "$@" >"$work/out" 2>"$work/err"; rc=$?
+  out=$(cat "$work/out"); err=$(cat "$work/err")
+}
+ex=$root/mappings/examples
+
+run --help;    check "--help exits 0 and lists map" [ "$rc" -eq 0 ] ; check "--help text" grep -q "map \[--config FILE\]" "$work/out"
+run --version; check "--version" grep -Eq "^migraine-connector [0-9]+\.[0-9]+\.[0-9]+$" "$work/out"
+run;           check "no command is a usage error" [ "$rc" -eq 1 ]
+run frobnicate; check "unknown command is a usage error" [ "$rc" -eq 1 ]
+run map;       check "map without a file is a usage error" [ "$rc" -eq 1 ]
+
+run map "$ex/procedure.json"
+check "map exits 0" [ "$rc" -eq 0 ]
+check "map prints one Bundle line" [ "$(wc -l < "$work/out")" -eq 1 ]
+check "the Bundle is a transaction" grep -q '"resourceType":"Bundle","identifier":{"system":"https://clinic.example/fhir/record","value":"PROC-2026-0001/r1"},"type":"transaction"' "$work/out"
+
+run map --pretty "$ex/consultation.json"
+check "--pretty indents" grep -q '^  "type": "transaction",$' "$work/out"
+
+# A whole pathway in one NDJSON file: each record sees the earlier ones as history.
+for k in consultation procedure follow_up; do tr -d '\n' < "$ex/$k.json"; echo; done > "$work/pathway.ndjson"
+run map "$work/pathway.ndjson"
+check "NDJSON maps one Bundle per line" [ "$(wc -l < "$work/out")" -eq 3 ]
+check "the follow-up does not wait when its procedure came first" [ -z "$err" ]
+run map "$ex/follow_up.json"
+check "a follow-up alone says what it waits for" grep -q "FU-2026-0001: waits for procedure PROC-2026-0001" "$work/err"
+run map --history "$ex/procedure.json" --history "$ex/consultation.json" "$ex/follow_up.json"
+check "--history in any order serves the follow-up" [ -z "$err" ] 
+check "--history gives the response" grep -q 'headache-day-reduction-percent' "$work/out"
+
+# Rejection: exit 2, problems on stderr as file:record_id: path: message, nothing on stdout.
+sed 's/"vial_units": 200/"vial_units": 100/; s/"npi": "1234567893"/"npi": "1234567894"/' "$ex/procedure.json" > "$work/bad.json"
+run map "$work/bad.json"
+check "a rejected record exits 2" [ "$rc" -eq 2 ]
+check "a rejected record prints no Bundle" [ -z "$out" ]
+check "problem format (npi)" grep -qx "$work/bad.json:PROC-2026-0001: procedure.clinician.npi: check digit is not valid (Luhn with prefix 80840)" "$work/err"
+check "problem format (vial_units)" grep -qx "$work/bad.json:PROC-2026-0001: procedure.product.vial_units: does not match the NDC, which is a 200 U vial" "$work/err"
+run map --json "$work/bad.json"
+check "--json prints an OperationOutcome" grep -q '^{"resourceType":"OperationOutcome","issue":\[{"severity":"error","code":"invariant"' "$work/out"
+check "--json names the path" grep -q '"expression":\["procedure.product.vial_units"\]' "$work/out"
+check "stderr carries no patient data" bash -c "! grep -Eq 'Jordan|Example|MRN-100234|1984-05-17|Rivera' '$work/err'"
+
+# In NDJSON one bad line does not stop the others.
+{ tr -d '\n' < "$ex/consultation.json"; echo; tr -d '\n' < "$work/bad.json"; echo; echo '{"record_type": '; } > "$work/mixed.ndjson"
+run map "$work/mixed.ndjson"
+check "NDJSON with bad lines exits 2" [ "$rc" -eq 2 ]
+check "NDJSON good line still mapped" [ "$(wc -l < "$work/out")" -eq 1 ]
+check "a malformed line is named by its line" grep -q "mixed.ndjson:line 3: malformed JSON at line 1" "$work/err"
+
+run check "$ex/consultation.json" "$ex/procedure.json" "$work/bad.json"
+check "check exits 2 when any record is rejected" [ "$rc" -eq 2 ]
+check "check prints one line per problem on stdout" [ "$(wc -l < "$work/out")" -eq 2 ]
+check "check counts records" grep -q "3 record(s) checked, 1 rejected" "$work/err"
+run check "$ex/consultation.json"
+check "check exits 0 when all are valid" [ "$rc" -eq 0 ]
+
+# Flags are allowed: exit 0, flag on stderr, DetectedIssue in the Bundle.
+sed 's/"expiration": "2027-03-31"/"expiration": "2026-08-01"/' "$ex/procedure.json" > "$work/expired.json"
+run map "$work/expired.json"
+check "a flagged record still exits 0" [ "$rc" -eq 0 ]
+check "the flag is reported" grep -q "flag high product-expired: lot used on 2026-08-17, after its expiration date 2026-08-01" "$work/err"
+check "the flag is a DetectedIssue" grep -q '"resourceType":"DetectedIssue"' "$work/out"
+
+# Configuration errors exit 1 and name the setting.
+echo '{"mapping": {"identifer_system": "x"}}' > "$work/bad-config.json"
+run map --config "$work/bad-config.json" "$ex/procedure.json"
+check "a bad configuration exits 1" [ "$rc" -eq 1 ]
+check "it names the setting" grep -q "unknown setting mapping.identifer_system" "$work/err"
+run map --config "$root/deploy/connector.example.jsonc" "$ex/procedure.json"
+check "the example configuration works" [ "$rc" -eq 0 ]
+check "the example configuration's systems are used" grep -q '"system":"https://headache-clinic.example.org/fhir/resource"' "$work/out"
+run map "$work/does-not-exist.json"
+check "a missing file exits 1" [ "$rc" -eq 1 ]
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

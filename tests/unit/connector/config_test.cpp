@@ -1,0 +1,58 @@
+// The configuration file: defaults, relative paths, and clear refusals.
+#include "connector/config.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string write_config(const std::string& name, const std::string& text) {
+  const fs::path dir = fs::temp_directory_path() / "migraine-connector-config-test";
+  fs::create_directories(dir);
+  const fs::path file = dir / name;
+  std::ofstream(file) << text;
+  return file.string();
+}
+
+std::string error_of(const std::string& text) {
+  try {
+    connector::load_config(write_config("bad.jsonc", text));
+  } catch (const connector::config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(config, every_setting_has_a_default) {
+  const auto c = connector::load_config(std::nullopt);
+  EXPECT_EQ(c.mapping.identifier_system, "https://clinic.example/fhir");
+  EXPECT_TRUE(c.code_tables_path.ends_with("mappings/code-tables.json"));
+}
+
+TEST(config, reads_comments_and_resolves_paths_next_to_the_file) {
+  const std::string path = write_config("ok.jsonc", R"({
+    // the clinic's own namespace
+    "mapping": { "identifier_system": "urn:oid:2.16.840.1.113883.3.9999",
+                 "clinic_id": "north", "code_tables": "tables/codes.json" }
+  })");
+  const auto c = connector::load_config(path);
+  EXPECT_EQ(c.mapping.identifier_system, "urn:oid:2.16.840.1.113883.3.9999");
+  EXPECT_EQ(c.mapping.local_code_system, "urn:oid:2.16.840.1.113883.3.9999/CodeSystem/migraine-local");
+  EXPECT_EQ(c.mapping.clinic_id, "north");
+  EXPECT_EQ(c.code_tables_path, (fs::path(path).parent_path() / "tables/codes.json").string());
+}
+
+TEST(config, refuses_typos_wrong_types_and_unsafe_uris) {
+  EXPECT_EQ(error_of(R"({"maping": {}})"), "unknown setting maping");
+  EXPECT_EQ(error_of(R"({"mapping": {"clinic_name": 3}})"), "setting mapping.clinic_name must be a non-empty string");
+  EXPECT_NE(error_of(R"({"mapping": {"identifier_system": "https://x.example/a|b"}})").find("mapping.identifier_system"),
+            std::string::npos);
+  EXPECT_NE(error_of("{ nope").find("line 1"), std::string::npos);
+  EXPECT_NE(error_of("").find("malformed JSON"), std::string::npos);
+}
+
+}  // namespace
