@@ -174,7 +174,11 @@ int run_map(const std::vector<std::string>& args) {
     if (options->summary) {
       print_summary(*result.record, outcome);
     } else {
-      write_line(options->pretty ? fhir::pretty_json(out.view()) : std::string(out.view()));
+      if (options->pretty) {
+        write_line(fhir::pretty_json(out.view()));
+      } else {
+        write_line(out.view());
+      }
       for (const auto& f : outcome.flags) {
         std::fprintf(stderr, "%s: flag %s %s: %s\n", label.c_str(),
                      std::string(mappings::to_string(f.level)).c_str(), std::string(f.rule).c_str(),

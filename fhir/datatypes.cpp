@@ -23,6 +23,12 @@ void write_codeable_concept(json_writer& out, const codeable_concept& c) {
   out.end_object();
 }
 
+std::string render_codeable_concept(const codeable_concept& c) {
+  json_writer out;
+  write_codeable_concept(out, c);
+  return std::string(out.view());
+}
+
 void write_codeable_concept(json_writer& out, std::string_view system, std::string_view code,
                             std::string_view display) {
   out.begin_object();

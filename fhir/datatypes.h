@@ -25,6 +25,8 @@ struct codeable_concept {
 inline constexpr std::string_view ucum = "http://unitsofmeasure.org";
 
 void write_coding(json_writer& out, const coding& c);
+// The compact JSON of a CodeableConcept, for writing the same concept many times with json_writer::raw.
+std::string render_codeable_concept(const codeable_concept& c);
 // {"coding":[...],"text":...}
 void write_codeable_concept(json_writer& out, const codeable_concept& c);
 // A CodeableConcept with a single coding (and its display as text).

@@ -31,6 +31,9 @@ class json_writer {
   // FHIR decimals: whole numbers are written without a fraction ("155", not "155.0").
   void number(double d);
   void boolean(bool b);
+  // An already-serialised JSON value (an object, array, string...), copied as it is: for
+  // fragments rendered once and written many times, such as code-table concepts.
+  void raw(std::string_view json);
 
   // Shorthands for the common "key": value pair.
   void member(std::string_view k, std::string_view s) { key(k); string(s); }

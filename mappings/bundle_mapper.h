@@ -3,6 +3,7 @@
 // Pure: the output depends only on the record, the patient's history and the configuration.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,6 +34,12 @@ struct identifier_systems {
   std::string npi = "http://hl7.org/fhir/sid/us-npi";
 };
 
+// JSON written identically in many resources, rendered once per mapper.
+struct rendered_fragments {
+  // bodySite / dosage.site CodeableConcept per muscle and side: muscle code plus laterality extension.
+  std::array<std::array<std::string, 3>, muscle_count> body_sites;
+};
+
 class bundle_mapper {
  public:
   bundle_mapper(mapping_config config, const code_tables& tables);
@@ -45,6 +52,7 @@ class bundle_mapper {
   mapping_config config_;
   identifier_systems systems_;
   const code_tables& tables_;
+  rendered_fragments fragments_;
 };
 
 }  // namespace mappings

@@ -112,7 +112,8 @@ code_tables code_tables::parse(std::string_view json, std::string_view local_cod
     }
     if (const auto* t = entry.find("text"); t != nullptr && t->is_string()) c.text = t->text;
     if (c.codings.empty() && c.text.empty()) fail(source, where + " needs codings or text");
-    tables.concepts_.emplace(key, std::move(c));
+    std::string json = fhir::render_codeable_concept(c);
+    tables.concepts_.emplace(key, table_concept{std::move(c), std::move(json)});
   }
   for (const auto& key : required_keys()) {
     if (!tables.concepts_.contains(key)) fail(source, "missing concept \"" + key + "\"");
@@ -165,7 +166,7 @@ code_tables code_tables::parse(std::string_view json, std::string_view local_cod
   return tables;
 }
 
-const fhir::codeable_concept& code_tables::concept_for(std::string_view key) const {
+const code_tables::table_concept& code_tables::find_concept(std::string_view key) const {
   auto it = concepts_.find(key);
   if (it == concepts_.end()) {
     // Only reachable through a programming error: required keys are checked at load time.
@@ -173,6 +174,12 @@ const fhir::codeable_concept& code_tables::concept_for(std::string_view key) con
   }
   return it->second;
 }
+
+const fhir::codeable_concept& code_tables::concept_for(std::string_view key) const {
+  return find_concept(key).value;
+}
+
+std::string_view code_tables::concept_json(std::string_view key) const { return find_concept(key).json; }
 
 const product_entry* code_tables::product(std::string_view ndc11) const {
   auto it = products_.find(ndc11);

@@ -41,6 +41,8 @@ class code_tables {
 
   // Every key the code asks for is checked at load time, so lookups cannot fail afterwards.
   const fhir::codeable_concept& concept_for(std::string_view key) const;
+  // The same concept as compact CodeableConcept JSON, rendered once at load for json_writer::raw.
+  std::string_view concept_json(std::string_view key) const;
   const product_entry* product(std::string_view ndc11) const;
   const diagnosis_entry* diagnosis(std::string_view icd10) const;
   bool counts_as_preventive_class(drug_class c) const;
@@ -51,7 +53,13 @@ class code_tables {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
-  std::unordered_map<std::string, fhir::codeable_concept, string_hash, std::equal_to<>> concepts_;
+  struct table_concept {
+    fhir::codeable_concept value;
+    std::string json;
+  };
+  const table_concept& find_concept(std::string_view key) const;
+
+  std::unordered_map<std::string, table_concept, string_hash, std::equal_to<>> concepts_;
   std::unordered_map<std::string, product_entry, string_hash, std::equal_to<>> products_;
   std::unordered_map<std::string, diagnosis_entry, string_hash, std::equal_to<>> diagnoses_;
   std::vector<drug_class> counted_classes_;

@@ -116,7 +116,7 @@ void write_encounter(record_context& ctx, std::string_view type_key) {
   fhir::write_coding(out, ctx.tables.concept_for("encounter-class/ambulatory").codings.at(0));
   out.key("type");
   out.begin_array();
-  fhir::write_codeable_concept(out, ctx.tables.concept_for(type_key));
+  ctx.write_concept_value(type_key);
   out.end_array();
   ctx.subject();
   out.key("participant");
@@ -148,7 +148,7 @@ std::string begin_observation(record_context& ctx, std::string_view role, std::s
   out.member("status", ctx.status("final"));
   out.key("category");
   out.begin_array();
-  fhir::write_codeable_concept(out, ctx.tables.concept_for("observation-category/survey"));
+  ctx.write_concept_value("observation-category/survey");
   out.end_array();
   ctx.write_concept("code", code_key);
   ctx.subject();

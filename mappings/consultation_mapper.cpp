@@ -17,7 +17,7 @@ void write_condition(record_context& ctx, const consultation& c) {
                                                          : "condition-verification/confirmed");
   out.key("category");
   out.begin_array();
-  fhir::write_codeable_concept(out, ctx.tables.concept_for("condition-category/encounter-diagnosis"));
+  ctx.write_concept_value("condition-category/encounter-diagnosis");
   out.end_array();
   out.key("code");
   out.begin_object();
@@ -53,8 +53,7 @@ void write_prior_preventive(record_context& ctx, const prior_preventive& p, std:
   out.begin_object();
   out.member("url", ext.drug_class);
   out.key("valueCodeableConcept");
-  fhir::write_codeable_concept(
-      out, ctx.tables.concept_for("drug-class/" + std::string(name_of(drug_class_names, p.klass))));
+  ctx.write_concept_value("drug-class/" + std::string(name_of(drug_class_names, p.klass)));
   out.end_object();
   if (p.weeks) {
     out.begin_object();
@@ -71,9 +70,9 @@ void write_prior_preventive(record_context& ctx, const prior_preventive& p, std:
   out.member("status", ctx.status(status));
   out.key("statusReason");
   out.begin_array();
-  fhir::write_codeable_concept(out, ctx.tables.concept_for(
+  ctx.write_concept_value(
                                         "preventive-outcome/" +
-                                        std::string(name_of(preventive_outcome_names, p.outcome))));
+                                        std::string(name_of(preventive_outcome_names, p.outcome)));
   out.end_array();
   out.key("medicationCodeableConcept");
   out.begin_object();
@@ -154,8 +153,7 @@ void write_consultation(record_context& ctx, const consultation& c) {
   const eligibility_assessment e = assess_eligibility(c, ctx.tables);
   begin_observation(ctx, "observation/eligibility", "observation/eligibility");
   out.key("valueCodeableConcept");
-  fhir::write_codeable_concept(
-      out, ctx.tables.concept_for("decision/" + std::string(name_of(decision_names, c.decision))));
+  ctx.write_concept_value("decision/" + std::string(name_of(decision_names, c.decision)));
   fhir::write_reference_array(out, "derivedFrom", criteria_evidence);
   out.key("component");
   out.begin_array();

@@ -144,8 +144,7 @@ void write_follow_up(record_context& ctx, const follow_up& f, mapping_outcome& o
 
   begin_observation(ctx, "observation/treatment-plan", "observation/treatment-plan");
   out.key("valueCodeableConcept");
-  fhir::write_codeable_concept(
-      out, ctx.tables.concept_for("plan/" + std::string(name_of(plan_names, f.plan))));
+  ctx.write_concept_value("plan/" + std::string(name_of(plan_names, f.plan)));
   write_focus(ctx, session.procedure);
   if (ctx.record.notes) {
     out.key("note");

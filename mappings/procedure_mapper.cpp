@@ -42,26 +42,8 @@ std::vector<site_dose> doses_by_site(const procedure& p) {
   return doses;
 }
 
-// A body site: the muscle (local code), with laterality as mCODE's qualifier extension.
 void write_body_site(record_context& ctx, muscle m, side s) {
-  auto& out = ctx.out;
-  const auto& muscle_concept = ctx.tables.concept_for("muscle/" + std::string(name_of(muscle_names, m)));
-  const auto& side_concept = ctx.tables.concept_for("laterality/" + std::string(name_of(side_names, s)));
-  out.begin_object();
-  out.key("extension");
-  out.begin_array();
-  out.begin_object();
-  out.member("url", ctx.tables.extensions().laterality);
-  out.key("valueCodeableConcept");
-  fhir::write_codeable_concept(out, side_concept);
-  out.end_object();
-  out.end_array();
-  out.key("coding");
-  out.begin_array();
-  for (const auto& c : muscle_concept.codings) fhir::write_coding(out, c);
-  out.end_array();
-  out.member("text", muscle_concept.text + ", " + side_concept.text);
-  out.end_object();
+  ctx.out.raw(ctx.fragments.body_sites[static_cast<std::size_t>(m)][static_cast<std::size_t>(s)]);
 }
 
 std::string write_medication(record_context& ctx, const procedure& p) {
@@ -102,7 +84,7 @@ void write_reason(record_context& ctx, const procedure& p) {
   } else {
     out.key("reasonCode");
     out.begin_array();
-    fhir::write_codeable_concept(out, ctx.tables.concept_for("condition/chronic-migraine"));
+    ctx.write_concept_value("condition/chronic-migraine");
     out.end_array();
   }
 }
@@ -196,7 +178,7 @@ void write_charge(record_context& ctx, std::string_view role, std::string_view c
     out.begin_object();
     out.member("url", ctx.tables.extensions().billing_modifier);
     out.key("valueCodeableConcept");
-    fhir::write_codeable_concept(out, ctx.tables.concept_for(modifier_key));
+    ctx.write_concept_value(modifier_key);
     out.end_object();
     out.end_array();
   }

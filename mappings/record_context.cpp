@@ -5,12 +5,14 @@ namespace mappings {
 
 record_context::record_context(const clinic_record& rec, const patient_history& hist,
                                const mapping_config& cfg, const identifier_systems& sys,
-                               const code_tables& tbl, fhir::json_writer& writer)
+                               const code_tables& tbl, const rendered_fragments& frags,
+                               fhir::json_writer& writer)
     : record(rec),
       history(hist),
       config(cfg),
       systems(sys),
       tables(tbl),
+      fragments(frags),
       out(writer),
       bundle(writer),
       retracted(rec.status == record_status::entered_in_error) {}
@@ -55,7 +57,7 @@ std::string_view record_context::status(std::string_view normal) const {
 
 void record_context::write_concept(std::string_view member, std::string_view table_key) {
   out.key(member);
-  fhir::write_codeable_concept(out, tables.concept_for(table_key));
+  write_concept_value(table_key);
 }
 
 void record_context::reference(std::string_view member, std::string_view ref) {

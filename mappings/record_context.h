@@ -17,13 +17,15 @@ class record_context {
  public:
   record_context(const clinic_record& record, const patient_history& history,
                  const mapping_config& config, const identifier_systems& systems,
-                 const code_tables& tables, fhir::json_writer& out);
+                 const code_tables& tables, const rendered_fragments& fragments,
+                 fhir::json_writer& out);
 
   const clinic_record& record;
   const patient_history& history;
   const mapping_config& config;
   const identifier_systems& systems;
   const code_tables& tables;
+  const rendered_fragments& fragments;
   fhir::json_writer& out;
   fhir::transaction_writer bundle;
   // entered-in-error: every resource the record produced is written with that status.
@@ -46,8 +48,9 @@ class record_context {
   // The status to write: `normal`, or entered-in-error under retraction.
   std::string_view status(std::string_view normal) const;
 
-  // Shorthands over out.
+  // Shorthands over out. Concepts come pre-rendered from the code tables.
   void write_concept(std::string_view member, std::string_view table_key);
+  void write_concept_value(std::string_view table_key) { out.raw(tables.concept_json(table_key)); }
   void reference(std::string_view member, std::string_view reference);
   void subject() { reference("subject", patient); }
 

@@ -24,6 +24,17 @@ TEST(json_writer, escapes_strings) {
   EXPECT_EQ(w.view(), R"({"note":"a \"quoted\"\nline\\"})");
 }
 
+TEST(json_writer, keys_are_quoted_and_escaped_when_they_need_it) {
+  fhir::json_writer w;
+  w.begin_object();
+  w.member("resourceType", "Bundle");
+  w.member("value_x", 1);
+  w.member("we\"ird key", 2);
+  w.member(std::string(100, 'k'), 3);
+  w.end_object();
+  EXPECT_EQ(w.view(), R"({"resourceType":"Bundle","value_x":1,"we\"ird key":2,")" + std::string(100, 'k') + R"(":3})");
+}
+
 TEST(json_writer, clear_starts_over_with_the_same_writer) {
   fhir::json_writer w;
   w.begin_object();
