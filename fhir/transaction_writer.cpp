@@ -128,6 +128,11 @@ std::string transaction_writer::begin_entry(const resource_key& key, write_mode 
   return written_.back();
 }
 
+void transaction_writer::append_entry(std::string_view entry_json) {
+  ++entries_;
+  out_.raw(entry_json);
+}
+
 void transaction_writer::end_entry() {
   if (open_mode_ != write_mode::remove) out_.end_object();  // the resource
   out_.key("request");

@@ -47,6 +47,8 @@ class transaction_writer {
   // Returns the entry's fullUrl (empty for remove: nothing may refer to a deleted resource).
   std::string begin_entry(const resource_key& key, write_mode mode);
   void end_entry();
+  // Copies a complete entry written elsewhere (its JSON object, request included).
+  void append_entry(std::string_view entry_json);
 
   json_writer& out() { return out_; }
 

@@ -2,6 +2,12 @@
 // DetectedIssues of its flags, and the Provenance of the write, in that order.
 #include "mappings/bundle_mapper.h"
 
+#include <algorithm>
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "fhir/json_parse.h"
 #include "mappings/contract_names.h"
 #include "mappings/record_context.h"
 
@@ -31,6 +37,30 @@ std::string render_body_site(const code_tables& tables, muscle m, side s) {
   return std::string(out.view());
 }
 
+// Shared resources, the record kind's resources, and the DetectedIssues of its flags.
+void write_record(record_context& ctx, mapping_outcome& outcome) {
+  write_shared_resources(ctx);
+  if (const auto* c = std::get_if<consultation>(&ctx.record.body)) {
+    write_consultation(ctx, *c);
+  } else if (const auto* p = std::get_if<procedure>(&ctx.record.body)) {
+    write_procedure(ctx, *p);
+  } else {
+    write_follow_up(ctx, std::get<follow_up>(ctx.record.body), outcome);
+  }
+  write_detected_issues(ctx, outcome.flags);
+}
+
+// The key of an entry written in retraction mode: from its resource's identifier, or for a
+// deletion from its conditional URL ("AdverseEvent?identifier=system|value").
+std::string entry_url_key(const rapidjson::Value& entry, const identifier_systems& systems) {
+  if (entry.HasMember("fullUrl")) return entry["fullUrl"].GetString();
+  const std::string_view url = entry["request"]["url"].GetString();
+  const auto question = url.find('?');
+  const auto bar = url.find('|');
+  if (question == std::string_view::npos || bar == std::string_view::npos) return {};
+  return fhir::urn_uuid_for({url.substr(0, question), systems.resource, std::string(url.substr(bar + 1))});
+}
+
 }  // namespace
 
 bundle_mapper::bundle_mapper(mapping_config config, const code_tables& tables)
@@ -49,6 +79,42 @@ bundle_mapper::bundle_mapper(mapping_config config, const code_tables& tables)
   }
 }
 
+// What the earlier revision created and this one no longer does (a side effect removed, nothing
+// discarded any more, a flag that no longer applies) is retracted in the same transaction, so an
+// amendment leaves nothing stale behind. The earlier revision is mapped as a retraction into a
+// scratch bundle, and its entries this revision did not write are copied over.
+void bundle_mapper::retract_dropped(record_context& ctx, const clinic_record& earlier) const {
+  clinic_record retraction = earlier;
+  retraction.status = record_status::entered_in_error;
+  retraction.revision = ctx.record.revision;  // so its writes are upserts and deletions
+  fhir::json_writer scratch;
+  mapping_outcome scratch_outcome;
+  scratch_outcome.flags = find_flags(retraction, ctx.history, tables_);
+  record_context old_ctx(retraction, ctx.history, config_, systems_, tables_, fragments_, scratch);
+  old_ctx.bundle.begin_bundle(systems_.record, retraction.record_id);
+  write_record(old_ctx, scratch_outcome);
+  old_ctx.bundle.end_bundle();
+
+  rapidjson::Document doc;
+  if (!fhir::detail::parse_json(doc, scratch.view()).empty()) return;  // our own output: cannot happen
+  const std::string own_prefix = ctx.record.record_id + "/";
+  rapidjson::StringBuffer buffer;
+  for (const auto& entry : doc["entry"].GetArray()) {
+    const std::string key = entry_url_key(entry, systems_);
+    const bool own = std::find(old_ctx.own_resources.begin(), old_ctx.own_resources.end(), key) !=
+                         old_ctx.own_resources.end() ||
+                     !entry.HasMember("resource");
+    const bool kept = std::find(ctx.own_resources.begin(), ctx.own_resources.end(), key) !=
+                      ctx.own_resources.end();
+    if (!own || kept || key.empty()) continue;  // shared resources, or still written by this revision
+    buffer.Clear();
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    entry.Accept(writer);
+    ctx.bundle.append_entry({buffer.GetString(), buffer.GetSize()});
+    if (entry.HasMember("resource")) ctx.own_resources.push_back(key);
+  }
+}
+
 mapping_outcome bundle_mapper::map(const clinic_record& record, const patient_history& history,
                                    fhir::json_writer& out) const {
   out.clear();
@@ -58,15 +124,11 @@ mapping_outcome bundle_mapper::map(const clinic_record& record, const patient_hi
   record_context ctx(record, history, config_, systems_, tables_, fragments_, out);
   ctx.bundle.begin_bundle(systems_.record,
                           record.record_id + "/r" + std::to_string(record.revision));
-  write_shared_resources(ctx);
-  if (const auto* c = std::get_if<consultation>(&record.body)) {
-    write_consultation(ctx, *c);
-  } else if (const auto* p = std::get_if<procedure>(&record.body)) {
-    write_procedure(ctx, *p);
-  } else {
-    write_follow_up(ctx, std::get<follow_up>(record.body), outcome);
+  write_record(ctx, outcome);
+  const clinic_record* earlier = history.find(record.record_id);
+  if (earlier != nullptr && earlier->revision < record.revision) {
+    retract_dropped(ctx, *earlier);
   }
-  write_detected_issues(ctx, outcome.flags);
   write_provenance(ctx);
   ctx.bundle.end_bundle();
 

@@ -40,6 +40,8 @@ struct rendered_fragments {
   std::array<std::array<std::string, 3>, muscle_count> body_sites;
 };
 
+class record_context;
+
 class bundle_mapper {
  public:
   bundle_mapper(mapping_config config, const code_tables& tables);
@@ -49,6 +51,8 @@ class bundle_mapper {
                       fhir::json_writer& out) const;
 
  private:
+  void retract_dropped(record_context& ctx, const clinic_record& earlier) const;
+
   mapping_config config_;
   identifier_systems systems_;
   const code_tables& tables_;

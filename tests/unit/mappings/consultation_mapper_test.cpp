@@ -110,6 +110,33 @@ TEST(every_bundle, an_amendment_updates_what_the_record_created) {
   EXPECT_EQ(str(prov["activity"]["coding"][0]["code"]), "UPDATE");
 }
 
+TEST(every_bundle, an_amendment_retracts_what_the_earlier_revision_made_and_this_one_does_not) {
+  const clinic_record first = example("procedure");  // 35 U discarded: a JW line
+  clinic_record second = first;
+  second.revision = 2;
+  second.status = record_status::amended;
+  auto& p = std::get<procedure>(second.body);
+  p.units_discarded = 0;              // now JZ, no discarded line
+  p.immediate_reactions.clear();      // the reaction was recorded in error
+  const auto m = map_record(second, patient_history({first}));
+
+  const auto& discarded = m.entry_of("ChargeItem", "charge/j0585-discarded");
+  EXPECT_EQ(str(discarded["request"]["method"]), "PUT");
+  EXPECT_EQ(str(discarded["resource"]["status"]), "entered-in-error");
+  EXPECT_EQ(str(m.resource("ChargeItem", "charge/j0585-administered")["status"]), "billable");
+  EXPECT_NE(m.text.find(R"({"request":{"method":"DELETE","url":"AdverseEvent?identifier=https://clinic.example/fhir/resource|PROC-2026-0001/adverse-event/immediate/0"}})"),
+            std::string::npos);
+  // Everything else is written once, by this revision; the Provenance covers the retraction too.
+  EXPECT_EQ(m.resources("MedicationAdministration").size(), 13u);
+  const auto& prov = *m.resources("Provenance").at(0);
+  bool covers = false;
+  for (const auto& t : prov["target"].GetArray()) covers |= str(t["reference"]) == str(discarded["fullUrl"]);
+  EXPECT_TRUE(covers);
+
+  // Without the earlier revision in the history there is nothing to compare with.
+  EXPECT_FALSE(map_record(second).has("ChargeItem", "charge/j0585-discarded"));
+}
+
 TEST(every_bundle, entered_in_error_retracts_everything_the_record_produced) {
   clinic_record r = example("consultation");
   r.revision = 2;
