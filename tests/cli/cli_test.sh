@@ -62,6 +62,19 @@ check "NDJSON with bad lines exits 2" [ "$rc" -eq 2 ]
 check "NDJSON good line still mapped" [ "$(wc -l < "$work/out")" -eq 1 ]
 check "a malformed line is named by its line" grep -q "mixed.ndjson:line 3: malformed JSON at line 1" "$work/err"
 
+# Hostile input: a huge record and a deeply nested one are refused with a clear error, no crash.
+{ printf '{"record_type": "consultation", "record_id": "HUGE-1", "notes": "'; head -c 11000000 /dev/zero | tr '\0' 'x'; printf '"}'; } > "$work/huge.json"
+run map "$work/huge.json"
+check "a >10 MB record exits 2" [ "$rc" -eq 2 ]
+check "a >10 MB record is refused by size" grep -q "huge.json:line 1: record is 11000067 bytes; the limit is 1048576 bytes" "$work/err"
+{ printf '{"record_type": "procedure", "record_id": "DEEP-1", "extra": '; head -c 20000 /dev/zero | tr '\0' '['; head -c 20000 /dev/zero | tr '\0' ']'; printf '}'; } > "$work/deep.json"
+run map "$work/deep.json"
+check "a 20,000-level record exits 2" [ "$rc" -eq 2 ]
+check "a 20,000-level record is refused by depth" grep -q "deep.json:line 1: malformed JSON at line 1, column 125: nested deeper than 64 levels" "$work/err"
+printf '{"record_type": "consultation", "record_id": "T-1", "patient": {"mrn": "M' > "$work/truncated.json"
+run map "$work/truncated.json"
+check "a truncated record exits 2 naming the position" grep -q "truncated.json:line 1: malformed JSON at line 1, column 74: Missing a closing quotation mark" "$work/err"
+
 run check "$ex/consultation.json" "$ex/procedure.json" "$work/bad.json"
 check "check exits 2 when any record is rejected" [ "$rc" -eq 2 ]
 check "check prints one line per problem on stdout" [ "$(wc -l < "$work/out")" -eq 2 ]
