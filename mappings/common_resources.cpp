@@ -154,10 +154,7 @@ std::string begin_observation(record_context& ctx, std::string_view role, std::s
   ctx.subject();
   ctx.reference("encounter", ctx.encounter);
   out.member("effectiveDateTime", ctx.record.visit.start.text);
-  out.key("performer");
-  out.begin_array();
-  fhir::write_reference(out, ctx.practitioner);
-  out.end_array();
+  ctx.reference_list("performer", ctx.practitioner);
   return url;
 }
 

@@ -33,14 +33,7 @@ void write_condition(record_context& ctx, const consultation& c) {
   out.member("recordedDate", ctx.record.recorded_at.text);
   ctx.reference("recorder", ctx.practitioner);
   ctx.reference("asserter", ctx.practitioner);
-  if (ctx.record.notes) {
-    out.key("note");
-    out.begin_array();
-    out.begin_object();
-    out.member("text", *ctx.record.notes);
-    out.end_object();
-    out.end_array();
-  }
+  ctx.notes();
   ctx.end();
 }
 
@@ -187,10 +180,7 @@ void write_consultation(record_context& ctx, const consultation& c) {
     out.end_object();
     out.member("authoredOn", ctx.record.visit.start.text);
     ctx.reference("requester", ctx.practitioner);
-    out.key("reasonReference");
-    out.begin_array();
-    fhir::write_reference(out, condition);
-    out.end_array();
+    ctx.reference_list("reasonReference", condition);
     ctx.end();
   }
 }

@@ -40,20 +40,13 @@ reviewed_session reviewed_references(record_context& ctx, const follow_up& f,
   return s;
 }
 
-void write_focus(record_context& ctx, const std::string& procedure) {
-  ctx.out.key("focus");
-  ctx.out.begin_array();
-  fhir::write_reference(ctx.out, procedure);
-  ctx.out.end_array();
-}
-
 void write_response(record_context& ctx, const follow_up& f, const response_assessment& r,
                     const std::string& headache_days, const std::string& procedure) {
   auto& out = ctx.out;
   begin_observation(ctx, "observation/headache-day-reduction", "observation/headache-day-reduction");
   out.key("valueQuantity");
   fhir::write_ucum_quantity(out, *r.reduction_percent, "%", "%");
-  write_focus(ctx, procedure);
+  ctx.reference_list("focus", procedure);
   std::vector<std::string> derived = {headache_days};
   if (r.baseline->consultation_record_id) {
     derived.push_back(fhir::conditional_reference(ctx.key_of(
@@ -145,15 +138,8 @@ void write_follow_up(record_context& ctx, const follow_up& f, mapping_outcome& o
   begin_observation(ctx, "observation/treatment-plan", "observation/treatment-plan");
   out.key("valueCodeableConcept");
   ctx.write_concept_value("plan/" + std::string(name_of(plan_names, f.plan)));
-  write_focus(ctx, session.procedure);
-  if (ctx.record.notes) {
-    out.key("note");
-    out.begin_array();
-    out.begin_object();
-    out.member("text", *ctx.record.notes);
-    out.end_object();
-    out.end_array();
-  }
+  ctx.reference_list("focus", session.procedure);
+  ctx.notes();
   ctx.end();
 
   write_side_effects(ctx, f, session);

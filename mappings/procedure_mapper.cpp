@@ -76,11 +76,8 @@ void write_reason(record_context& ctx, const procedure& p) {
   const clinic_record* consult =
       p.consultation_record_id ? ctx.history.find(*p.consultation_record_id) : nullptr;
   if (consult != nullptr && consult->body.index() == consultation_kind) {
-    out.key("reasonReference");
-    out.begin_array();
-    fhir::write_reference(out, fhir::conditional_reference(
+    ctx.reference_list("reasonReference", fhir::conditional_reference(
                                    ctx.key_of(consult->record_id, "Condition", "condition")));
-    out.end_array();
   } else {
     out.key("reasonCode");
     out.begin_array();
@@ -102,29 +99,14 @@ std::string write_procedure_resource(record_context& ctx, const procedure& p,
   out.key("performedPeriod");
   fhir::write_period(out, visit.start.text, visit.end ? std::string_view(visit.end->text) : "");
   ctx.reference("recorder", ctx.practitioner);
-  out.key("performer");
-  out.begin_array();
-  out.begin_object();
-  ctx.reference("actor", ctx.practitioner);
-  out.end_object();
-  out.end_array();
+  ctx.performer_actor();
   write_reason(ctx, p);
   out.key("bodySite");
   out.begin_array();
   for (const auto& d : doses) write_body_site(ctx, d.site_muscle, d.site_side);
   out.end_array();
-  if (ctx.record.notes) {
-    out.key("note");
-    out.begin_array();
-    out.begin_object();
-    out.member("text", *ctx.record.notes);
-    out.end_object();
-    out.end_array();
-  }
-  out.key("usedReference");
-  out.begin_array();
-  fhir::write_reference(out, medication);
-  out.end_array();
+  ctx.notes();
+  ctx.reference_list("usedReference", medication);
   ctx.end();
   return url;
 }
@@ -140,16 +122,8 @@ void write_administrations(record_context& ctx, const std::vector<site_dose>& do
     ctx.subject();
     ctx.reference("context", ctx.encounter);
     out.member("effectiveDateTime", ctx.record.visit.start.text);
-    out.key("performer");
-    out.begin_array();
-    out.begin_object();
-    ctx.reference("actor", ctx.practitioner);
-    out.end_object();
-    out.end_array();
-    out.key("partOf");
-    out.begin_array();
-    fhir::write_reference(out, procedure_url);
-    out.end_array();
+    ctx.performer_actor();
+    ctx.reference_list("partOf", procedure_url);
     out.key("dosage");
     out.begin_object();
     text = format_units(d.units) + " U in " + std::to_string(d.sites) + " site(s)";
@@ -187,21 +161,13 @@ void write_charge(record_context& ctx, std::string_view role, std::string_view c
   ctx.subject();
   ctx.reference("context", ctx.encounter);
   out.member("occurrenceDateTime", ctx.record.visit.start.text);
-  out.key("performer");
-  out.begin_array();
-  out.begin_object();
-  ctx.reference("actor", ctx.practitioner);
-  out.end_object();
-  out.end_array();
+  ctx.performer_actor();
   out.key("quantity");
   out.begin_object();
   out.member_number("value", quantity);
   out.end_object();
   out.member("enteredDate", ctx.record.recorded_at.text);
-  out.key("service");
-  out.begin_array();
-  fhir::write_reference(out, procedure_url);
-  out.end_array();
+  ctx.reference_list("service", procedure_url);
   if (!medication.empty()) {
     out.key("productReference");
     fhir::write_reference(out, medication);

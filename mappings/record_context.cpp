@@ -65,6 +65,32 @@ void record_context::reference(std::string_view member, std::string_view ref) {
   fhir::write_reference(out, ref);
 }
 
+void record_context::reference_list(std::string_view member, std::string_view ref) {
+  out.key(member);
+  out.begin_array();
+  fhir::write_reference(out, ref);
+  out.end_array();
+}
+
+void record_context::performer_actor() {
+  out.key("performer");
+  out.begin_array();
+  out.begin_object();
+  reference("actor", practitioner);
+  out.end_object();
+  out.end_array();
+}
+
+void record_context::notes() {
+  if (!record.notes) return;
+  out.key("note");
+  out.begin_array();
+  out.begin_object();
+  out.member("text", *record.notes);
+  out.end_object();
+  out.end_array();
+}
+
 void record_context::count(std::string_view type) {
   for (auto& [t, n] : resource_counts) {
     if (t == type) {

@@ -52,7 +52,13 @@ class record_context {
   void write_concept(std::string_view member, std::string_view table_key);
   void write_concept_value(std::string_view table_key) { out.raw(tables.concept_json(table_key)); }
   void reference(std::string_view member, std::string_view reference);
+  // member: [ {"reference": ref} ]
+  void reference_list(std::string_view member, std::string_view reference);
   void subject() { reference("subject", patient); }
+  // "performer": [ {"actor": the clinician} ] (Procedure, MedicationAdministration, ChargeItem).
+  void performer_actor();
+  // "note": [ {"text": the record's notes} ] when it has notes. Notes are PHI: FHIR only, never logs.
+  void notes();
 
   // fullUrls of the shared resources and the encounter, set while writing them.
   std::string patient, practitioner, organization, device, encounter;
