@@ -1,6 +1,8 @@
 // Transaction Bundle writing and the deterministic keys behind it.
 #include "fhir/transaction_writer.h"
 
+#include "fhir/datatypes.h"
+
 #include <array>
 #include <cstdint>
 
@@ -37,13 +39,17 @@ bool has_single_identifier(std::string_view type) {
 }
 
 void append_query(std::string& q, const resource_key& key) {
-  q += key.type == "Provenance" ? "_tag=" : "identifier=";
+  q += is_matched_by_tag(key.type) ? "_tag=" : "identifier=";
   q += key.system;
   q += '|';
   q += key.value;
 }
 
 }  // namespace
+
+bool is_matched_by_tag(std::string_view type) {
+  return type == "Provenance" || type == "AdverseEvent";
+}
 
 std::string urn_uuid_for(const resource_key& key) {
   const std::uint64_t hi = hash64(key.type, key.system, key.value, 0xcbf29ce484222325ULL);
@@ -92,30 +98,30 @@ void transaction_writer::end_bundle() {
   out_.end_object();
 }
 
-std::string transaction_writer::begin_entry(const resource_key& key, write_mode mode) {
+std::string transaction_writer::begin_entry(const resource_key& key, write_mode mode,
+                                            const coding* extra_tag) {
   open_key_ = key;
   open_mode_ = mode;
   ++entries_;
-  out_.begin_object();
-  if (mode == write_mode::remove) return {};
   written_.push_back(urn_uuid_for(key));
+  out_.begin_object();
   out_.member("fullUrl", written_.back());
-
   out_.key("resource");
   out_.begin_object();
   out_.member("resourceType", key.type);
-  if (key.type == "Provenance") {
+
+  const bool by_tag = is_matched_by_tag(key.type);
+  if (by_tag || extra_tag != nullptr) {
     out_.key("meta");
     out_.begin_object();
     out_.key("tag");
     out_.begin_array();
-    out_.begin_object();
-    out_.member("system", key.system);
-    out_.member("code", key.value);
-    out_.end_object();
+    if (by_tag) write_coding(out_, {std::string(key.system), key.value, ""});
+    if (extra_tag != nullptr) write_coding(out_, *extra_tag);
     out_.end_array();
     out_.end_object();
-  } else {
+  }
+  if (key.type != "Provenance") {  // the one type here with no identifier element at all
     const bool single = has_single_identifier(key.type);
     out_.key("identifier");
     if (!single) out_.begin_array();
@@ -134,7 +140,7 @@ void transaction_writer::append_entry(std::string_view entry_json) {
 }
 
 void transaction_writer::end_entry() {
-  if (open_mode_ != write_mode::remove) out_.end_object();  // the resource
+  out_.end_object();  // the resource
   out_.key("request");
   out_.begin_object();
   query_.clear();
@@ -146,8 +152,7 @@ void transaction_writer::end_entry() {
       out_.member("ifNoneExist", query_);
       break;
     case write_mode::upsert:
-    case write_mode::remove:
-      out_.member("method", open_mode_ == write_mode::upsert ? "PUT" : "DELETE");
+      out_.member("method", "PUT");
       query_ = conditional_reference(open_key_);
       out_.member("url", query_);
       break;

@@ -1,6 +1,7 @@
 // Writes a FHIR R4 transaction Bundle entry by entry, straight into a json_writer.
 // Every entry is keyed by a business identifier, so a resend finds instead of duplicating:
-// create-if-absent (POST + ifNoneExist), upsert (conditional PUT) or remove (conditional DELETE).
+// create-if-absent (POST + ifNoneExist) or upsert (conditional PUT). Nothing is ever deleted:
+// strict servers refuse to delete a resource others (an earlier Provenance) still reference.
 // Entries reference each other through deterministic urn:uuid fullUrls.
 #pragma once
 
@@ -12,8 +13,9 @@
 
 namespace fhir {
 
-// The business key of a resource: its identifier (system + value), or for resource types
-// without an identifier element (Provenance) a meta.tag with the same system and code.
+// The business key of a resource: its identifier (system + value). Types R4 gives no identifier
+// search parameter (AdverseEvent; Provenance, which has no identifier at all) are matched on a
+// meta.tag with the same system and code instead.
 struct resource_key {
   std::string_view type;  // "Encounter"
   std::string_view system;
@@ -23,8 +25,12 @@ struct resource_key {
 enum class write_mode {
   create_if_absent,  // POST with ifNoneExist: never touches an existing resource
   upsert,            // PUT Type?identifier=...: creates, or replaces the one match
-  remove,            // DELETE Type?identifier=...: for resources with no entered-in-error status
 };
+
+struct coding;
+
+// True for the types whose key is a meta.tag (searched with _tag), false for identifier.
+bool is_matched_by_tag(std::string_view type);
 
 // A deterministic, RFC 4122-shaped urn:uuid derived from the key: the same record always yields
 // the same fullUrls, and distinct keys yield distinct ones.
@@ -41,18 +47,17 @@ class transaction_writer {
   void begin_bundle(std::string_view identifier_system, std::string_view identifier_value);
   void end_bundle();
 
-  // Opens an entry and its resource, writing resourceType and the identifier (or meta.tag).
-  // The caller writes the remaining members into out(), then calls end_entry().
-  // For write_mode::remove no resource is written: call end_entry() straight away.
-  // Returns the entry's fullUrl (empty for remove: nothing may refer to a deleted resource).
-  std::string begin_entry(const resource_key& key, write_mode mode);
+  // Opens an entry and its resource, writing resourceType, meta.tag and identifier as the type
+  // needs; `extra_tag` adds a tag of the caller's. The caller writes the remaining members into
+  // out(), then calls end_entry(). Returns the entry's fullUrl.
+  std::string begin_entry(const resource_key& key, write_mode mode, const coding* extra_tag = nullptr);
   void end_entry();
   // Copies a complete entry written elsewhere (its JSON object, request included).
   void append_entry(std::string_view entry_json);
 
   json_writer& out() { return out_; }
 
-  // fullUrls of every resource written (not removed) so far, in order, for Provenance.target.
+  // fullUrls of every resource written so far, in order, for Provenance.target.
   const std::vector<std::string>& written() const { return written_; }
   std::size_t entry_count() const { return entries_; }
 

@@ -50,17 +50,6 @@ void write_record(record_context& ctx, mapping_outcome& outcome) {
   write_detected_issues(ctx, outcome.flags);
 }
 
-// The key of an entry written in retraction mode: from its resource's identifier, or for a
-// deletion from its conditional URL ("AdverseEvent?identifier=system|value").
-std::string entry_url_key(const rapidjson::Value& entry, const identifier_systems& systems) {
-  if (entry.HasMember("fullUrl")) return entry["fullUrl"].GetString();
-  const std::string_view url = entry["request"]["url"].GetString();
-  const auto question = url.find('?');
-  const auto bar = url.find('|');
-  if (question == std::string_view::npos || bar == std::string_view::npos) return {};
-  return fhir::urn_uuid_for({url.substr(0, question), systems.resource, std::string(url.substr(bar + 1))});
-}
-
 }  // namespace
 
 bundle_mapper::bundle_mapper(mapping_config config, const code_tables& tables)
@@ -97,21 +86,19 @@ void bundle_mapper::retract_dropped(record_context& ctx, const clinic_record& ea
 
   rapidjson::Document doc;
   if (!fhir::detail::parse_json(doc, scratch.view()).empty()) return;  // our own output: cannot happen
-  const std::string own_prefix = ctx.record.record_id + "/";
   rapidjson::StringBuffer buffer;
   for (const auto& entry : doc["entry"].GetArray()) {
-    const std::string key = entry_url_key(entry, systems_);
-    const bool own = std::find(old_ctx.own_resources.begin(), old_ctx.own_resources.end(), key) !=
-                         old_ctx.own_resources.end() ||
-                     !entry.HasMember("resource");
-    const bool kept = std::find(ctx.own_resources.begin(), ctx.own_resources.end(), key) !=
+    const std::string url = entry["fullUrl"].GetString();
+    const bool own = std::find(old_ctx.own_resources.begin(), old_ctx.own_resources.end(), url) !=
+                     old_ctx.own_resources.end();
+    const bool kept = std::find(ctx.own_resources.begin(), ctx.own_resources.end(), url) !=
                       ctx.own_resources.end();
-    if (!own || kept || key.empty()) continue;  // shared resources, or still written by this revision
+    if (!own || kept) continue;  // shared resources, or still written by this revision
     buffer.Clear();
     rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
     entry.Accept(writer);
     ctx.bundle.append_entry({buffer.GetString(), buffer.GetSize()});
-    if (entry.HasMember("resource")) ctx.own_resources.push_back(key);
+    ctx.own_resources.push_back(url);
   }
 }
 

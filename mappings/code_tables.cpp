@@ -34,7 +34,8 @@ constexpr std::string_view fixed_keys[] = {
     "detected-issue/preempt-deviation", "detected-issue/criteria-not-met",
     "detected-issue/preventives-not-met", "detected-issue/insufficient-response",
     "detected-issue/possible-toxin-spread", "provenance-agent/assembler", "provenance-agent/author",
-    "provenance-activity/create", "provenance-activity/update", "provenance-activity/nullify"};
+    "provenance-activity/create", "provenance-activity/update", "provenance-activity/nullify",
+    "retraction-tag/entered-in-error"};
 
 template <typename Table>
 void add_keys(std::vector<std::string>& keys, std::string_view prefix, const Table& table) {

@@ -179,7 +179,7 @@ void write_detected_issues(record_context& ctx, const std::vector<clinical_flag>
     ctx.reference("patient", ctx.patient);
     out.member("identifiedDateTime", ctx.record.recorded_at.text);
     ctx.reference("author", ctx.device);
-    // Only what this bundle holds: a retraction deletes AdverseEvents instead of writing them.
+    // Only what this bundle holds.
     std::vector<std::string> implicated;
     for (const auto& r : flag.implicated) {
       std::string url = fhir::urn_uuid_for(ctx.own_key(r.type, r.role));

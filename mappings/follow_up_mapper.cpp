@@ -78,10 +78,6 @@ void write_side_effects(record_context& ctx, const follow_up& f, const reviewed_
   for (std::size_t i = 0; i < f.side_effects.size(); ++i) {
     const side_effect& e = f.side_effects[i];
     const std::string url = ctx.begin("AdverseEvent", "adverse-event/side-effect/" + std::to_string(i));
-    if (url.empty()) {  // retraction: deleted
-      ctx.end();
-      continue;
-    }
     out.member("actuality", "actual");
     const auto& effect = ctx.tables.concept_for(
         "side-effect/" + std::string(name_of(side_effect_names, e.effect)));

@@ -181,10 +181,6 @@ void write_immediate_reactions(record_context& ctx, const procedure& p, const st
   for (std::size_t i = 0; i < p.immediate_reactions.size(); ++i) {
     const auto& r = p.immediate_reactions[i];
     const std::string url = ctx.begin("AdverseEvent", "adverse-event/immediate/" + std::to_string(i));
-    if (url.empty()) {  // retraction: deleted
-      ctx.end();
-      continue;
-    }
     out.member("actuality", "actual");
     out.key("event");
     fhir::write_codeable_concept(out, {base.codings, r.reaction});

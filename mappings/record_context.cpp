@@ -32,17 +32,19 @@ fhir::resource_key record_context::key_of(std::string_view record_id, std::strin
 }
 
 std::string record_context::begin(std::string_view type, std::string_view role) {
-  fhir::write_mode mode = fhir::write_mode::create_if_absent;
-  if (retracted && type == "AdverseEvent") {
-    mode = fhir::write_mode::remove;  // R4 AdverseEvent has no status to mark entered-in-error
-  } else if (record.revision > 1 || record.status != record_status::final) {
-    mode = fhir::write_mode::upsert;  // an amendment replaces what the earlier revision created
-  }
-  std::string url = bundle.begin_entry(own_key(type, role), mode);
-  if (mode != fhir::write_mode::remove) {
-    count(type);
-    own_resources.push_back(url);
-  }
+  // An amendment or retraction replaces what the earlier revision created.
+  const fhir::write_mode mode = record.revision > 1 || record.status != record_status::final
+                                    ? fhir::write_mode::upsert
+                                    : fhir::write_mode::create_if_absent;
+  // R4 AdverseEvent has no status to say entered-in-error, and deleting it would fail on servers
+  // that keep references intact (the earlier Provenance points at it): it carries a tag instead.
+  const fhir::coding* retraction_tag =
+      retracted && type == "AdverseEvent"
+          ? &tables.concept_for("retraction-tag/entered-in-error").codings.at(0)
+          : nullptr;
+  std::string url = bundle.begin_entry(own_key(type, role), mode, retraction_tag);
+  count(type);
+  own_resources.push_back(url);
   return url;
 }
 

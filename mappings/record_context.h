@@ -38,8 +38,8 @@ class record_context {
                             std::string_view role) const;
 
   // Opens this record's resource entry (create-if-absent for a first revision, upsert for an
-  // amendment or retraction; a retracted AdverseEvent, which has no status, is deleted).
-  // Returns the fullUrl ("" for a deletion: then call end() straight away).
+  // amendment or retraction; a retracted AdverseEvent, which has no status, is tagged).
+  // Returns the fullUrl.
   std::string begin(std::string_view type, std::string_view role);
   // Opens a resource shared with other records (Patient, Practitioner...): always create-if-absent.
   std::string begin_shared(const fhir::resource_key& key);

@@ -203,8 +203,33 @@ export function loadDefinitions() {
   const t0 = performance.now();
   for (const file of PROFILE_FILES) indexStructureDefinitionBundle(readJson(file));
   const terminology = new Terminology(TERMINOLOGY_FILES.map((f) => readJson(f)));
-  loaded = { terminology, loadMs: performance.now() - t0 };
+  loaded = { terminology, searchParams: indexSearchParameters(), loadMs: performance.now() - t0 };
   return loaded;
+}
+
+// R4 search parameters by resource type ("Resource" holds _id, _tag...): a strict server refuses a
+// conditional create, update or reference whose search uses a parameter the type does not have.
+function indexSearchParameters() {
+  const byType = new Map();
+  for (const e of readJson('fhir/r4/search-parameters.json').entry) {
+    for (const base of e.resource.base) {
+      if (!byType.has(base)) byType.set(base, new Set());
+      byType.get(base).add(e.resource.code);
+    }
+  }
+  return byType;
+}
+
+/** The first unknown search parameter of `query` for `type`, or null. */
+function unknownSearchParameter(type, query) {
+  const { searchParams } = loadDefinitions();
+  const known = (name) => searchParams.get(type)?.has(name) || searchParams.get('Resource')?.has(name)
+    || searchParams.get('DomainResource')?.has(name);
+  for (const pair of query.split('&')) {
+    const name = pair.split('=')[0].split(':')[0].split('.')[0];
+    if (name && !known(name)) return name;
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -314,6 +339,13 @@ export function validateBundle(bundle, stats = new Stats()) {
     if (typeof req.url !== 'string' || !req.url) {
       addBundleIssue('error', `${at}.request.url`, 'request.url is missing');
       return;
+    }
+    const searchChecks = [];
+    if (typeof req.ifNoneExist === 'string') searchChecks.push([urlType(req.url), req.ifNoneExist, 'ifNoneExist']);
+    if (req.url.includes('?')) searchChecks.push([urlType(req.url), req.url.slice(req.url.indexOf('?') + 1), 'url']);
+    for (const [type, query, field] of searchChecks) {
+      const unknown = unknownSearchParameter(type, query);
+      if (unknown) addBundleIssue('error', `${at}.request.${field}`, `${type} has no search parameter "${unknown}" in R4`);
     }
     if (req.method === 'POST' || req.method === 'PUT') {
       const type = urlType(req.url);
@@ -509,6 +541,13 @@ function checkReference(tv, element, fullUrls, issues) {
   } else {
     const m = /^([A-Z][A-Za-z]+)[/?]/.exec(ref); // "Type/id" or conditional "Type?search"
     if (m && isResourceType(m[1])) targetType = m[1];
+    if (m && ref[m[1].length] === '?') {
+      const unknown = unknownSearchParameter(m[1], ref.slice(m[1].length + 1));
+      if (unknown) {
+        issues.push({ severity: 'error', path: tv.path, message: `conditional reference: ${m[1]} has no search parameter "${unknown}" in R4` });
+        return;
+      }
+    }
   }
   if (typeof targetType !== 'string') return;
   const profiles = element.type.find((t) => t.code === 'Reference')?.targetProfile;

@@ -63,16 +63,27 @@ TEST(transaction_writer, upsert_is_a_conditional_put) {
       << text;
 }
 
-TEST(transaction_writer, remove_is_a_conditional_delete_without_resource) {
-  const std::string text = write_one({"AdverseEvent", sys, "C-1/ae"}, fhir::write_mode::remove);
-  EXPECT_NE(text.find(R"({"request":{"method":"DELETE","url":"AdverseEvent?identifier=)"), std::string::npos)
-      << text;
-  EXPECT_EQ(text.find("resource\""), std::string::npos);
+TEST(transaction_writer, adverse_events_keep_their_identifier_but_are_matched_on_a_tag) {
+  // R4 has no identifier search parameter for AdverseEvent: "AdverseEvent?identifier=" would be refused.
+  const fhir::coding retracted{"urn:local", "entered-in-error", ""};
+  fhir::json_writer out;
+  fhir::transaction_writer tx(out);
+  tx.begin_bundle("urn:example:bundles", "b-1");
+  tx.begin_entry({"AdverseEvent", sys, "C-1/ae"}, fhir::write_mode::upsert, &retracted);
+  tx.end_entry();
+  tx.end_bundle();
+  const std::string text(out.view());
+  EXPECT_NE(text.find(R"("meta":{"tag":[{"system":")" + sys + R"(","code":"C-1/ae"},{"system":"urn:local","code":"entered-in-error"}]})"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find(R"("url":"AdverseEvent?_tag=)" + sys + "|C-1/ae"), std::string::npos) << text;
+  EXPECT_EQ(text.find("identifier="), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("identifier":{"system")"), std::string::npos) << text;
 }
 
 TEST(transaction_writer, single_identifier_types_get_an_object_and_provenance_a_tag) {
   const std::string ae = write_one({"AdverseEvent", sys, "C-1/ae"}, fhir::write_mode::create_if_absent);
   EXPECT_NE(ae.find(R"("identifier":{"system")"), std::string::npos) << ae;
+  EXPECT_NE(ae.find(R"("ifNoneExist":"_tag=)"), std::string::npos) << ae;
   const std::string prov = write_one({"Provenance", sys, "C-1/r1"}, fhir::write_mode::create_if_absent);
   EXPECT_NE(prov.find(R"("meta":{"tag":[{"system":")" + sys + R"(","code":"C-1/r1"}]})"), std::string::npos)
       << prov;
@@ -86,10 +97,10 @@ TEST(transaction_writer, remembers_what_it_wrote_for_provenance) {
   tx.begin_bundle("urn:example:bundles", "b-1");
   const std::string a = tx.begin_entry({"Encounter", sys, "a"}, fhir::write_mode::create_if_absent);
   tx.end_entry();
-  tx.begin_entry({"AdverseEvent", sys, "b"}, fhir::write_mode::remove);
+  tx.begin_entry({"AdverseEvent", sys, "b"}, fhir::write_mode::upsert);
   tx.end_entry();
   tx.end_bundle();
-  ASSERT_EQ(tx.written().size(), 1u);
+  ASSERT_EQ(tx.written().size(), 2u);
   EXPECT_EQ(tx.written()[0], a);
   EXPECT_EQ(tx.entry_count(), 2u);
 }
