@@ -105,7 +105,7 @@ std::optional<date_time> parse_date_time(std::string_view text) {
   } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
     int oh, om;
     if (!digits(text, pos + 1, 2, oh) || pos + 3 >= text.size() || text[pos + 3] != ':' ||
-        !digits(text, pos + 4, 2, om) || oh > 23 || om > 59) {
+        !digits(text, pos + 4, 2, om) || om > 59 || oh * 60 + om > 14 * 60) {  // FHIR: +-14:00
       return std::nullopt;
     }
     offset_minutes = (oh * 60 + om) * (text[pos] == '-' ? -1 : 1);

@@ -88,6 +88,13 @@ const Value* present(problem_sink& sink, const Value& obj, std::string_view name
   return v;
 }
 
+bool looks_like_field_name(std::string_view name) {
+  auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (name.empty() || name.size() > 40 || !letter(name[0])) return false;
+  return std::all_of(name.begin(), name.end(),
+                     [&](char c) { return letter(c) || (c >= '0' && c <= '9') || c == '_'; });
+}
+
 // Reports every member of obj that is in none of the known lists.
 void check_known_fields(problem_sink& sink, const Value& obj,
                         std::initializer_list<std::string_view> known,
@@ -96,10 +103,19 @@ void check_known_fields(problem_sink& sink, const Value& obj,
     return std::find(known.begin(), known.end(), name) != known.end() ||
            std::find(also_known.begin(), also_known.end(), name) != also_known.end();
   };
+  int position = 0;
   for (const auto& m : obj.GetObject()) {
+    ++position;
     std::string_view name(m.name.GetString(), m.name.GetStringLength());
-    if (!is_known(name)) {
+    if (is_known(name)) continue;
+    // A misplaced value can end up as a key ("John Smith 1970-01-01"): only identifier-shaped
+    // names (a letter, then letters, digits, _) are echoed, as typos are; others by position.
+    if (looks_like_field_name(name)) {
       sink.report_field(name, "structure", "unknown field (not in clinic record v1)");
+    } else {
+      sink.report_field("(field " + std::to_string(position) + ")", "structure",
+                        "unknown field; its name is not shown because it does not look like a "
+                        "field name (it may be data)");
     }
   }
 }
@@ -431,7 +447,9 @@ std::vector<injection> read_injections(problem_sink& sink, const Value& root,
 
 procedure read_procedure(problem_sink& sink, const Value& root, const code_tables& tables) {
   procedure p;
-  const std::size_t problems_before = sink.count();
+  // The vials' capacity is judged only from quantities that were all read cleanly.
+  bool quantities_read = true;
+  auto track = [&](std::size_t before) { quantities_read = quantities_read && sink.count() == before; };
   p.consultation_record_id = read_record_ref(sink, root, "consultation_record_id", need::optional);
   p.cycle = read_integer(sink, root, "cycle", need::optional, 1, INT32_MAX);
 
@@ -445,7 +463,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
       if (!ndc11) {
         sink.report_field("ndc", "value",
                           "must be an NDC: 10 digits with dashes (4-4-2, 5-3-2 or 5-4-1) or 11 "
-                          "digits");
+                          "digits (bare or 5-4-2)");
       } else if ((product = tables.product(*ndc11)) == nullptr) {
         sink.report_field("ndc", "business-rule",
                           "is not an NDC of a Botox (onabotulinumtoxinA) 100 U or 200 U vial");
@@ -456,6 +474,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
     }
     p.product.lot = read_string(sink, *obj, "lot", need::required).value_or("");
     if (auto exp = read_date(sink, *obj, "expiration", need::required)) p.product.expiration = *exp;
+    const std::size_t before_vials = sink.count();
     if (auto units = read_integer(sink, *obj, "vial_units", need::required, 0, INT32_MAX)) {
       if (*units != 100 && *units != 200) {
         sink.report_field("vial_units", "value", "must be 100 or 200");
@@ -468,6 +487,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
       }
     }
     p.product.vials = read_integer(sink, *obj, "vials", need::optional, 1, INT32_MAX).value_or(1);
+    track(before_vials);
     if (auto ml = read_number(sink, *obj, "diluent_ml", need::optional)) {
       if (*ml <= 0) {
         sink.report_field("diluent_ml", "value", "must be > 0");
@@ -477,6 +497,8 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
     }
   }
 
+  if (member(root, "product") == nullptr || !member(root, "product")->IsObject()) quantities_read = false;
+  const std::size_t before_doses = sink.count();
   auto protocol = read_enum(sink, root, "protocol", need::required, protocol_names);
   p.protocol = protocol.value_or(injection_protocol::custom);
   const bool preempt = protocol == injection_protocol::preempt;
@@ -486,6 +508,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
                                                                         : need::optional,
                                  false);
   p.follow_the_pain = read_injections(sink, root, "follow_the_pain", need::optional, true);
+  track(before_doses);
   if (preempt && !listed) {
     p.injections = preempt_standard_layout();
     p.injections_listed = false;
@@ -504,6 +527,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
     }
   }
 
+  const std::size_t before_discarded = sink.count();
   if (auto discarded = read_number(sink, root, "units_discarded", need::required)) {
     if (*discarded < 0) {
       sink.report_field("units_discarded", "value", "must be >= 0");
@@ -511,6 +535,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
       p.units_discarded = *discarded;
     }
   }
+  track(before_discarded);
   if (const Value* arr = read_array(sink, root, "immediate_reactions", need::optional)) {
     auto f = sink.field("immediate_reactions");
     for (rapidjson::SizeType i = 0; i < arr->Size(); ++i) {
@@ -530,8 +555,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
   }
   p.next_due = read_date(sink, root, "next_due", need::optional);
 
-  // The vials' capacity can only be judged once every quantity involved was read cleanly.
-  if (sink.count() == problems_before) {
+  if (quantities_read) {
     const double capacity = static_cast<double>(p.product.vial_units) * p.product.vials;
     const double used = p.administered_units() + p.units_discarded;
     if (used > capacity + 1e-9) {
@@ -603,6 +627,8 @@ std::optional<std::string> normalize_ndc(std::string_view ndc) {
     out = std::string(labeler) + "0" + std::string(product) + std::string(package);
   } else if (shape == std::make_tuple(5u, 4u, 1u)) {
     out = std::string(labeler) + std::string(product) + "0" + std::string(package);
+  } else if (shape == std::make_tuple(5u, 4u, 2u)) {  // already padded: "00023-3921-02"
+    out = std::string(labeler) + std::string(product) + std::string(package);
   } else {
     return std::nullopt;
   }

@@ -34,6 +34,10 @@ TEST(parse_date_time, needs_seconds_and_an_offset) {
   EXPECT_FALSE(parse_date_time("2026-11-20 09:30:00Z"));
   EXPECT_FALSE(parse_date_time("2026-11-20t09:30:00z"));
   EXPECT_FALSE(parse_date_time("2026-11-20T24:00:00Z"));
+  // FHIR allows offsets from -14:00 to +14:00.
+  EXPECT_TRUE(parse_date_time("2026-11-20T09:30:00+14:00"));
+  EXPECT_FALSE(parse_date_time("2026-11-20T09:30:00+14:01"));
+  EXPECT_FALSE(parse_date_time("2026-11-20T09:30:00-15:00"));
 }
 
 TEST(parse_date_time, orders_instants_across_offsets) {

@@ -66,13 +66,34 @@ TEST(record_reader, reports_every_problem_not_just_the_first) {
   EXPECT_EQ(message_at(r, "procedure.clinician.npi"), "check digit is not valid (Luhn with prefix 80840)");
 }
 
-TEST(record_reader, never_echoes_a_value_in_its_messages) {
+TEST(record_reader, judges_vial_capacity_even_when_other_fields_are_wrong) {
+  const auto r = read(edited_example("procedure", [](Doc& d, Alloc&) {
+    d["product"].RemoveMember("lot");
+    d["units_discarded"].SetInt(100);  // 165 + 100 > 200
+  }));
+  EXPECT_EQ(paths(r), (std::vector<std::string>{"procedure.product.lot", "procedure.units_discarded"}));
+}
+
+TEST(record_reader, unknown_field_names_that_look_like_data_are_not_shown) {
   const auto r = read(edited_example("consultation", [](Doc& d, Alloc& a) {
+    d.AddMember("John Smith DOB 1970-01-01", 1, a);
+    d.AddMember("migrane_days", 1, a);
+  }));
+  ASSERT_EQ(r.problems.size(), 2u);
+  EXPECT_EQ(r.problems[0].path, "consultation.(field 22)");
+  EXPECT_EQ(r.problems[0].message.find("John"), std::string::npos);
+  EXPECT_EQ(r.problems[1].path, "consultation.migrane_days");
+}
+
+TEST(record_reader, never_echoes_a_value_in_its_messages) {
+  auto r = read(edited_example("consultation", [](Doc& d, Alloc& a) {
     d["patient"]["sex"].SetString("Jordan Example 1984-05-17", a);
     d["decision"].SetString("MRN-100234", a);
     d.AddMember("Jordan", "MRN-100234", a);
+    d.AddMember("jordan_example", "x", a);  // shaped like a field name: shown, as a typo would be
   }));
-  ASSERT_EQ(r.problems.size(), 3u);
+  ASSERT_EQ(r.problems.size(), 4u);
+  r.problems.pop_back();
   for (const auto& p : r.problems) {
     EXPECT_EQ(p.message.find("Jordan"), std::string::npos) << p.message;
     EXPECT_EQ(p.message.find("MRN-100234"), std::string::npos) << p.message;
@@ -195,9 +216,9 @@ TEST(record_reader, reject_rules_of_the_domain_reference) {
       {"follow-the-pain outside its muscles", "procedure",
        [&](Doc& d, Alloc& a) { ftp(d, a, "frontalis", 1, 5); }, "procedure.follow_the_pain[0].muscle"},
       {"PREEMPT follow-the-pain beyond 40 U", "procedure",
-       [&](Doc& d, Alloc& a) { ftp(d, a, "trapezius", 8, 45); }, "procedure.follow_the_pain"},
+       [&](Doc& d, Alloc& a) { ftp(d, a, "trapezius", 8, 45); d["units_discarded"].SetInt(0); }, "procedure.follow_the_pain"},
       {"PREEMPT follow-the-pain beyond 8 sites", "procedure",
-       [&](Doc& d, Alloc& a) { ftp(d, a, "trapezius", 9, 20); }, "procedure.follow_the_pain"},
+       [&](Doc& d, Alloc& a) { ftp(d, a, "trapezius", 9, 20); d["units_discarded"].SetInt(0); }, "procedure.follow_the_pain"},
       {"custom without injections", "procedure",
        [](Doc& d, Alloc&) { d["protocol"].SetString("custom"); }, "procedure.injections"},
       {"unknown enum value", "follow_up",
@@ -217,7 +238,7 @@ TEST(normalize_ndc, pads_the_short_segment_to_eleven_digits) {
   EXPECT_EQ(mappings::normalize_ndc("12345-678-90"), "12345067890");
   EXPECT_EQ(mappings::normalize_ndc("12345-6789-0"), "12345678900");
   EXPECT_EQ(mappings::normalize_ndc("00023392102"), "00023392102");
-  EXPECT_FALSE(mappings::normalize_ndc("00023-3921-02"));
+  EXPECT_EQ(mappings::normalize_ndc("00023-3921-02"), "00023392102");  // the padded form, dashed
   EXPECT_FALSE(mappings::normalize_ndc("0023392102"));
   EXPECT_FALSE(mappings::normalize_ndc("0023-3921-0x"));
 }
