@@ -53,20 +53,16 @@ void print_summary(const mappings::clinic_record& record, const mappings::mappin
   }
   std::printf("    resources: %s\n", counts.c_str());
   if (const auto* p = std::get_if<mappings::procedure>(&record.body)) {
-    std::printf("    administered %g U in %d sites, discarded %g U: charges 64615 x1, J0585 x%g%s\n",
-                p->administered_units(), p->administered_sites(), p->units_discarded,
-                p->administered_units(),
-                p->units_discarded > 0 ? (", J0585-JW x" + std::to_string(static_cast<long>(p->units_discarded))).c_str()
-                                       : "-JZ");
+    const double given = p->administered_units();
+    std::printf("    administered %g U in %d sites, discarded %g U: charges 64615 x1, J0585 x%g%s",
+                given, p->administered_sites(), p->units_discarded, given,
+                p->units_discarded > 0 ? ", J0585-JW x" : "-JZ\n");
+    if (p->units_discarded > 0) std::printf("%g\n", p->units_discarded);
   }
   if (outcome.flags.empty()) std::printf("    flags: none\n");
   for (const auto& f : outcome.flags) {
     std::printf("    flag [%s] %s: %s\n", std::string(mappings::to_string(f.level)).c_str(),
                 std::string(f.rule).c_str(), f.detail.c_str());
-  }
-  if (outcome.waits_for_record) {
-    std::printf("    waits for procedure %s (not among the records seen so far)\n",
-                outcome.waits_for_record->c_str());
   }
 }
 
@@ -111,6 +107,89 @@ std::optional<map_options> parse_map_args(const std::vector<std::string>& args) 
   return o;
 }
 
+
+// Maps records as the daemon will deliver them: each joins its patient's history once mapped;
+// a follow-up whose procedure has not been seen waits and is mapped as soon as it arrives; a
+// revision not newer than one already seen is a no-op.
+class pathway_mapper {
+ public:
+  pathway_mapper(const mappings::bundle_mapper& mapper, const map_options& options)
+      : mapper_(mapper), options_(options) {}
+
+  void add_history(mappings::clinic_record record) {
+    histories_[record.patient.mrn].add(std::move(record));
+  }
+
+  void offer(mappings::clinic_record record, std::string label) {
+    const std::string mrn = record.patient.mrn;
+    if (!try_map(record, label)) {
+      waiting_.push_back({std::move(record), std::move(label)});
+      return;
+    }
+    // Each mapped record may be what a waiting follow-up of the same patient needs.
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+        if (it->record.patient.mrn == mrn && try_map(it->record, it->label)) {
+          waiting_.erase(it);
+          progress = true;
+          break;
+        }
+      }
+    }
+  }
+
+  // Reports the records still waiting; true when there are any.
+  bool report_waiting() const {
+    for (const auto& w : waiting_) {
+      std::fprintf(stderr, "%s: held: waits for procedure %s, which is not among the records given; "
+                           "not mapped\n",
+                   w.label.c_str(), std::get<mappings::follow_up>(w.record.body).procedure_record_id.c_str());
+    }
+    return !waiting_.empty();
+  }
+
+ private:
+  struct waiting_record {
+    mappings::clinic_record record;
+    std::string label;
+  };
+
+  // Maps and prints the record; false when it must wait.
+  bool try_map(mappings::clinic_record& record, const std::string& label) {
+    mappings::patient_history& history = histories_[record.patient.mrn];
+    const auto outcome = mapper_.map(record, history, out_);
+    if (outcome.result == mappings::mapping_result::waits) return false;
+    if (outcome.result == mappings::mapping_result::stale) {
+      std::fprintf(stderr, "%s: revision %d is not newer than revision %d already seen: no-op\n",
+                   label.c_str(), record.revision, outcome.newer_revision_seen);
+      return true;
+    }
+    if (options_.summary) {
+      print_summary(record, outcome);
+    } else {
+      if (options_.pretty) {
+        write_line(fhir::pretty_json(out_.view()));
+      } else {
+        write_line(out_.view());
+      }
+      for (const auto& f : outcome.flags) {
+        std::fprintf(stderr, "%s: flag %s %s: %s\n", label.c_str(),
+                     std::string(mappings::to_string(f.level)).c_str(), std::string(f.rule).c_str(),
+                     f.detail.c_str());
+      }
+    }
+    history.add(std::move(record));
+    return true;
+  }
+
+  const mappings::bundle_mapper& mapper_;
+  const map_options& options_;
+  std::unordered_map<std::string, mappings::patient_history> histories_;  // by MRN
+  std::vector<waiting_record> waiting_;
+  fhir::json_writer out_;
+};
+
 }  // namespace
 
 int run_map(const std::vector<std::string>& args) {
@@ -125,10 +204,8 @@ int run_map(const std::vector<std::string>& args) {
   const auto tables = mappings::code_tables::load(config.code_tables_path,
                                                   config.mapping.local_code_system);
   const mappings::bundle_mapper mapper(config.mapping, tables);
+  pathway_mapper pathway(mapper, *options);
 
-  // Earlier records, by patient MRN. Records mapped from the input join their patient's history
-  // too, so a file holding a whole care pathway maps as the daemon would deliver it.
-  std::unordered_map<std::string, mappings::patient_history> histories;
   for (const auto& path : options->history_files) {
     const record_file file = read_record_file(path);
     if (!file.error.empty()) {
@@ -142,7 +219,7 @@ int run_map(const std::vector<std::string>& args) {
         print_problems(stderr, record_label(file, text, result), result.problems);
         return exit_usage;
       }
-      histories[result.record->patient.mrn].add(std::move(*result.record));
+      pathway.add_history(std::move(*result.record));
     }
   }
 
@@ -154,45 +231,27 @@ int run_map(const std::vector<std::string>& args) {
   static char out_buffer[1 << 20];
   std::setvbuf(stdout, out_buffer, _IOFBF, sizeof out_buffer);
 
-  fhir::json_writer out;
-  int exit_code = exit_ok;
+  bool rejected = false;
+  fhir::json_writer outcome_json;
   for (const auto& text : file.records) {
     auto result = mappings::read_record(text.json, tables);
-    const std::string label = record_label(file, text, result);
+    std::string label = record_label(file, text, result);
     if (!result.record) {
-      exit_code = exit_rejected;
+      rejected = true;
       print_problems(stderr, label, result.problems);
       if (options->json) {
-        fhir::write_operation_outcome(out, result.problems);
-        write_line(out.view());
-        out.clear();
+        outcome_json.clear();
+        fhir::write_operation_outcome(outcome_json, result.problems);
+        write_line(outcome_json.view());
       }
       continue;
     }
-    mappings::patient_history& history = histories[result.record->patient.mrn];
-    const auto outcome = mapper.map(*result.record, history, out);
-    if (options->summary) {
-      print_summary(*result.record, outcome);
-    } else {
-      if (options->pretty) {
-        write_line(fhir::pretty_json(out.view()));
-      } else {
-        write_line(out.view());
-      }
-      for (const auto& f : outcome.flags) {
-        std::fprintf(stderr, "%s: flag %s %s: %s\n", label.c_str(),
-                     std::string(mappings::to_string(f.level)).c_str(), std::string(f.rule).c_str(),
-                     f.detail.c_str());
-      }
-      if (outcome.waits_for_record) {
-        std::fprintf(stderr, "%s: waits for procedure %s, which is not in the history given\n",
-                     label.c_str(), outcome.waits_for_record->c_str());
-      }
-    }
-    history.add(std::move(*result.record));
+    pathway.offer(std::move(*result.record), std::move(label));
   }
+  const bool waiting = pathway.report_waiting();
   std::fflush(stdout);
-  return exit_code;
+  if (rejected) return exit_rejected;
+  return waiting ? exit_waiting : exit_ok;
 }
 
 int run_check(const std::vector<std::string>& args) {

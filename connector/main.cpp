@@ -22,12 +22,16 @@ usage: migraine-connector COMMAND [OPTIONS]
 commands:
   map [--config FILE] [--history FILE]... [--json] [--pretty] [--summary] RECORD_FILE
         Read clinic records (.json: one record; .ndjson: one per line), check them and print
-        one FHIR R4 transaction Bundle per record, one per line. Flags and holds go to stderr.
+        one FHIR R4 transaction Bundle per record, one per line. Flags go to stderr.
+        Records are mapped as they will be delivered: each joins its patient's history; a
+        follow-up waits until its procedure has been seen (later in the file is fine); a
+        revision not newer than one already seen is a no-op.
         --history FILE  earlier records of the same patients, in any order (repeatable)
         --json          also print an OperationOutcome on stdout for each rejected record
         --pretty        indent the Bundle for reading
         --summary       print what each record yields instead of the Bundles
-        exit: 0 mapped (flags allowed), 2 a record was rejected, 1 usage or configuration error
+        exit: 0 mapped (flags allowed), 2 a record was rejected, 3 a follow-up still waits for
+              its procedure (not printed), 1 usage or configuration error
   check [--config FILE] RECORD_FILE...
         Check records without mapping: one line per problem, file:record_id: path: message.
         exit: 0 all valid, 2 some rejected, 1 usage or configuration error

@@ -29,21 +29,6 @@ std::string render_codeable_concept(const codeable_concept& c) {
   return std::string(out.view());
 }
 
-void write_codeable_concept(json_writer& out, std::string_view system, std::string_view code,
-                            std::string_view display) {
-  out.begin_object();
-  out.key("coding");
-  out.begin_array();
-  out.begin_object();
-  out.member("system", system);
-  out.member("code", code);
-  if (!display.empty()) out.member("display", display);
-  out.end_object();
-  out.end_array();
-  if (!display.empty()) out.member("text", display);
-  out.end_object();
-}
-
 void write_ucum_quantity(json_writer& out, double value, std::string_view unit,
                          std::string_view ucum_code) {
   out.begin_object();

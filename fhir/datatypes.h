@@ -29,9 +29,6 @@ void write_coding(json_writer& out, const coding& c);
 std::string render_codeable_concept(const codeable_concept& c);
 // {"coding":[...],"text":...}
 void write_codeable_concept(json_writer& out, const codeable_concept& c);
-// A CodeableConcept with a single coding (and its display as text).
-void write_codeable_concept(json_writer& out, std::string_view system, std::string_view code,
-                            std::string_view display);
 // {"value":v,"unit":unit,"system":UCUM,"code":ucum_code}
 void write_ucum_quantity(json_writer& out, double value, std::string_view unit,
                          std::string_view ucum_code);

@@ -38,16 +38,16 @@ std::string render_body_site(const code_tables& tables, muscle m, side s) {
 }
 
 // Shared resources, the record kind's resources, and the DetectedIssues of its flags.
-void write_record(record_context& ctx, mapping_outcome& outcome) {
+void write_record(record_context& ctx, const std::vector<clinical_flag>& flags) {
   write_shared_resources(ctx);
   if (const auto* c = std::get_if<consultation>(&ctx.record.body)) {
     write_consultation(ctx, *c);
   } else if (const auto* p = std::get_if<procedure>(&ctx.record.body)) {
     write_procedure(ctx, *p);
   } else {
-    write_follow_up(ctx, std::get<follow_up>(ctx.record.body), outcome);
+    write_follow_up(ctx, std::get<follow_up>(ctx.record.body));
   }
-  write_detected_issues(ctx, outcome.flags);
+  write_detected_issues(ctx, flags);
 }
 
 }  // namespace
@@ -77,11 +77,9 @@ void bundle_mapper::retract_dropped(record_context& ctx, const clinic_record& ea
   retraction.status = record_status::entered_in_error;
   retraction.revision = ctx.record.revision;  // so its writes are upserts and deletions
   fhir::json_writer scratch;
-  mapping_outcome scratch_outcome;
-  scratch_outcome.flags = find_flags(retraction, ctx.history, tables_);
   record_context old_ctx(retraction, ctx.history, config_, systems_, tables_, fragments_, scratch);
   old_ctx.bundle.begin_bundle(systems_.record, retraction.record_id);
-  write_record(old_ctx, scratch_outcome);
+  write_record(old_ctx, find_flags(retraction, ctx.history, tables_));
   old_ctx.bundle.end_bundle();
 
   rapidjson::Document doc;
@@ -106,16 +104,29 @@ mapping_outcome bundle_mapper::map(const clinic_record& record, const patient_hi
                                    fhir::json_writer& out) const {
   out.clear();
   mapping_outcome outcome;
+  const clinic_record* earlier = history.latest_revision(record.record_id);
+  if (earlier != nullptr && earlier->revision >= record.revision) {
+    outcome.result = mapping_result::stale;
+    outcome.newer_revision_seen = earlier->revision;
+    return outcome;
+  }
+  // A follow-up's bundle refers to its procedure's resources in the EHR: without them the whole
+  // transaction would fail, so it waits until the procedure has been seen (and so sent first).
+  if (const auto* f = std::get_if<follow_up>(&record.body)) {
+    const clinic_record* reviewed = history.find(f->procedure_record_id);
+    if (reviewed == nullptr || reviewed->body.index() != procedure_kind) {
+      outcome.result = mapping_result::waits;
+      outcome.waits_for_record = f->procedure_record_id;
+      return outcome;
+    }
+  }
   outcome.flags = find_flags(record, history, tables_);
 
   record_context ctx(record, history, config_, systems_, tables_, fragments_, out);
   ctx.bundle.begin_bundle(systems_.record,
                           record.record_id + "/r" + std::to_string(record.revision));
-  write_record(ctx, outcome);
-  const clinic_record* earlier = history.find(record.record_id);
-  if (earlier != nullptr && earlier->revision < record.revision) {
-    retract_dropped(ctx, *earlier);
-  }
+  write_record(ctx, outcome.flags);
+  if (earlier != nullptr) retract_dropped(ctx, *earlier);
   write_provenance(ctx);
   ctx.bundle.end_bundle();
 

@@ -19,10 +19,18 @@
 
 namespace mappings {
 
+// What became of a record. Only `mapped` writes a Bundle.
+enum class mapping_result {
+  mapped,
+  waits,  // hold: a follow-up whose procedure is not in the history yet must wait for it
+  stale,  // a revision not newer than one already seen: a no-op, as the contract says
+};
+
 struct mapping_outcome {
+  mapping_result result = mapping_result::mapped;
+  std::optional<std::string> waits_for_record;  // with waits: the procedure's record_id
+  int newer_revision_seen = 0;                   // with stale: the revision already seen
   std::vector<clinical_flag> flags;  // each also written as a DetectedIssue in the bundle
-  // Hold: a follow-up whose procedure is not in the history yet must wait for it.
-  std::optional<std::string> waits_for_record;
   // Resources in the bundle by type, in first-written order (for summaries).
   std::vector<std::pair<std::string_view, int>> resource_counts;
   std::size_t entries = 0;
@@ -46,7 +54,8 @@ class bundle_mapper {
  public:
   bundle_mapper(mapping_config config, const code_tables& tables);
 
-  // Writes the transaction Bundle for `record` into `out` (cleared first).
+  // Writes the transaction Bundle for `record` into `out` (cleared first), or, when the record
+  // must wait or is stale, nothing.
   mapping_outcome map(const clinic_record& record, const patient_history& history,
                       fhir::json_writer& out) const;
 

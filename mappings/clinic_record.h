@@ -93,6 +93,20 @@ struct injection {
   double units = 0;
 };
 
+// Units and sites injected into one muscle on one side (fixed sites and follow-the-pain together).
+struct site_dose {
+  muscle site_muscle = muscle::corrugator;
+  side site_side = side::left;
+  int sites = 0;
+  double units = 0;
+  int follow_the_pain_sites = 0;
+};
+
+// Sums injections by muscle and side, in the contract's muscle order then left, right, midline,
+// whatever order the clinic listed them in. Units are rounded to 1e-6 so that 0.1 + 0.2 is 0.3.
+std::vector<site_dose> sum_by_site(const std::vector<injection>& fixed_sites,
+                                   const std::vector<injection>& follow_the_pain);
+
 struct product_info {
   std::string ndc;    // as written by the clinic
   std::string ndc11;  // normalised 11-digit form, the key of the NDC code table
@@ -122,6 +136,7 @@ struct procedure {
   std::vector<immediate_reaction> immediate_reactions;
   std::optional<civil_date> next_due;
 
+  std::vector<site_dose> doses_by_site() const { return sum_by_site(injections, follow_the_pain); }
   double administered_units() const;
   int administered_sites() const;
 };

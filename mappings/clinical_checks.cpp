@@ -49,38 +49,64 @@ void procedure_flags(const clinic_record& record, const patient_history& history
                      {{"Procedure", "procedure"}}});
   }
 
-  // Earlier sessions of the patient (other records, on or before this visit's date).
-  const clinic_record* previous = nullptr;
-  double window_units = units;
-  std::vector<std::string> window_ids;
+  // The patient's other sessions, on either side of this one: records may arrive out of order,
+  // and a session recorded late must still be checked against the ones around it.
+  struct session {
+    std::int64_t day;
+    double units;
+    const std::string* record_id;
+  };
+  std::vector<session> sessions = {{visit.days(), units, &record.record_id}};
   for (const clinic_record* other : history.live(procedure_kind, record.record_id)) {
-    const std::int64_t days_before = visit.days() - other->visit.start.local_date.days();
-    if (days_before < 0) continue;
-    if (previous == nullptr || other->visit.start.local_date > previous->visit.start.local_date) {
-      previous = other;
-    }
-    if (days_before < window_days) {
-      window_units += as_procedure(*other).administered_units();
-      window_ids.push_back(other->record_id);
+    sessions.push_back({other->visit.start.local_date.days(),
+                        as_procedure(*other).administered_units(), &other->record_id});
+  }
+
+  // The nearest other session, before or after.
+  const session* nearest = nullptr;
+  for (const auto& s : sessions) {
+    if (s.record_id == &record.record_id) continue;
+    if (nearest == nullptr || std::llabs(s.day - visit.days()) < std::llabs(nearest->day - visit.days())) {
+      nearest = &s;
     }
   }
-  if (window_units > window_max_units) {
-    std::sort(window_ids.begin(), window_ids.end());
-    std::string ids;
-    for (const auto& id : window_ids) ids += (ids.empty() ? "" : ", ") + id;
-    flags.push_back({"cumulative-dose-above-maximum", flag_severity::high,
-                     format_units(window_units) + " U within 90 days (this session and " + ids +
-                         "); the label maximum is 400 U in 3 months",
-                     {{"Procedure", "procedure"}}});
-  }
-  if (previous != nullptr) {
-    const std::int64_t gap = visit.days() - previous->visit.start.local_date.days();
+  if (nearest != nullptr) {
+    const std::int64_t gap = std::llabs(visit.days() - nearest->day);
     if (gap < minimum_interval_days) {
       flags.push_back({"sessions-too-close", flag_severity::moderate,
-                       days_text(gap) + " after injection session " + previous->record_id +
+                       days_text(gap) + (nearest->day <= visit.days() ? " after" : " before") +
+                           " injection session " + *nearest->record_id +
                            "; PREEMPT sessions are 12 weeks (84 days) apart",
                        {{"Procedure", "procedure"}}});
     }
+  }
+
+  // The heaviest 90-day window that contains this session: windows starting on a session's day
+  // between 89 days before this one and this one.
+  double heaviest = 0;
+  std::vector<std::string> heaviest_ids;
+  for (const auto& start : sessions) {
+    if (start.day > visit.days() || visit.days() - start.day >= window_days) continue;
+    double total = 0;
+    std::vector<std::string> ids;
+    for (const auto& s : sessions) {
+      if (s.day < start.day || s.day - start.day >= window_days) continue;
+      total += s.units;
+      if (s.record_id != &record.record_id) ids.push_back(*s.record_id);
+    }
+    if (total > heaviest) {
+      heaviest = total;
+      heaviest_ids = std::move(ids);
+    }
+  }
+  if (heaviest > window_max_units) {
+    std::sort(heaviest_ids.begin(), heaviest_ids.end());
+    std::string ids;
+    for (const auto& id : heaviest_ids) ids += (ids.empty() ? "" : ", ") + id;
+    flags.push_back({"cumulative-dose-above-maximum", flag_severity::high,
+                     format_units(heaviest) + " U within 90 days (this session and " + ids +
+                         "); the label maximum is 400 U in 3 months",
+                     {{"Procedure", "procedure"}}});
   }
 
   if (p.protocol == injection_protocol::preempt && p.injections_listed &&

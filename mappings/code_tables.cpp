@@ -13,7 +13,7 @@ namespace {
 
 // Keys the mappers ask for by name (enum-derived keys are added in required_keys()).
 constexpr std::string_view fixed_keys[] = {
-    "identifier-type/mrn", "encounter-class/ambulatory", "encounter-type/consultation",
+    "encounter-class/ambulatory", "encounter-type/consultation",
     "encounter-type/procedure", "encounter-type/follow-up", "condition-category/encounter-diagnosis",
     "condition-clinical/active", "condition-verification/confirmed",
     "condition-verification/entered-in-error", "condition/chronic-migraine",

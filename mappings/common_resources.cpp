@@ -197,7 +197,9 @@ void write_detected_issues(record_context& ctx, const std::vector<clinical_flag>
 void write_provenance(record_context& ctx) {
   auto& out = ctx.out;
   const auto& rec = ctx.record;
+  // A retraction sent at the same revision as the record still gets a Provenance of its own.
   std::string tag = rec.record_id + "/r" + std::to_string(rec.revision);
+  if (ctx.retracted) tag += "/entered-in-error";
   // Provenance has no identifier in R4: it is found again by a meta.tag naming record and revision.
   ctx.begin_shared({"Provenance", ctx.systems.provenance, std::move(tag)});
   fhir::write_reference_array(out, "target", ctx.own_resources);

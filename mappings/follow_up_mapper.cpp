@@ -13,7 +13,7 @@ namespace {
 // Conditional references to what the reviewed procedure record created in the EHR.
 struct reviewed_session {
   std::string procedure;
-  std::vector<std::string> suspects;  // its administrations, or its Medication if not known
+  std::vector<std::string> suspects;  // its administrations
 };
 
 reviewed_session reviewed_references(record_context& ctx, const follow_up& f,
@@ -21,21 +21,10 @@ reviewed_session reviewed_references(record_context& ctx, const follow_up& f,
   reviewed_session s;
   const std::string& id = f.procedure_record_id;
   s.procedure = fhir::conditional_reference(ctx.key_of(id, "Procedure", "procedure"));
-  if (r.reviewed_procedure != nullptr) {
-    const auto& p = std::get<procedure>(r.reviewed_procedure->body);
-    std::vector<std::string> roles;
-    for (const auto* list : {&p.injections, &p.follow_the_pain}) {
-      for (const auto& inj : *list) {
-        std::string role = administration_role(inj.site_muscle, inj.site_side);
-        if (std::find(roles.begin(), roles.end(), role) == roles.end()) roles.push_back(role);
-      }
-    }
-    for (const auto& role : roles) {
-      s.suspects.push_back(
-          fhir::conditional_reference(ctx.key_of(id, "MedicationAdministration", role)));
-    }
-  } else {
-    s.suspects.push_back(fhir::conditional_reference(ctx.key_of(id, "Medication", "medication")));
+  // The same per-muscle-and-side grouping the procedure's administrations were written with.
+  for (const site_dose& d : std::get<procedure>(r.reviewed_procedure->body).doses_by_site()) {
+    s.suspects.push_back(fhir::conditional_reference(ctx.key_of(
+        id, "MedicationAdministration", administration_role(d.site_muscle, d.site_side))));
   }
   return s;
 }
@@ -108,10 +97,10 @@ void write_side_effects(record_context& ctx, const follow_up& f, const reviewed_
 
 }  // namespace
 
-void write_follow_up(record_context& ctx, const follow_up& f, mapping_outcome& outcome) {
+// Only called once the reviewed procedure is in the history (bundle_mapper holds it back before).
+void write_follow_up(record_context& ctx, const follow_up& f) {
   auto& out = ctx.out;
   const response_assessment r = assess_response(f, ctx.record, ctx.history);
-  if (r.reviewed_procedure == nullptr) outcome.waits_for_record = f.procedure_record_id;
   const reviewed_session session = reviewed_references(ctx, f, r);
 
   write_encounter(ctx, "encounter-type/follow-up");

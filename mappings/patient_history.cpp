@@ -3,11 +3,16 @@
 
 namespace mappings {
 
-const clinic_record* patient_history::find(std::string_view record_id) const {
+const clinic_record* patient_history::latest_revision(std::string_view record_id) const {
   const clinic_record* best = nullptr;
   for (const auto& r : records_) {
     if (r.record_id == record_id && (best == nullptr || r.revision > best->revision)) best = &r;
   }
+  return best;
+}
+
+const clinic_record* patient_history::find(std::string_view record_id) const {
+  const clinic_record* best = latest_revision(record_id);
   if (best != nullptr && best->status == record_status::entered_in_error) return nullptr;
   return best;
 }

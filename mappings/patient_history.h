@@ -18,6 +18,8 @@ class patient_history {
 
   // The highest revision of record_id, or nullptr. Retracted records count as absent.
   const clinic_record* find(std::string_view record_id) const;
+  // The highest revision of record_id whatever its status (a retraction included), or nullptr.
+  const clinic_record* latest_revision(std::string_view record_id) const;
 
   // The latest revision of every live (not entered-in-error) record of this kind, except
   // `excluded_id` (the record being mapped), in no particular order.

@@ -1,31 +1,11 @@
 // PREEMPT layout and comparisons.
 #include "mappings/preempt.h"
 
-#include <array>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 namespace mappings {
-namespace {
-
-// Units and sites per (muscle, side), so listed injections can be compared whatever their order.
-struct totals {
-  std::array<std::array<double, 3>, muscle_count> units{};
-  std::array<std::array<int, 3>, muscle_count> sites{};
-};
-
-totals sum_by_site(const std::vector<injection>& injections) {
-  totals t;
-  for (const auto& inj : injections) {
-    auto m = static_cast<std::size_t>(inj.site_muscle);
-    auto s = static_cast<std::size_t>(inj.site_side);
-    t.units[m][s] += inj.units;
-    t.sites[m][s] += inj.sites;
-  }
-  return t;
-}
-
-}  // namespace
 
 const std::vector<injection>& preempt_standard_layout() {
   static const std::vector<injection> layout = {
@@ -47,15 +27,13 @@ const std::vector<injection>& preempt_standard_layout() {
 }
 
 bool matches_preempt_layout(const std::vector<injection>& listed) {
-  const totals want = sum_by_site(preempt_standard_layout());
-  const totals got = sum_by_site(listed);
-  for (std::size_t m = 0; m < muscle_count; ++m) {
-    for (std::size_t s = 0; s < 3; ++s) {
-      if (want.sites[m][s] != got.sites[m][s]) return false;
-      if (std::fabs(want.units[m][s] - got.units[m][s]) > 1e-9) return false;
-    }
-  }
-  return true;
+  const std::vector<site_dose> want = sum_by_site(preempt_standard_layout(), {});
+  const std::vector<site_dose> got = sum_by_site(listed, {});
+  return std::equal(want.begin(), want.end(), got.begin(), got.end(),
+                    [](const site_dose& a, const site_dose& b) {
+                      return a.site_muscle == b.site_muscle && a.site_side == b.site_side &&
+                             a.sites == b.sites && a.units == b.units;
+                    });
 }
 
 std::string format_units(double units) {

@@ -2,9 +2,6 @@
 // sites with laterality), one MedicationAdministration per muscle and side, charge items
 // (64615 x1, J0585 administered, J0585 discarded with JW or JZ), AdverseEvents for immediate
 // reactions, and the next session as a ServiceRequest.
-#include <array>
-#include <cstdio>
-
 #include "mappings/contract_names.h"
 #include "mappings/preempt.h"
 #include "mappings/record_context.h"
@@ -13,34 +10,6 @@ namespace mappings {
 namespace {
 
 inline constexpr std::string_view units_ucum = "[USP'U]";  // FDA labeling units, not U or [iU]
-
-// Units and sites per muscle and side, fixed layout and follow-the-pain together.
-struct site_dose {
-  muscle site_muscle;
-  side site_side;
-  int sites = 0;
-  double units = 0;
-  int follow_the_pain_sites = 0;
-};
-
-std::vector<site_dose> doses_by_site(const procedure& p) {
-  std::array<std::array<site_dose*, 3>, muscle_count> index{};
-  std::vector<site_dose> doses;
-  doses.reserve(p.injections.size() + p.follow_the_pain.size());
-  auto add = [&](const injection& inj, bool follow_the_pain) {
-    auto& slot = index[static_cast<std::size_t>(inj.site_muscle)][static_cast<std::size_t>(inj.site_side)];
-    if (slot == nullptr) {
-      doses.push_back({inj.site_muscle, inj.site_side});
-      slot = &doses.back();  // stable: capacity reserved above
-    }
-    slot->sites += inj.sites;
-    slot->units += inj.units;
-    if (follow_the_pain) slot->follow_the_pain_sites += inj.sites;
-  };
-  for (const auto& inj : p.injections) add(inj, false);
-  for (const auto& inj : p.follow_the_pain) add(inj, true);
-  return doses;
-}
 
 void write_body_site(record_context& ctx, muscle m, side s) {
   ctx.out.raw(ctx.fragments.body_sites[static_cast<std::size_t>(m)][static_cast<std::size_t>(s)]);
@@ -221,7 +190,7 @@ void write_next_session(record_context& ctx, const procedure& p) {
 }  // namespace
 
 void write_procedure(record_context& ctx, const procedure& p) {
-  const std::vector<site_dose> doses = doses_by_site(p);
+  const std::vector<site_dose> doses = p.doses_by_site();
   write_encounter(ctx, "encounter-type/procedure");
   const std::string medication = write_medication(ctx, p);
   const std::string procedure_url = write_procedure_resource(ctx, p, doses, medication);

@@ -87,6 +87,6 @@ void write_provenance(record_context& ctx);
 // Record kinds (one file each).
 void write_consultation(record_context& ctx, const consultation& c);
 void write_procedure(record_context& ctx, const procedure& p);
-void write_follow_up(record_context& ctx, const follow_up& f, mapping_outcome& outcome);
+void write_follow_up(record_context& ctx, const follow_up& f);
 
 }  // namespace mappings

@@ -355,9 +355,10 @@ void read_day_counts(problem_sink& sink, const Value& root, int& headache, int& 
   migraine = m.value_or(0);
 }
 
-#define ENVELOPE_FIELDS                                                                        \
-  {"record_type", "record_id", "revision", "status", "recorded_at", "patient", "clinician", "visit", \
-   "notes", "extra"}
+// Fields every kind has; each kind adds its own.
+const std::initializer_list<std::string_view> envelope_fields = {
+    "record_type", "record_id", "revision", "status", "recorded_at",
+    "patient",     "clinician", "visit",    "notes",  "extra"};
 
 consultation read_consultation(problem_sink& sink, const Value& root, const code_tables& tables) {
   consultation c;
@@ -435,12 +436,10 @@ std::vector<injection> read_injections(problem_sink& sink, const Value& root,
     }
     auto s = read_enum(sink, item, "side", need::required, side_names);
     auto sites = read_integer(sink, item, "sites", need::required, 1, INT32_MAX);
-    auto units = read_number(sink, item, "units", need::required);
-    if (units && *units <= 0) {
-      sink.report_field("units", "value", "must be > 0");
-      units.reset();
-    }
-    if (m && s && sites && units) out.push_back({*m, *s, *sites, *units});
+    const double units = read_number(sink, item, "units", need::required).value_or(0);
+    const bool units_read = member(item, "units") != nullptr && item["units"].IsNumber();
+    if (units_read && units <= 0) sink.report_field("units", "value", "must be > 0");
+    if (m && s && sites && units > 0) out.push_back({*m, *s, *sites, units});
   }
   return out;
 }
@@ -708,20 +707,20 @@ read_result read_record(std::string_view json, const code_tables& tables, reader
   read_object(sink, doc, "extra", need::optional);  // kept by the outbox, ignored by the mapping
 
   if (kind == "consultation") {
-    check_known_fields(sink, doc, ENVELOPE_FIELDS,
+    check_known_fields(sink, doc, envelope_fields,
                        {"headache_days_per_month",
                         "migraine_days_per_month", "months_at_frequency", "headache_hours_per_day",
                         "average_pain", "aura", "acute_medication_days_per_month", "triggers",
                         "prior_preventives", "scores", "diagnosis_code", "decision"});
     rec.body = read_consultation(sink, doc, tables);
   } else if (kind == "procedure") {
-    check_known_fields(sink, doc, ENVELOPE_FIELDS,
+    check_known_fields(sink, doc, envelope_fields,
                        {"consultation_record_id", "cycle",
                         "product", "protocol", "injections", "follow_the_pain", "units_discarded",
                         "immediate_reactions", "next_due"});
     rec.body = read_procedure(sink, doc, tables);
   } else if (kind == "follow_up") {
-    check_known_fields(sink, doc, ENVELOPE_FIELDS,
+    check_known_fields(sink, doc, envelope_fields,
                        {"procedure_record_id",
                         "headache_days_per_month", "migraine_days_per_month", "average_pain",
                         "scores", "side_effects", "plan", "baseline_headache_days_per_month"});

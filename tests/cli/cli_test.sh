@@ -38,7 +38,21 @@ run map "$work/pathway.ndjson"
 check "NDJSON maps one Bundle per line" [ "$(wc -l < "$work/out")" -eq 3 ]
 check "the follow-up does not wait when its procedure came first" [ -z "$err" ]
 run map "$ex/follow_up.json"
-check "a follow-up alone says what it waits for" grep -q "FU-2026-0001: waits for procedure PROC-2026-0001" "$work/err"
+check "a follow-up without its procedure exits 3" [ "$rc" -eq 3 ]
+check "a held follow-up prints no Bundle" [ -z "$out" ]
+check "a held follow-up says what it waits for" grep -q "FU-2026-0001: held: waits for procedure PROC-2026-0001" "$work/err"
+# Later in the same file is fine: it is mapped as soon as its procedure has been.
+for k in follow_up consultation procedure; do tr -d '\n' < "$ex/$k.json"; echo; done > "$work/unordered.ndjson"
+run map "$work/unordered.ndjson"
+check "a follow-up before its procedure exits 0" [ "$rc" -eq 0 ]
+check "it is mapped after its procedure" bash -c "sed -n 3p '$work/out' | grep -q 'FU-2026-0001/r1'"
+check "the procedure comes before it" bash -c "sed -n 2p '$work/out' | grep -q 'PROC-2026-0001/r1'"
+# A revision not newer than one seen is a no-op.
+sed 's/"revision": 1,/"revision": 2, "status": "amended",/' "$ex/procedure.json" > "$work/rev2.json"
+run map --history "$work/rev2.json" "$ex/procedure.json"
+check "a stale revision exits 0" [ "$rc" -eq 0 ]
+check "a stale revision prints nothing" [ -z "$out" ]
+check "a stale revision is reported as a no-op" grep -q "procedure.json:PROC-2026-0001: revision 1 is not newer than revision 2 already seen: no-op" "$work/err"
 run map --history "$ex/procedure.json" --history "$ex/consultation.json" "$ex/follow_up.json"
 check "--history in any order serves the follow-up" [ -z "$err" ] 
 check "--history gives the response" grep -q 'headache-day-reduction-percent' "$work/out"

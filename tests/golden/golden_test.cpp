@@ -6,7 +6,8 @@
 //   expected-issues.txt           one line per issue, in order:
 //                                   reject <path>: <message>
 //                                   flag <severity> <rule>
-//                                   waits-for <record_id>
+//                                   waits-for <record_id>      (hold: no bundle)
+//                                   stale <revision seen>      (no-op: no bundle)
 //                                 (empty: the record maps with no flag)
 //   expected-bundle.json          the Bundle (optional), compared as JSON values
 //
@@ -74,10 +75,20 @@ outcome_text run_case(const fs::path& dir) {
     if (!result.record) continue;
     const auto mapped = test_support::map_record(*result.record, history);
     out.issues.clear();
+    out.bundle.clear();
+    switch (mapped.outcome.result) {
+      case mapping_result::waits:
+        out.issues.push_back("waits-for " + *mapped.outcome.waits_for_record);
+        continue;
+      case mapping_result::stale:
+        out.issues.push_back("stale " + std::to_string(mapped.outcome.newer_revision_seen));
+        continue;
+      case mapping_result::mapped:
+        break;
+    }
     for (const auto& f : mapped.outcome.flags) {
       out.issues.push_back("flag " + std::string(to_string(f.level)) + " " + std::string(f.rule));
     }
-    if (mapped.outcome.waits_for_record) out.issues.push_back("waits-for " + *mapped.outcome.waits_for_record);
     out.bundle = pretty(mapped.bundle);
     history.add(std::move(*result.record));
   }

@@ -43,6 +43,11 @@ mappings::clinic_record example(std::string_view kind) {
   return valid_record(read_text(source_path("mappings/examples/" + std::string(kind) + ".json")));
 }
 
+mappings::patient_history history_for(std::string_view kind) {
+  if (kind != "follow_up") return {};
+  return mappings::patient_history({example("consultation"), example("procedure")});
+}
+
 std::string to_json(const rapidjson::Value& v) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
@@ -56,6 +61,11 @@ mapped map_record(const mappings::clinic_record& record, const mappings::patient
   mapped m;
   m.outcome = mapper.map(record, history, out);
   m.text = std::string(out.view());
+  if (m.outcome.result != mappings::mapping_result::mapped) {
+    EXPECT_TRUE(m.text.empty()) << "a record that waits or is stale must write nothing";
+    m.bundle.Parse(R"({"entry":[]})");
+    return m;
+  }
   m.bundle.Parse(m.text.c_str());
   EXPECT_FALSE(m.bundle.HasParseError()) << "the mapper wrote invalid JSON";
   return m;

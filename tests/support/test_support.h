@@ -42,6 +42,8 @@ struct mapped {
 
 mapped map_record(const mappings::clinic_record& record,
                   const mappings::patient_history& history = {});
+// The example's earlier records: a follow-up's procedure (and consultation) must be known.
+mappings::patient_history history_for(std::string_view kind);
 
 std::string to_json(const rapidjson::Value& v);
 

@@ -63,9 +63,13 @@ TEST(flags, sessions_less_than_12_weeks_apart_are_moderate) {
   EXPECT_TRUE(rules(current, at_84_days).empty());
   patient_history at_83_days({procedure_on("P-1", "2026-08-18")});
   EXPECT_EQ(rules(current, at_83_days), std::vector<std::string>{"sessions-too-close:moderate"});
-  // A later session in the history is not "before" this one.
+  // Records arrive out of order: a session recorded late is checked against the ones after it too.
   patient_history later({procedure_on("P-3", "2026-11-20")});
-  EXPECT_TRUE(rules(current, later).empty());
+  EXPECT_EQ(rules(current, later), std::vector<std::string>{"sessions-too-close:moderate"});
+  const auto flags = find_flags(current, later, test_support::shipped_tables());
+  EXPECT_EQ(flags[0].detail, "11 days before injection session P-3; PREEMPT sessions are 12 weeks (84 days) apart");
+  patient_history much_later({procedure_on("P-3", "2027-02-01")});
+  EXPECT_TRUE(rules(current, much_later).empty());
 }
 
 TEST(flags, more_than_400_units_within_90_days_is_high) {
@@ -79,6 +83,10 @@ TEST(flags, more_than_400_units_within_90_days_is_high) {
   // 400 U exactly is the maximum, not above it.
   patient_history at_limit({procedure_on("P-1", "2026-08-12", 70)});
   EXPECT_TRUE(rules(current, at_limit).empty());
+  // The heavier session recorded after this one (out of order) counts as well.
+  const clinic_record earlier = procedure_on("P-0", "2026-08-12");
+  patient_history later_heavy({procedure_on("P-2", "2026-11-09", 71)});
+  EXPECT_EQ(rules(earlier, later_heavy), std::vector<std::string>{"cumulative-dose-above-maximum:high"});
 }
 
 TEST(flags, retracted_or_same_record_history_does_not_count) {
@@ -188,8 +196,8 @@ TEST(assess_response, takes_the_baseline_from_the_consultation_then_the_field) {
 
 TEST(flags, dysphagia_or_breathing_difficulty_is_high_and_implicates_the_events) {
   clinic_record r = example("follow_up");
-  fu(r).side_effects.push_back({side_effect_kind::dysphagia, reaction_severity::moderate});
-  fu(r).side_effects.push_back({side_effect_kind::breathing_difficulty, reaction_severity::severe});
+  fu(r).side_effects.push_back({side_effect_kind::dysphagia, reaction_severity::moderate, {}, {}, {}});
+  fu(r).side_effects.push_back({side_effect_kind::breathing_difficulty, reaction_severity::severe, {}, {}, {}});
   const auto flags = find_flags(r, {}, test_support::shipped_tables());
   ASSERT_EQ(flags.size(), 1u);
   EXPECT_EQ(flags[0].rule, "possible-toxin-spread");

@@ -60,7 +60,7 @@ TEST(consultation_mapper, no_treatment_request_unless_botox_is_recommended) {
 // Rules for every bundle, checked on all three kinds.
 TEST(every_bundle, has_unique_full_urls_and_resolves_every_urn_reference) {
   for (auto kind : {"consultation", "procedure", "follow_up"}) {
-    const auto m = map_record(example(kind));
+    const auto m = map_record(example(kind), test_support::history_for(kind));
     std::set<std::string> urls;
     for (const auto& e : m.bundle["entry"].GetArray()) {
       if (e.HasMember("fullUrl")) EXPECT_TRUE(urls.insert(str(e["fullUrl"])).second) << kind;
@@ -78,7 +78,9 @@ TEST(every_bundle, has_unique_full_urls_and_resolves_every_urn_reference) {
 
 TEST(every_bundle, is_identical_when_mapped_again) {
   for (auto kind : {"consultation", "procedure", "follow_up"}) {
-    EXPECT_EQ(map_record(example(kind)).text, map_record(example(kind)).text) << kind;
+    const auto history = test_support::history_for(kind);
+    EXPECT_FALSE(map_record(example(kind), history).text.empty()) << kind;
+    EXPECT_EQ(map_record(example(kind), history).text, map_record(example(kind), history).text) << kind;
   }
 }
 
@@ -139,6 +141,21 @@ TEST(every_bundle, an_amendment_retracts_what_the_earlier_revision_made_and_this
   EXPECT_FALSE(map_record(second).has("ChargeItem", "charge/j0585-discarded"));
 }
 
+TEST(every_bundle, a_revision_not_newer_than_one_seen_is_a_no_op) {
+  clinic_record second = example("procedure");
+  second.revision = 2;
+  second.status = record_status::amended;
+  const auto resent_first = map_record(example("procedure"), patient_history({second}));
+  EXPECT_EQ(resent_first.outcome.result, mapping_result::stale);
+  EXPECT_EQ(resent_first.outcome.newer_revision_seen, 2);
+  EXPECT_EQ(map_record(second, patient_history({second})).outcome.result, mapping_result::stale);
+  // Also after a retraction: an old revision must not bring retracted resources back.
+  clinic_record retracted = second;
+  retracted.status = record_status::entered_in_error;
+  EXPECT_EQ(map_record(example("procedure"), patient_history({retracted})).outcome.result,
+            mapping_result::stale);
+}
+
 TEST(every_bundle, entered_in_error_retracts_everything_the_record_produced) {
   clinic_record r = example("consultation");
   r.revision = 2;
@@ -150,7 +167,10 @@ TEST(every_bundle, entered_in_error_retracts_everything_the_record_produced) {
   const auto& c = m.resource("Condition", "condition");
   EXPECT_EQ(str(c["verificationStatus"]["coding"][0]["code"]), "entered-in-error");
   EXPECT_FALSE(c.HasMember("clinicalStatus"));  // con-5
-  EXPECT_EQ(str((*m.resources("Provenance").at(0))["activity"]["coding"][0]["code"]), "NULLIFY");
+  const auto& prov = *m.resources("Provenance").at(0);
+  EXPECT_EQ(str(prov["activity"]["coding"][0]["code"]), "NULLIFY");
+  // Its own Provenance even when sent at the revision of the record it retracts.
+  EXPECT_EQ(str(prov["meta"]["tag"][0]["code"]), "CONS-2026-0001/r2/entered-in-error");
 
   clinic_record p = example("procedure");
   p.revision = 2;

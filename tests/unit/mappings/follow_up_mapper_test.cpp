@@ -42,14 +42,13 @@ TEST(follow_up_mapper, side_effects_suspect_the_sessions_administrations) {
             "MedicationAdministration?identifier=" + ids + "PROC-2026-0001/administration/corrugator-left");
 }
 
-TEST(follow_up_mapper, without_its_procedure_it_waits_and_suspects_the_medication) {
-  const auto m = map_record(example("follow_up"));
-  EXPECT_EQ(m.outcome.waits_for_record, "PROC-2026-0001");
-  EXPECT_FALSE(m.has("Observation", "observation/headache-day-reduction"));  // no baseline known
-  const auto& ae = m.resource("AdverseEvent", "adverse-event/side-effect/0");
-  ASSERT_EQ(ae["suspectEntity"].Size(), 1u);
-  EXPECT_EQ(str(ae["suspectEntity"][0]["instance"]["reference"]),
-            "Medication?identifier=" + ids + "PROC-2026-0001/medication");
+TEST(follow_up_mapper, without_its_procedure_it_waits_and_writes_nothing) {
+  // Its bundle would refer to the procedure's resources in the EHR: sent first, it would fail.
+  const auto alone = map_record(example("follow_up"));
+  EXPECT_EQ(alone.outcome.result, mapping_result::waits);
+  EXPECT_EQ(alone.outcome.waits_for_record, "PROC-2026-0001");
+  const auto with_consultation_only = map_record(example("follow_up"), patient_history({example("consultation")}));
+  EXPECT_EQ(with_consultation_only.outcome.result, mapping_result::waits);
 }
 
 TEST(follow_up_mapper, plan_is_recorded_with_the_reviewed_procedure_in_focus) {

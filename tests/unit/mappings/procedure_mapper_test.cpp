@@ -52,6 +52,15 @@ TEST(procedure_mapper, one_administration_per_muscle_and_side_with_the_units_giv
   EXPECT_EQ(str(laterality["valueCodeableConcept"]["coding"][0]["code"]), "7771000");
 }
 
+TEST(procedure_mapper, summed_doses_carry_no_floating_point_noise) {
+  clinic_record r = example("procedure");
+  auto& p = std::get<procedure>(r.body);
+  p.follow_the_pain = {{muscle::trapezius, side::left, 1, 0.1}, {muscle::trapezius, side::left, 1, 0.2}};
+  const auto m = map_record(r);
+  EXPECT_NE(m.text.find(R"("dose":{"value":15.3,)"), std::string::npos);
+  EXPECT_EQ(m.text.find("0000000"), std::string::npos);
+}
+
 TEST(procedure_mapper, medication_carries_ndc_lot_and_expiry) {
   const auto m = map_record(example("procedure"));
   const auto& med = m.resource("Medication", "medication");
