@@ -14,5 +14,7 @@ inline constexpr int exit_waiting = 3;  // held records: they wait for a record 
 
 int run_map(const std::vector<std::string>& args);
 int run_check(const std::vector<std::string>& args);
+int run_ingest(const std::vector<std::string>& args);
+int run_status(const std::vector<std::string>& args);
 
 }  // namespace connector

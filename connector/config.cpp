@@ -61,6 +61,7 @@ void check_system_uri(std::string_view setting, const std::string& uri) {
 connector_config load_config(const std::optional<std::string>& path) {
   connector_config config;
   config.code_tables_path = std::string(MIGRAINE_MAPPINGS_DIR) + "/code-tables.json";
+  config.store.patient_key_file = config.store.path + ".key";
   if (!path) return config;
 
   fhir::json_value root;
@@ -68,7 +69,7 @@ connector_config load_config(const std::optional<std::string>& path) {
     throw config_error("configuration " + *path + ": " + error);
   }
   if (!root.is_object()) throw config_error("configuration " + *path + ": must be a JSON object");
-  refuse_unknown(root, "", {"mapping"});
+  refuse_unknown(root, "", {"mapping", "store"});
 
   const fs::path folder = fs::path(*path).parent_path();
   if (const auto* m = root.find("mapping")) {
@@ -86,6 +87,25 @@ connector_config load_config(const std::optional<std::string>& path) {
     std::string tables;
     read_string(*m, "mapping", "code_tables", tables);
     if (!tables.empty()) config.code_tables_path = (folder / tables).lexically_normal().string();
+  }
+  if (const auto* st = root.find("store")) {
+    if (!st->is_object()) throw config_error("setting store must be an object");
+    refuse_unknown(*st, "store", {"path", "patient_key_file", "synchronous"});
+    auto& sc = config.store;
+    std::string store_path, key_file, synchronous;
+    read_string(*st, "store", "path", store_path);
+    read_string(*st, "store", "patient_key_file", key_file);
+    read_string(*st, "store", "synchronous", synchronous);
+    if (!store_path.empty()) sc.path = (folder / store_path).lexically_normal().string();
+    sc.patient_key_file = key_file.empty() ? sc.path + ".key"
+                                           : (folder / key_file).lexically_normal().string();
+    if (!synchronous.empty() && synchronous != "full" && synchronous != "normal") {
+      throw config_error("setting store.synchronous must be \"full\" or \"normal\"");
+    }
+    sc.full_sync = synchronous != "normal";
+  } else {
+    config.store.path = (folder / config.store.path).lexically_normal().string();
+    config.store.patient_key_file = config.store.path + ".key";
   }
   check_system_uri("mapping.identifier_system", config.mapping.identifier_system);
   check_system_uri("mapping.local_code_system", config.mapping.local_code_system);

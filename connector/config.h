@@ -14,9 +14,16 @@ struct config_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+struct store_config {
+  std::string path = "migraine-connector.db";  // the outbox's SQLite file
+  std::string patient_key_file;                 // default: <path>.key, created on first use
+  bool full_sync = true;                        // synchronous = FULL: "full" (default) or "normal"
+};
+
 struct connector_config {
   mappings::mapping_config mapping;
   std::string code_tables_path;  // mapping.code_tables, default: the shipped mappings/code-tables.json
+  store_config store;
 };
 
 // Loads `path`, or returns the defaults when no path is given. Relative paths inside the file

@@ -36,6 +36,14 @@ commands:
         Check records without mapping: one line per problem, file:record_id: path: message.
         exit: 0 all valid, 2 some rejected, 1 usage or configuration error
 
+  ingest [--config FILE] RECORD_FILE...
+        Store records durably in the outbox (store.path). A file is acknowledged only once it is
+        committed. Rejected records are kept in quarantine with their problems; a corrected
+        revision can be ingested again. A revision already stored, or older, is a no-op.
+        exit: 0 all accepted, 2 some rejected, 1 usage or configuration error
+  status [--config FILE] [--json]
+        Records by state, quarantined records, the oldest pending record's age, the last error.
+
 options:
   --help       this text
   --version    the connector's version
@@ -60,6 +68,8 @@ int main(int argc, char** argv) {
   try {
     if (command == "map") return connector::run_map(args);
     if (command == "check") return connector::run_check(args);
+    if (command == "ingest") return connector::run_ingest(args);
+    if (command == "status") return connector::run_status(args);
   } catch (const std::exception& e) {
     // Start-up only (configuration, code tables): messages name files and settings, never data.
     std::fprintf(stderr, "migraine-connector: %s\n", e.what());

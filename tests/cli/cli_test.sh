@@ -114,5 +114,25 @@ check "the example configuration's systems are used" grep -q '"system":"https://
 run map "$work/does-not-exist.json"
 check "a missing file exits 1" [ "$rc" -eq 1 ]
 
+# ingest: durable outbox, duplicates are no-ops, rejections quarantined, status tells the truth.
+cat > "$work/store.jsonc" <<JSON
+{ "store": { "path": "store/outbox.db" } }
+JSON
+mkdir -p "$work/store"
+run ingest --config "$work/store.jsonc" "$work/pathway.ndjson"
+check "ingest exits 0 when all are accepted" [ "$rc" -eq 0 ]
+check "ingest acknowledges what it stored" grep -qx "$work/pathway.ndjson: 3 accepted, 0 rejected" "$work/out"
+run ingest --config "$work/store.jsonc" "$work/pathway.ndjson" "$work/bad.json"
+check "ingest exits 2 when any is rejected" [ "$rc" -eq 2 ]
+check "a resent file is a no-op" grep -qx "$work/pathway.ndjson: 0 accepted, 3 already stored, 0 rejected" "$work/out"
+check "a rejection is listed with its field" grep -q "rejected $work/bad.json:PROC-2026-0001: procedure.clinician.npi: check digit is not valid" "$work/out"
+run status --config "$work/store.jsonc"
+check "status counts pending records" grep -q "records: pending 3 " "$work/out"
+check "status counts quarantined records" grep -q "quarantined (rejected, kept with their problems): 1" "$work/out"
+run status --config "$work/store.jsonc" --json
+check "status --json" grep -q '"records":{"pending":3,' "$work/out"
+check "no patient data in ingest or status output" bash -c "! grep -Eq 'Jordan|Example|MRN-100234|1984-05-17' '$work/out' '$work/err'"
+check "the store is owner-only" [ "$(stat -c %a "$work/store/outbox.db")" = 600 ]
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
