@@ -1,0 +1,54 @@
+// The failure policy's rules.
+#include "connector/sync/delivery_policy.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace connector {
+namespace {
+
+bool retryable_status(int status) { return status == 408 || status == 429 || status >= 500; }
+
+std::string describe(const attempt_outcome& o) {
+  switch (o.what) {
+    case attempt_outcome::kind::connection_failed: return "connection failed";
+    case attempt_outcome::kind::timed_out: return "timed out";
+    case attempt_outcome::kind::response: return "HTTP " + std::to_string(o.http_status);
+  }
+  return "failed";
+}
+
+}  // namespace
+
+std::chrono::milliseconds delivery_policy::backoff(int attempts,
+                                                   std::optional<std::chrono::seconds> retry_after) const {
+  const double exponent = std::min(attempts - 1, 30);
+  const double ceiling = std::min(static_cast<double>(settings_.max_delay.count()),
+                                  static_cast<double>(settings_.base_delay.count()) * std::pow(2.0, exponent));
+  auto delay = std::chrono::milliseconds(static_cast<std::int64_t>(ceiling * random_()));
+  if (retry_after) delay = std::max<std::chrono::milliseconds>(delay, *retry_after);
+  return delay;
+}
+
+delivery_verdict delivery_policy::judge(const attempt_outcome& outcome, int attempts) const {
+  const bool response = outcome.what == attempt_outcome::kind::response;
+  if (response && outcome.http_status >= 200 && outcome.http_status < 300) {
+    return {delivery_decision::delivered, {}, "HTTP " + std::to_string(outcome.http_status)};
+  }
+  if (response && (outcome.http_status == 401 || outcome.http_status == 403)) {
+    return {delivery_decision::pause_for_auth, {},
+            describe(outcome) + ": the EHR refused the connector's credentials; delivery paused"};
+  }
+  if (!response || retryable_status(outcome.http_status)) {
+    if (attempts >= settings_.max_attempts) {
+      return {delivery_decision::dead, {},
+              describe(outcome) + " on attempt " + std::to_string(attempts) + " of " +
+                  std::to_string(settings_.max_attempts) + ": giving up"};
+    }
+    return {delivery_decision::retry, backoff(attempts, outcome.retry_after),
+            describe(outcome) + ": will retry"};
+  }
+  return {delivery_decision::dead, {}, describe(outcome) + ": the EHR refused the record"};
+}
+
+}  // namespace connector

@@ -1,0 +1,59 @@
+// What to do after one attempt to deliver a record: the failure policy, in one place.
+//   2xx                                   -> delivered
+//   connection error, timeout, 408, 429, 5xx -> retry with exponential backoff and full jitter,
+//                                            honouring Retry-After, until max_attempts; then dead
+//   401, 403                              -> pause all delivery: an authentication fault, not the
+//                                            record's; burning through the queue would not help
+//   400, 404, 409, 412, 422 and other 4xx -> dead letter, with the EHR's OperationOutcome kept
+// Pure: the random source is injected so schedules can be asserted exactly.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace connector {
+
+struct attempt_outcome {
+  enum class kind { response, connection_failed, timed_out };
+  kind what = kind::response;
+  int http_status = 0;                            // with kind::response
+  std::optional<std::chrono::seconds> retry_after;  // the EHR's Retry-After, if any
+};
+
+enum class delivery_decision { delivered, retry, dead, pause_for_auth };
+
+struct delivery_verdict {
+  delivery_decision decision = delivery_decision::delivered;
+  std::chrono::milliseconds retry_in{0};  // with retry
+  std::string reason;                     // for status and the sync log: no patient data
+};
+
+struct retry_settings {
+  int max_attempts = 10;
+  std::chrono::milliseconds base_delay{1000};
+  std::chrono::milliseconds max_delay{std::chrono::minutes(10)};
+};
+
+// Uniform in [0, 1): injected so tests can fix it.
+using random_unit = std::function<double()>;
+
+class delivery_policy {
+ public:
+  delivery_policy(retry_settings settings, random_unit random)
+      : settings_(settings), random_(std::move(random)) {}
+
+  // `attempts` counts this attempt too (1 for the first).
+  delivery_verdict judge(const attempt_outcome& outcome, int attempts) const;
+
+  // Full jitter: uniform in [0, min(max_delay, base * 2^(attempts-1))], never below Retry-After.
+  std::chrono::milliseconds backoff(int attempts, std::optional<std::chrono::seconds> retry_after) const;
+
+ private:
+  retry_settings settings_;
+  random_unit random_;
+};
+
+}  // namespace connector
