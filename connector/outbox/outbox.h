@@ -21,6 +21,7 @@ enum class record_state {
   delivered,        // the EHR accepted its transaction
   dead,             // failed permanently; kept with the EHR's answer until replayed
   superseded,       // a newer revision arrived before this one was delivered
+  held,             // a follow-up waiting for its procedure; out of the lane until one is delivered
 };
 std::string_view to_string(record_state s);
 
@@ -56,6 +57,25 @@ struct outbox_status {
   std::optional<std::string> last_error;              // of the most recent failed attempt
 };
 
+// A record handed to the sync engine: the head of its patient's lane.
+struct claimed_record {
+  std::int64_t seq = 0;  // arrival order, the outbox's handle on the record
+  std::string record_id;
+  int revision = 1;
+  std::string patient_key;
+  std::string body;
+  int attempts = 0;  // including this one
+};
+
+// How an attempt ended, as the outbox records it.
+struct attempt_report {
+  enum class result { delivered, retry, dead, held, released };
+  result what = result::delivered;
+  std::int64_t retry_at_ms = 0;  // with retry (and released: when the lane may go again)
+  std::string error;             // the reason: no patient data
+  std::string ehr_response;      // the transaction-response (delivered) or OperationOutcome (dead)
+};
+
 class outbox {
  public:
   virtual ~outbox() = default;
@@ -67,6 +87,25 @@ class outbox {
                                               std::int64_t now_ms) = 0;
 
   virtual outbox_status status(std::int64_t now_ms) = 0;
+
+  // Up to `limit` lane heads ready at `now_ms`, marked in flight: one record per patient at most,
+  // so each patient's records go strictly in order while patients proceed independently.
+  virtual std::vector<claimed_record> claim(std::int64_t now_ms, int limit) = 0;
+
+  // Settles a claimed record and moves its lane on:
+  // - delivered / dead: the lane advances (a dead letter holds back nobody; it waits for replay);
+  //   a delivery also returns the patient's held follow-ups to the lane;
+  // - retry: the lane waits until retry_at_ms;
+  // - held: the record leaves the lane until a procedure of the patient is delivered;
+  // - released: not attempted after all (delivery paused); back to pending, lane ready at retry_at_ms.
+  virtual void settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) = 0;
+
+  // Records left in flight by a crash go back to their lanes: their outcome is unknown, and
+  // sending again is safe because every write is conditional. Returns how many.
+  virtual int recover_in_flight(std::int64_t now_ms) = 0;
+
+  // What the mapper may know of a patient: the delivered records (every revision), oldest first.
+  virtual std::vector<std::string> delivered_bodies(const std::string& patient_key) = 0;
 };
 
 }  // namespace connector

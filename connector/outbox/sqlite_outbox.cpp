@@ -8,9 +8,10 @@
 namespace connector {
 namespace {
 
-constexpr std::array<record_state, 6> all_states = {
-    record_state::pending,   record_state::in_flight, record_state::retry_scheduled,
-    record_state::delivered, record_state::dead,      record_state::superseded};
+constexpr std::array<record_state, 7> all_states = {
+    record_state::pending, record_state::in_flight,  record_state::retry_scheduled,
+    record_state::delivered, record_state::dead,     record_state::superseded,
+    record_state::held};
 
 // One row per received revision; seq is the arrival order that lanes follow. The partial index
 // keeps "what is next for this patient" a lookup, not a scan, however long the delivered history.
@@ -34,6 +35,15 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_open_by_lane ON records (patient_key, seq)
   WHERE state IN ('pending', 'in_flight', 'retry_scheduled');
 CREATE INDEX IF NOT EXISTS records_by_state ON records (state, received_at);
+CREATE INDEX IF NOT EXISTS records_by_patient ON records (patient_key, seq);
+-- One row per patient: the lane's first open record and when it may be sent (NULL while in
+-- flight or empty). Claiming work is a range over ready_at, whatever the size of the backlog.
+CREATE TABLE IF NOT EXISTS lanes (
+  patient_key TEXT PRIMARY KEY,
+  head_seq INTEGER,
+  ready_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS lanes_ready ON lanes (ready_at) WHERE ready_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS quarantine (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   source TEXT NOT NULL,
@@ -42,7 +52,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
   problems TEXT NOT NULL,
   received_at INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 )sql";
 
 sqlite::database& open(sqlite::database& db, bool full_sync) {
@@ -69,6 +79,7 @@ std::string_view to_string(record_state s) {
     case record_state::delivered: return "delivered";
     case record_state::dead: return "dead";
     case record_state::superseded: return "superseded";
+    case record_state::held: return "held";
   }
   return "pending";
 }
@@ -95,7 +106,130 @@ sqlite_outbox::sqlite_outbox(const std::string& path, bool full_sync)
                      "state, received_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)"),
       insert_quarantined_(db_.handle(),
                           "INSERT INTO quarantine (source, record_id, body, problems, received_at) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5)") {}
+                          "VALUES (?1, ?2, ?3, ?4, ?5)"),
+      lane_head_(db_.handle(),
+                 "SELECT seq, state, next_attempt_at FROM records WHERE patient_key = ?1 AND "
+                 "state IN ('pending', 'in_flight', 'retry_scheduled') ORDER BY seq LIMIT 1"),
+      // A pending head that is already waiting keeps its place in line (fairness between lanes).
+      set_lane_(db_.handle(),
+                "INSERT INTO lanes (patient_key, head_seq, ready_at) VALUES (?1, ?2, ?3) "
+                "ON CONFLICT (patient_key) DO UPDATE SET head_seq = ?2, ready_at = "
+                "CASE WHEN ?4 = 1 AND lanes.head_seq IS ?2 AND lanes.ready_at IS NOT NULL "
+                "THEN lanes.ready_at ELSE ?3 END"),
+      ready_lanes_(db_.handle(),
+                   "SELECT l.patient_key, r.seq, r.record_id, r.revision, r.body, r.attempts "
+                   "FROM lanes l JOIN records r ON r.seq = l.head_seq "
+                   "WHERE l.ready_at IS NOT NULL AND l.ready_at <= ?1 ORDER BY l.ready_at LIMIT ?2"),
+      mark_in_flight_(db_.handle(),
+                      "UPDATE records SET state = 'in_flight', attempts = attempts + 1, updated_at = ?2 "
+                      "WHERE seq = ?1"),
+      clear_ready_(db_.handle(), "UPDATE lanes SET ready_at = NULL WHERE patient_key = ?1"),
+      settle_record_(db_.handle(),
+                     "UPDATE records SET state = ?2, next_attempt_at = ?3, last_error = ?4, "
+                     "ehr_response = COALESCE(?5, ehr_response), attempts = attempts - ?6, "
+                     "updated_at = ?7 WHERE seq = ?1"),
+      release_held_(db_.handle(),
+                    "UPDATE records SET state = 'pending', updated_at = ?2 "
+                    "WHERE patient_key = ?1 AND state = 'held'"),
+      delivered_bodies_(db_.handle(),
+                        "SELECT body FROM records WHERE patient_key = ?1 AND state = 'delivered' "
+                        "ORDER BY seq") {}
+
+void sqlite_outbox::refresh_lane(const std::string& patient_key, std::int64_t now_ms) {
+  lane_head_.bind(1, patient_key);
+  std::optional<std::int64_t> head, ready;
+  bool pending = false;
+  if (lane_head_.step()) {
+    head = lane_head_.column_int(0);
+    const std::string state = lane_head_.column_text(1);
+    pending = state == "pending";
+    if (pending) ready = now_ms;
+    if (state == "retry_scheduled") ready = lane_head_.column_int(2);
+  }
+  lane_head_.reset();
+  set_lane_.bind(1, patient_key);
+  head ? set_lane_.bind(2, *head) : set_lane_.bind_null(2);
+  ready ? set_lane_.bind(3, *ready) : set_lane_.bind_null(3);
+  set_lane_.bind(4, static_cast<std::int64_t>(pending ? 1 : 0));
+  set_lane_.step();
+  set_lane_.reset();
+}
+
+std::vector<claimed_record> sqlite_outbox::claim(std::int64_t now_ms, int limit) {
+  std::vector<claimed_record> claimed;
+  sqlite::transaction tx(db_);
+  ready_lanes_.bind(1, now_ms).bind(2, static_cast<std::int64_t>(limit));
+  while (ready_lanes_.step()) {
+    claimed.push_back({ready_lanes_.column_int(1), ready_lanes_.column_text(2),
+                       static_cast<int>(ready_lanes_.column_int(3)), ready_lanes_.column_text(0),
+                       ready_lanes_.column_text(4), static_cast<int>(ready_lanes_.column_int(5)) + 1});
+  }
+  ready_lanes_.reset();
+  for (const auto& c : claimed) {
+    mark_in_flight_.bind(1, c.seq).bind(2, now_ms);
+    mark_in_flight_.step();
+    mark_in_flight_.reset();
+    clear_ready_.bind(1, c.patient_key);
+    clear_ready_.step();
+    clear_ready_.reset();
+  }
+  tx.commit();
+  return claimed;
+}
+
+void sqlite_outbox::settle(const claimed_record& record, const attempt_report& report,
+                           std::int64_t now_ms) {
+  using result = attempt_report::result;
+  std::string_view state = "delivered";
+  switch (report.what) {
+    case result::delivered: state = "delivered"; break;
+    case result::dead: state = "dead"; break;
+    case result::retry: state = "retry_scheduled"; break;
+    case result::held: state = "held"; break;
+    case result::released: state = "retry_scheduled"; break;  // not attempted: the count is undone
+  }
+  sqlite::transaction tx(db_);
+  settle_record_.bind(1, record.seq).bind(2, state);
+  const bool waits = report.what == result::retry || report.what == result::released;
+  waits ? settle_record_.bind(3, report.retry_at_ms) : settle_record_.bind_null(3);
+  report.error.empty() ? settle_record_.bind_null(4) : settle_record_.bind(4, report.error);
+  report.ehr_response.empty() ? settle_record_.bind_null(5) : settle_record_.bind(5, report.ehr_response);
+  settle_record_.bind(6, static_cast<std::int64_t>(report.what == result::released ? 1 : 0));
+  settle_record_.bind(7, now_ms);
+  settle_record_.step();
+  settle_record_.reset();
+  if (report.what == result::delivered) {
+    // A delivered procedure may be what a held follow-up of this patient waits for.
+    release_held_.bind(1, record.patient_key).bind(2, now_ms);
+    release_held_.step();
+    release_held_.reset();
+  }
+  refresh_lane(record.patient_key, now_ms);
+  tx.commit();
+}
+
+int sqlite_outbox::recover_in_flight(std::int64_t now_ms) {
+  sqlite::transaction tx(db_);
+  std::vector<std::string> patients;
+  {
+    sqlite::statement stuck(db_.handle(),
+                            "SELECT DISTINCT patient_key FROM records WHERE state = 'in_flight'");
+    while (stuck.step()) patients.push_back(stuck.column_text(0));
+  }
+  db_.exec("UPDATE records SET state = 'pending' WHERE state = 'in_flight'");
+  const int recovered = db_.changes();
+  for (const auto& p : patients) refresh_lane(p, now_ms);
+  tx.commit();
+  return recovered;
+}
+
+std::vector<std::string> sqlite_outbox::delivered_bodies(const std::string& patient_key) {
+  std::vector<std::string> bodies;
+  delivered_bodies_.bind(1, patient_key);
+  while (delivered_bodies_.step()) bodies.push_back(delivered_bodies_.column_text(0));
+  delivered_bodies_.reset();
+  return bodies;
+}
 
 std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_record>& records,
                                                    const std::vector<quarantined_record>& quarantined,
@@ -132,6 +266,7 @@ std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_rec
         .bind(6, now_ms);
     insert_record_.step();
     insert_record_.reset();
+    refresh_lane(r.patient_key, now_ms);
     results.push_back(superseding ? enqueue_result::accepted_superseding : enqueue_result::accepted);
   }
   for (const auto& q : quarantined) {

@@ -19,13 +19,28 @@ class sqlite_outbox final : public outbox {
                                       const std::vector<quarantined_record>& quarantined,
                                       std::int64_t now_ms) override;
   outbox_status status(std::int64_t now_ms) override;
+  std::vector<claimed_record> claim(std::int64_t now_ms, int limit) override;
+  void settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) override;
+  int recover_in_flight(std::int64_t now_ms) override;
+  std::vector<std::string> delivered_bodies(const std::string& patient_key) override;
 
  private:
+  // Recomputes the patient's lane from its records: its first open record, and when it is ready.
+  void refresh_lane(const std::string& patient_key, std::int64_t now_ms);
+
   sqlite::database db_;
   sqlite::statement latest_revision_;
   sqlite::statement supersede_older_;
   sqlite::statement insert_record_;
   sqlite::statement insert_quarantined_;
+  sqlite::statement lane_head_;
+  sqlite::statement set_lane_;
+  sqlite::statement ready_lanes_;
+  sqlite::statement mark_in_flight_;
+  sqlite::statement clear_ready_;
+  sqlite::statement settle_record_;
+  sqlite::statement release_held_;
+  sqlite::statement delivered_bodies_;
 };
 
 }  // namespace connector

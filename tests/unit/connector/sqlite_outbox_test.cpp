@@ -92,3 +92,108 @@ TEST_F(sqlite_outbox_test, an_unopenable_store_is_a_clear_error) {
 }
 
 }  // namespace
+
+namespace {
+
+using connector::attempt_report;
+using result = attempt_report::result;
+
+class lanes_test : public sqlite_outbox_test {
+ protected:
+  void SetUp() override {
+    sqlite_outbox_test::SetUp();
+    store_ = std::make_unique<sqlite_outbox>(path_);
+  }
+  std::vector<std::string> claim_ids(std::int64_t now, int limit = 100) {
+    std::vector<std::string> ids;
+    for (const auto& c : store_->claim(now, limit)) ids.push_back(c.record_id);
+    return ids;
+  }
+  connector::claimed_record claim_one(std::int64_t now) {
+    auto c = store_->claim(now, 1);
+    EXPECT_EQ(c.size(), 1u);
+    return c.empty() ? connector::claimed_record{} : c[0];
+  }
+  std::unique_ptr<sqlite_outbox> store_;
+};
+
+TEST_F(lanes_test, one_record_per_patient_at_a_time_in_arrival_order) {
+  store_->enqueue({record("A-1", 1, "a"), record("B-1", 1, "b"), record("A-2", 1, "a")}, {}, 1000);
+  EXPECT_EQ(claim_ids(1000), (std::vector<std::string>{"A-1", "B-1"}));
+  EXPECT_TRUE(claim_ids(1000).empty());  // both lanes are in flight
+}
+
+TEST_F(lanes_test, delivery_moves_the_lane_on) {
+  store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a")}, {}, 1000);
+  const auto first = claim_one(1000);
+  store_->settle(first, {result::delivered, 0, "", "{\"resourceType\":\"Bundle\"}"}, 2000);
+  const auto second = claim_one(2000);
+  EXPECT_EQ(second.record_id, "A-2");
+  EXPECT_EQ(second.attempts, 1);
+  EXPECT_EQ(store_->delivered_bodies("a").size(), 1u);
+}
+
+TEST_F(lanes_test, a_retry_holds_back_only_its_patient_until_its_time) {
+  store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a"), record("B-1", 1, "b")}, {}, 1000);
+  const auto a = store_->claim(1000, 1).at(0);
+  store_->settle(a, {result::retry, 5000, "HTTP 503: will retry", ""}, 1000);
+  EXPECT_EQ(claim_ids(1000), std::vector<std::string>{"B-1"});  // A-2 waits behind A-1
+  EXPECT_TRUE(claim_ids(4999).empty());
+  const auto again = claim_one(5000);
+  EXPECT_EQ(again.record_id, "A-1");
+  EXPECT_EQ(again.attempts, 2);
+  EXPECT_EQ(store_->status(5000).last_error, "HTTP 503: will retry");
+}
+
+TEST_F(lanes_test, a_dead_letter_does_not_block_its_patient) {
+  store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a")}, {}, 1000);
+  store_->settle(claim_one(1000), {result::dead, 0, "HTTP 422: the EHR refused the record", "{}"}, 1000);
+  EXPECT_EQ(claim_ids(1000), std::vector<std::string>{"A-2"});
+  EXPECT_EQ(store_->status(1000).records.at(record_state::dead), 1);
+}
+
+TEST_F(lanes_test, a_held_follow_up_steps_aside_and_returns_when_a_procedure_is_delivered) {
+  store_->enqueue({record("F-1", 1, "a"), record("P-1", 1, "a")}, {}, 1000);
+  store_->settle(claim_one(1000), {result::held, 0, "waits for procedure P-1", ""}, 1000);
+  const auto procedure = claim_one(1000);
+  EXPECT_EQ(procedure.record_id, "P-1");
+  EXPECT_EQ(store_->status(1000).records.at(record_state::held), 1);
+  store_->settle(procedure, {result::delivered, 0, "", "{}"}, 2000);
+  EXPECT_EQ(claim_ids(2000), std::vector<std::string>{"F-1"});
+}
+
+TEST_F(lanes_test, records_in_flight_at_a_crash_are_sent_again) {
+  store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
+  claim_one(1000);
+  store_ = std::make_unique<sqlite_outbox>(path_);  // the process died and came back
+  EXPECT_TRUE(claim_ids(2000).empty());
+  EXPECT_EQ(store_->recover_in_flight(2000), 1);
+  const auto again = claim_one(2000);
+  EXPECT_EQ(again.record_id, "A-1");
+  EXPECT_EQ(again.attempts, 2);
+}
+
+TEST_F(lanes_test, a_released_record_was_not_attempted) {
+  store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
+  store_->settle(claim_one(1000), {result::released, 60000, "delivery paused", ""}, 1000);
+  EXPECT_TRUE(claim_ids(59999).empty());
+  EXPECT_EQ(claim_one(60000).attempts, 1);
+}
+
+TEST_F(lanes_test, a_newer_revision_replaces_a_waiting_one_in_its_lane) {
+  store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
+  store_->settle(claim_one(1000), {result::retry, 5000, "timed out: will retry", ""}, 1000);
+  store_->enqueue({record("A-1", 2, "a")}, {}, 2000);
+  const auto c = claim_one(2000);  // revision 2 is ready now; revision 1 will never be sent
+  EXPECT_EQ(c.revision, 2);
+  EXPECT_EQ(store_->status(2000).records.at(record_state::superseded), 1);
+}
+
+TEST_F(lanes_test, waiting_lanes_keep_their_place_when_more_records_arrive) {
+  store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
+  store_->enqueue({record("B-1", 1, "b")}, {}, 2000);
+  store_->enqueue({record("A-2", 1, "a")}, {}, 3000);  // must not push lane a behind lane b
+  EXPECT_EQ(claim_ids(3000, 1), std::vector<std::string>{"A-1"});
+}
+
+}  // namespace
