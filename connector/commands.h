@@ -16,5 +16,6 @@ int run_map(const std::vector<std::string>& args);
 int run_check(const std::vector<std::string>& args);
 int run_ingest(const std::vector<std::string>& args);
 int run_status(const std::vector<std::string>& args);
+int run_sync(const std::vector<std::string>& args);
 
 }  // namespace connector

@@ -37,6 +37,17 @@ void read_string(const fhir::json_value& section, std::string_view section_name,
   target = v->text;
 }
 
+void read_int(const fhir::json_value& section, std::string_view section_name, std::string_view key,
+              int min, int max, int& target) {
+  const auto* v = section.find(key);
+  if (v == nullptr) return;
+  if (!v->is_number() || !v->is_integer || v->number < min || v->number > max) {
+    throw config_error("setting " + std::string(section_name) + "." + std::string(key) +
+                       " must be a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  target = static_cast<int>(v->number);
+}
+
 void refuse_unknown(const fhir::json_value& obj, std::string_view where,
                     std::initializer_list<std::string_view> known) {
   for (const auto& [name, value] : obj.members) {
@@ -69,7 +80,7 @@ connector_config load_config(const std::optional<std::string>& path) {
     throw config_error("configuration " + *path + ": " + error);
   }
   if (!root.is_object()) throw config_error("configuration " + *path + ": must be a JSON object");
-  refuse_unknown(root, "", {"mapping", "store"});
+  refuse_unknown(root, "", {"mapping", "store", "ehr", "sync"});
 
   const fs::path folder = fs::path(*path).parent_path();
   if (const auto* m = root.find("mapping")) {
@@ -106,6 +117,29 @@ connector_config load_config(const std::optional<std::string>& path) {
   } else {
     config.store.path = (folder / config.store.path).lexically_normal().string();
     config.store.patient_key_file = config.store.path + ".key";
+  }
+  auto relative = [&](const std::string& p) { return (folder / p).lexically_normal().string(); };
+  if (const auto* e = root.find("ehr")) {
+    if (!e->is_object()) throw config_error("setting ehr must be an object");
+    refuse_unknown(*e, "ehr", {"base_url", "ca_file", "client_cert_file", "client_key_file",
+                               "connections", "timeout_seconds"});
+    auto& ec = config.ehr;
+    read_string(*e, "ehr", "base_url", ec.base_url);
+    for (auto [key, target] : {std::pair{"ca_file", &ec.ca_file}, std::pair{"client_cert_file", &ec.client_cert_file},
+                               std::pair{"client_key_file", &ec.client_key_file}}) {
+      std::string value;
+      read_string(*e, "ehr", key, value);
+      if (!value.empty()) *target = relative(value);
+    }
+    read_int(*e, "ehr", "connections", 1, 64, ec.connections);
+    read_int(*e, "ehr", "timeout_seconds", 1, 600, ec.timeout_seconds);
+  }
+  if (const auto* y = root.find("sync")) {
+    if (!y->is_object()) throw config_error("setting sync must be an object");
+    refuse_unknown(*y, "sync", {"max_attempts", "base_delay_ms", "max_delay_ms"});
+    read_int(*y, "sync", "max_attempts", 1, 1000, config.sync.max_attempts);
+    read_int(*y, "sync", "base_delay_ms", 1, 3600000, config.sync.base_delay_ms);
+    read_int(*y, "sync", "max_delay_ms", 1, 86400000, config.sync.max_delay_ms);
   }
   check_system_uri("mapping.identifier_system", config.mapping.identifier_system);
   check_system_uri("mapping.local_code_system", config.mapping.local_code_system);

@@ -20,8 +20,26 @@ struct store_config {
   bool full_sync = true;                        // synchronous = FULL: "full" (default) or "normal"
 };
 
+// The EHR's FHIR endpoint and how to reach it (paths relative to the configuration file).
+struct ehr_config {
+  std::string base_url;  // required to deliver: https://host[:port]/fhir-base
+  std::optional<std::string> ca_file;           // absent: the system trust store
+  std::optional<std::string> client_cert_file;  // absent: no client certificate
+  std::optional<std::string> client_key_file;
+  int connections = 2;
+  int timeout_seconds = 30;
+};
+
+struct sync_config {
+  int max_attempts = 10;
+  int base_delay_ms = 1000;
+  int max_delay_ms = 10 * 60 * 1000;
+};
+
 struct connector_config {
   mappings::mapping_config mapping;
+  ehr_config ehr;
+  sync_config sync;
   std::string code_tables_path;  // mapping.code_tables, default: the shipped mappings/code-tables.json
   store_config store;
 };

@@ -43,6 +43,9 @@ commands:
         exit: 0 all accepted, 2 some rejected, 1 usage or configuration error
   status [--config FILE] [--json]
         Records by state, quarantined records, the oldest pending record's age, the last error.
+  sync --once [--config FILE]
+        Deliver everything deliverable to the EHR (ehr.base_url) over TLS, then exit.
+        exit: 0 nothing left waiting, 3 records remain (retry scheduled, EHR unreachable, held)
 
 options:
   --help       this text
@@ -70,6 +73,7 @@ int main(int argc, char** argv) {
     if (command == "check") return connector::run_check(args);
     if (command == "ingest") return connector::run_ingest(args);
     if (command == "status") return connector::run_status(args);
+    if (command == "sync") return connector::run_sync(args);
   } catch (const std::exception& e) {
     // Start-up only (configuration, code tables): messages name files and settings, never data.
     std::fprintf(stderr, "migraine-connector: %s\n", e.what());

@@ -2,11 +2,15 @@
 #include <chrono>
 #include <cstdio>
 #include <optional>
+#include <random>
 
 #include "connector/commands.h"
 #include "connector/config.h"
 #include "connector/outbox/sqlite_outbox.h"
 #include "connector/patient_key.h"
+#include "connector/sync/sync_engine.h"
+#include "fhir/json_writer.h"
+#include "mappings/bundle_mapper.h"
 #include "connector/record_files.h"
 #include "mappings/code_tables.h"
 #include "mappings/record_reader.h"
@@ -134,7 +138,15 @@ int run_status(const std::vector<std::string>& args) {
     } else {
       std::printf("null");
     }
-    std::printf(",\"ehr\":\"not contacted: delivery is not built yet\"}\n");
+    std::printf(",\"last_error\":");
+    if (s.last_error) {
+      fhir::json_writer text;
+      text.string(*s.last_error);
+      std::printf("%.*s", static_cast<int>(text.view().size()), text.view().data());
+    } else {
+      std::printf("null");
+    }
+    std::printf("}\n");
     return exit_ok;
   }
   std::printf("store: %s\n", config.store.path.c_str());
@@ -147,8 +159,59 @@ int run_status(const std::vector<std::string>& args) {
   std::printf("oldest pending: %s\n",
               s.oldest_pending_age_ms ? duration_text(*s.oldest_pending_age_ms).c_str() : "none");
   std::printf("last error: %s\n", s.last_error ? s.last_error->c_str() : "none");
-  std::printf("EHR: not contacted (delivery is not built yet)\n");
   return exit_ok;
+}
+
+}  // namespace connector
+
+namespace connector {
+
+int run_sync(const std::vector<std::string>& args) {
+  std::optional<std::string> config_path;
+  bool once = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      config_path = args[++i];
+    } else if (args[i] == "--once") {
+      once = true;
+    } else {
+      once = false;
+      break;
+    }
+  }
+  if (!once) {
+    std::fprintf(stderr, "usage: migraine-connector sync --once [--config FILE]\n");
+    return exit_usage;
+  }
+  const connector_config config = load_config(config_path);
+  if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
+  const auto tables = mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
+  const mappings::bundle_mapper mapper(config.mapping, tables);
+  sqlite_outbox store(config.store.path, config.store.full_sync);
+
+  boost::asio::io_context io;
+  ehr_client ehr(io, {config.ehr.base_url, config.ehr.ca_file, config.ehr.client_cert_file,
+                      config.ehr.client_key_file, config.ehr.connections,
+                      std::chrono::seconds(config.ehr.timeout_seconds)});
+  std::mt19937_64 random{std::random_device{}()};
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  delivery_policy policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
+                          std::chrono::milliseconds(config.sync.max_delay_ms)},
+                         [&] { return unit(random); });
+  sync_engine engine(io, store, ehr, mapper, tables, std::move(policy), now_ms);
+  const sync_report report = engine.run_once();
+
+  const outbox_status s = store.status(now_ms());
+  const std::int64_t waiting = s.records.at(record_state::pending) + s.records.at(record_state::retry_scheduled) +
+                               s.records.at(record_state::in_flight) + s.records.at(record_state::held);
+  std::printf("delivered %d, retries scheduled %d, dead letters %d, held %d; %lld still waiting\n",
+              report.delivered, report.retries_scheduled, report.dead, report.held,
+              static_cast<long long>(waiting));
+  std::printf("TLS handshakes: %lld\n", static_cast<long long>(ehr.handshakes()));
+  if (report.auth_fault) std::printf("EHR: authentication fault, delivery paused: %s\n", report.last_error->c_str());
+  else if (report.ehr_unreachable) std::printf("EHR: unreachable: %s\n", report.last_error->c_str());
+  else if (report.last_error) std::printf("last error: %s\n", report.last_error->c_str());
+  return waiting > 0 ? exit_waiting : exit_ok;
 }
 
 }  // namespace connector

@@ -194,7 +194,9 @@ void sqlite_outbox::settle(const claimed_record& record, const attempt_report& r
   waits ? settle_record_.bind(3, report.retry_at_ms) : settle_record_.bind_null(3);
   report.error.empty() ? settle_record_.bind_null(4) : settle_record_.bind(4, report.error);
   report.ehr_response.empty() ? settle_record_.bind_null(5) : settle_record_.bind(5, report.ehr_response);
-  settle_record_.bind(6, static_cast<std::int64_t>(report.what == result::released ? 1 : 0));
+  // Released and held records were not sent: their claim does not count as an attempt.
+  const bool not_sent = report.what == result::released || report.what == result::held;
+  settle_record_.bind(6, static_cast<std::int64_t>(not_sent ? 1 : 0));
   settle_record_.bind(7, now_ms);
   settle_record_.step();
   settle_record_.reset();

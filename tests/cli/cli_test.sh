@@ -131,6 +131,7 @@ check "status counts pending records" grep -q "records: pending 3 " "$work/out"
 check "status counts quarantined records" grep -q "quarantined (rejected, kept with their problems): 1" "$work/out"
 run status --config "$work/store.jsonc" --json
 check "status --json" grep -q '"records":{"pending":3,' "$work/out"
+check "status --json is JSON" node -e "JSON.parse(require('fs').readFileSync('$work/out','utf8'))"
 check "no patient data in ingest or status output" bash -c "! grep -Eq 'Jordan|Example|MRN-100234|1984-05-17' '$work/out' '$work/err'"
 check "the store is owner-only" [ "$(stat -c %a "$work/store/outbox.db")" = 600 ]
 

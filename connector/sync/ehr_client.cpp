@@ -1,0 +1,276 @@
+// The EHR client: Boost.Beast async HTTPS after Beast's async-ssl client example. Every step is a
+// do_x / on_x pair with its own timeout, and the first thing each handler checks is its error.
+#include "connector/sync/ehr_client.h"
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/version.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <deque>
+#include <vector>
+
+#include "connector/config.h"
+
+namespace connector {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+struct endpoint {
+  std::string host;
+  std::string port;
+  std::string target;  // the base path: transactions are POSTed to it
+};
+
+endpoint parse_base_url(const std::string& url) {
+  const std::string scheme = "https://";
+  if (url.rfind(scheme, 0) != 0) throw config_error("setting ehr.base_url must start with https://");
+  std::string rest = url.substr(scheme.size());
+  const auto slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  endpoint e;
+  e.target = slash == std::string::npos ? "/" : rest.substr(slash);
+  const auto colon = authority.rfind(':');
+  if (colon != std::string::npos && authority.find(']') == std::string::npos) {
+    e.host = authority.substr(0, colon);
+    e.port = authority.substr(colon + 1);
+  } else {
+    e.host = authority;
+    e.port = "443";
+  }
+  if (e.host.empty()) throw config_error("setting ehr.base_url has no host name");
+  return e;
+}
+
+void configure_tls(ssl::context& ctx, const ehr_settings& s) {
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  ctx.set_verify_mode(ssl::verify_peer);
+  boost::system::error_code ec;
+  if (s.ca_file) {
+    ctx.load_verify_file(*s.ca_file, ec);
+    if (ec) throw config_error("setting ehr.ca_file: cannot load " + *s.ca_file);
+  } else {
+    ctx.set_default_verify_paths(ec);
+    if (ec) throw config_error("cannot load the system's trusted certificates");
+  }
+  if (s.client_cert_file || s.client_key_file) {
+    if (!s.client_cert_file || !s.client_key_file) {
+      throw config_error("settings ehr.client_cert_file and ehr.client_key_file go together");
+    }
+    ctx.use_certificate_chain_file(*s.client_cert_file, ec);
+    if (ec) throw config_error("setting ehr.client_cert_file: cannot load " + *s.client_cert_file);
+    ctx.use_private_key_file(*s.client_key_file, ssl::context::pem, ec);
+    if (ec) throw config_error("setting ehr.client_key_file: cannot load it or it does not match the certificate");
+  }
+}
+
+}  // namespace
+
+// One keep-alive TLS connection, one request at a time.
+class connection : public std::enable_shared_from_this<connection> {
+ public:
+  connection(asio::io_context& io, ssl::context& tls, const endpoint& ep, std::chrono::seconds timeout,
+             std::int64_t& handshakes)
+      : io_(io), tls_(tls), endpoint_(ep), timeout_(timeout), resolver_(io), handshakes_(handshakes) {}
+
+  bool busy() const { return busy_; }
+
+  void send(std::string bundle, std::string request_id, std::function<void(ehr_answer)> done) {
+    busy_ = true;
+    done_ = std::move(done);
+    request_ = {http::verb::post, endpoint_.target, 11};
+    request_.set(http::field::host, endpoint_.host);
+    request_.set(http::field::user_agent, "migraine-connector");
+    request_.set(http::field::content_type, "application/fhir+json");
+    request_.set(http::field::accept, "application/fhir+json");
+    request_.set("X-Request-ID", request_id);
+    request_.keep_alive(true);
+    request_.body() = std::move(bundle);
+    request_.prepare_payload();
+    sent_ = false;
+    if (stream_ && connected_) {
+      do_write();
+    } else {
+      do_resolve();
+    }
+  }
+
+ private:
+  void do_resolve() {
+    stream_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io_, tls_);
+    SSL* ssl = stream_->native_handle();
+    // SNI and peer-name verification: never skipped, never with an empty name.
+    boost::system::error_code ip_ec;
+    asio::ip::make_address(endpoint_.host, ip_ec);
+    if (ip_ec) {
+      SSL_set_tlsext_host_name(ssl, endpoint_.host.c_str());
+      SSL_set1_host(ssl, endpoint_.host.c_str());
+    } else {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), endpoint_.host.c_str());
+    }
+    resolver_.async_resolve(endpoint_.host, endpoint_.port,
+                            beast::bind_front_handler(&connection::on_resolve, shared_from_this()));
+  }
+
+  void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    if (ec) return fail(attempt_outcome::kind::connection_failed, "resolve: " + ec.message());
+    beast::get_lowest_layer(*stream_).expires_after(timeout_);
+    beast::get_lowest_layer(*stream_).async_connect(
+        results, beast::bind_front_handler(&connection::on_connect, shared_from_this()));
+  }
+
+  void on_connect(beast::error_code ec, tcp::resolver::results_type::endpoint_type) {
+    if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "connect timed out");
+    if (ec) return fail(attempt_outcome::kind::connection_failed, "connect: " + ec.message());
+    beast::get_lowest_layer(*stream_).expires_after(timeout_);
+    stream_->async_handshake(ssl::stream_base::client,
+                             beast::bind_front_handler(&connection::on_handshake, shared_from_this()));
+  }
+
+  void on_handshake(beast::error_code ec) {
+    if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "TLS handshake timed out");
+    if (ec) {
+      tls_failure_ = true;
+      return fail(attempt_outcome::kind::connection_failed, "TLS handshake: " + tls_reason(ec));
+    }
+    ++handshakes_;
+    connected_ = true;
+    do_write();
+  }
+
+  void do_write() {
+    beast::get_lowest_layer(*stream_).expires_after(timeout_);
+    http::async_write(*stream_, request_, beast::bind_front_handler(&connection::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "sending timed out");
+    if (ec) return fail(attempt_outcome::kind::connection_failed, "send: " + ec.message());
+    sent_ = true;  // from here on the outcome is unknown if anything fails: safe, writes are conditional
+    response_ = {};
+    parser_.emplace();
+    parser_->body_limit(64 * 1024 * 1024);
+    beast::get_lowest_layer(*stream_).expires_after(timeout_);
+    http::async_read(*stream_, buffer_, *parser_, beast::bind_front_handler(&connection::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "waiting for the answer timed out");
+    if (ec) return fail(attempt_outcome::kind::connection_failed, "receive: " + ec.message());
+    response_ = parser_->release();
+    ehr_answer answer;
+    answer.outcome.what = attempt_outcome::kind::response;
+    answer.outcome.http_status = static_cast<int>(response_.result_int());
+    if (auto it = response_.find(http::field::retry_after); it != response_.end()) {
+      try {
+        answer.outcome.retry_after = std::chrono::seconds(std::stol(std::string(it->value())));
+      } catch (const std::exception&) {
+        // An HTTP-date Retry-After: the backoff alone decides.
+      }
+    }
+    answer.body = std::move(response_.body());
+    if (!response_.keep_alive()) close();
+    finish(std::move(answer));
+  }
+
+  std::string tls_reason(const beast::error_code& ec) const {
+    const long verify = SSL_get_verify_result(stream_->native_handle());
+    if (verify != X509_V_OK) return std::string("certificate not accepted: ") + X509_verify_cert_error_string(verify);
+    return ec.message();
+  }
+
+  void fail(attempt_outcome::kind kind, std::string what) {
+    close();
+    ehr_answer answer;
+    answer.outcome.what = kind;
+    answer.error = std::move(what);
+    answer.tls_failure = tls_failure_;
+    tls_failure_ = false;
+    finish(std::move(answer));
+  }
+
+  void close() {
+    connected_ = false;
+    if (stream_) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(*stream_).socket().close(ignored);
+    }
+    stream_.reset();
+    buffer_.clear();
+  }
+
+  void finish(ehr_answer answer) {
+    busy_ = false;
+    auto done = std::move(done_);
+    done(std::move(answer));
+  }
+
+  asio::io_context& io_;
+  ssl::context& tls_;
+  const endpoint& endpoint_;
+  std::chrono::seconds timeout_;
+  tcp::resolver resolver_;
+  std::int64_t& handshakes_;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> stream_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> request_;
+  http::response<http::string_body> response_;
+  std::optional<http::response_parser<http::string_body>> parser_;
+  std::function<void(ehr_answer)> done_;
+  bool busy_ = false;
+  bool connected_ = false;
+  bool sent_ = false;
+  bool tls_failure_ = false;
+};
+
+struct ehr_client::impl {
+  impl(asio::io_context& io, const ehr_settings& s)
+      : tls(ssl::context::tls_client), ep(parse_base_url(s.base_url)) {
+    configure_tls(tls, s);
+    for (int i = 0; i < std::max(1, s.connections); ++i) {
+      connections.push_back(std::make_shared<connection>(io, tls, ep, s.timeout, handshakes));
+    }
+  }
+  ssl::context tls;
+  endpoint ep;
+  std::int64_t handshakes = 0;
+  std::vector<std::shared_ptr<connection>> connections;
+};
+
+ehr_client::ehr_client(asio::io_context& io, const ehr_settings& settings)
+    : impl_(std::make_unique<impl>(io, settings)) {}
+
+ehr_client::~ehr_client() = default;
+
+bool ehr_client::post_transaction(std::string bundle, std::string request_id,
+                                  std::function<void(ehr_answer)> done) {
+  for (auto& c : impl_->connections) {
+    if (!c->busy()) {
+      c->send(std::move(bundle), std::move(request_id), std::move(done));
+      return true;
+    }
+  }
+  return false;
+}
+
+int ehr_client::free_connections() const {
+  int n = 0;
+  for (const auto& c : impl_->connections) n += c->busy() ? 0 : 1;
+  return n;
+}
+
+std::int64_t ehr_client::handshakes() const { return impl_->handshakes; }
+
+}  // namespace connector

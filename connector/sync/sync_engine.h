@@ -1,0 +1,58 @@
+// The sync engine: takes lane heads from the outbox, maps each with its patient's delivered
+// history, sends its transaction Bundle, and settles it by the delivery policy. One ordered lane
+// per patient; as many patients at once as there are connections.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+
+#include "connector/outbox/outbox.h"
+#include "connector/sync/delivery_policy.h"
+#include "connector/sync/ehr_client.h"
+#include "mappings/bundle_mapper.h"
+
+namespace connector {
+
+struct sync_report {
+  int delivered = 0;
+  int retries_scheduled = 0;
+  int dead = 0;
+  int held = 0;
+  bool auth_fault = false;    // 401/403: delivery paused
+  bool ehr_unreachable = false;
+  std::optional<std::string> last_error;
+};
+
+using clock_ms = std::function<std::int64_t()>;
+
+class sync_engine {
+ public:
+  sync_engine(boost::asio::io_context& io, outbox& store, ehr_client& ehr,
+              const mappings::bundle_mapper& mapper, const mappings::code_tables& tables,
+              delivery_policy policy, clock_ms now);
+
+  // Delivers everything deliverable now, then returns. After a connection failure or an
+  // authentication fault it stops taking new records: the EHR is backed off as a whole.
+  sync_report run_once();
+
+ private:
+  void pump();
+  void deliver(const claimed_record& record);
+  void on_answer(const claimed_record& record, const ehr_answer& answer);
+
+  boost::asio::io_context& io_;
+  outbox& store_;
+  ehr_client& ehr_;
+  const mappings::bundle_mapper& mapper_;
+  const mappings::code_tables& tables_;
+  delivery_policy policy_;
+  clock_ms now_;
+  sync_report report_;
+  bool stop_claiming_ = false;
+};
+
+}  // namespace connector
