@@ -220,8 +220,8 @@ function indexSearchParameters() {
   return byType;
 }
 
-/** The first unknown search parameter of `query` for `type`, or null. */
-function unknownSearchParameter(type, query) {
+/** The first unknown search parameter of `query` for `type`, or null. (Also used by tests/sandbox.) */
+export function unknownSearchParameter(type, query) {
   const { searchParams } = loadDefinitions();
   const known = (name) => searchParams.get(type)?.has(name) || searchParams.get('Resource')?.has(name)
     || searchParams.get('DomainResource')?.has(name);
@@ -383,6 +383,27 @@ export function validateBundle(bundle, stats = new Stats()) {
   });
 
   return finish(issues, identifier);
+}
+
+/**
+ * Validates one resource on its own, as a server does on a create or update (used by tests/sandbox):
+ * layers 1 and 2 (Medplum's validateResource, required bindings, reference target types). A urn:uuid
+ * reference cannot resolve here and is reported; a conditional reference must use known search parameters.
+ * @returns {{ok: boolean, issues: Array<{severity: string, path: string, message: string}>}}
+ */
+export function validateSingleResource(resource, stats = new Stats()) {
+  const { terminology } = loadDefinitions();
+  if (!isPlainObject(resource)) {
+    return { ok: false, issues: [{ severity: 'error', path: '(root)', message: 'expected a JSON object (a resource)' }] };
+  }
+  const found = medplumValidate(resource, 'Resource');
+  const issues = found.map((issue) => ({ ...issue, path: concretizePath(resource, issue.path) }));
+  if (isResourceType(resource.resourceType)) {
+    for (const issue of checkBindingsAndReferences(resource, terminology, new Map(), stats, found.some(isError))) {
+      issues.push({ ...issue, path: concretizePath(resource, issue.path) });
+    }
+  }
+  return { ok: !issues.some(isError), issues };
 }
 
 function finish(issues, identifier) {
