@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The connector delivering to the EHR sandbox over mutual TLS, as a clinic would run it:
+# ingest, then sync --once; faults injected by the sandbox; TLS refused when it must be.
+# Prints "N passed, M failed". Waits poll with a deadline; nothing sleeps blindly.
+set -uo pipefail
+bin=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+passed=0 failed=0
+check() { local name=$1; shift; if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi; }
+
+certs=$work/certs
+"$root/certs/make-dev-certs.sh" "$certs"
+
+# start_sandbox NAME CERT KEY [ARGS...]: sets BASE_<NAME> once the sandbox says it is ready.
+start_sandbox() {
+  local name=$1 cert=$2 key=$3; shift 3
+  node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$cert" --key "$key" "$@" > "$work/$name.out" 2> "$work/$name.err" &
+  pids+=($!)
+  local deadline=$((SECONDS + 30))
+  until grep -q '"ready":true' "$work/$name.out" 2>/dev/null; do
+    if ((SECONDS > deadline)); then echo "sandbox $name did not start"; cat "$work/$name.err"; exit 1; fi
+    sleep 0.1
+  done
+  local base
+  base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/$name.out','utf8')).base)")
+  printf -v "BASE_$name" '%s' "$base"
+}
+start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert
+ctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$BASE_main" "$certs" "$@"; }
+stat_of() { ctl stats | node -e "const s=JSON.parse(require('fs').readFileSync(0,'utf8')); console.log($1)"; }
+
+# config NAME BASE [CA] [with-client-cert]: a configuration with its own store.
+config() {
+  local name=$1 base=$2 ca=${3:-$certs/ca.pem} client=${4:-yes}
+  mkdir -p "$work/$name"
+  local client_keys=""
+  [ "$client" = yes ] && client_keys=", \"client_cert_file\": \"$certs/client.pem\", \"client_key_file\": \"$certs/client.key\""
+  cat > "$work/$name/connector.jsonc" <<JSON
+{ "store": { "path": "outbox.db" },
+  "ehr": { "base_url": "$base", "ca_file": "$ca"$client_keys, "connections": 2, "timeout_seconds": 10 },
+  "sync": { "base_delay_ms": 1, "max_delay_ms": 5 } }
+JSON
+  echo "$work/$name/connector.jsonc"
+}
+sync_once() { "$bin" sync --once --config "$1" > "$work/sync.out" 2> "$work/sync.err"; rc=$?; }
+# Runs sync --once until it exits 0, at most N times (retries are due within milliseconds here).
+sync_until_done() { for _ in $(seq 1 "$2"); do sync_once "$1"; [ "$rc" -eq 0 ] && return 0; done; return 1; }
+one_line() { tr -d '\n\r' < "$1"; echo; }
+
+ex=$root/mappings/examples
+# The pathway, follow-up first: it must wait for its procedure.
+{ one_line "$ex/follow_up.json"; one_line "$ex/consultation.json"; one_line "$ex/procedure.json"; } > "$work/pathway.ndjson"
+
+c1=$(config first "$BASE_main")
+"$bin" ingest --config "$c1" "$work/pathway.ndjson" > /dev/null
+handshakes_before=$(stat_of s.tlsHandshakes)  # this stats call's own connection included
+sync_once "$c1"
+handshakes_after=$(stat_of s.tlsHandshakes)    # counts this call's connection too
+check "the pathway is delivered (exit 0)" [ "$rc" -eq 0 ]
+check "three transactions" [ "$(stat_of s.transactions)" -eq 3 ]
+check "one Patient" [ "$(ctl count Patient)" -eq 1 ]
+check "one Procedure" [ "$(ctl count Procedure)" -eq 1 ]
+check "13 administrations" [ "$(ctl count MedicationAdministration)" -eq 13 ]
+check "three Provenance" [ "$(ctl count Provenance)" -eq 3 ]
+check "the follow-up's response reached the EHR after its procedure" [ "$(ctl count AdverseEvent)" -eq 2 ]
+check "keep-alive: at most one TLS handshake per connection" [ $((handshakes_after - handshakes_before - 1)) -le 2 ]
+check "the connector counted as many" grep -Eq "^TLS handshakes: [12]$" "$work/sync.out"
+before=$(ctl stats)
+
+# Sending the same records again (a fresh outbox, as after losing it) creates nothing new.
+c2=$(config again "$BASE_main")
+"$bin" ingest --config "$c2" "$work/pathway.ndjson" > /dev/null
+sync_once "$c2"
+check "the resend is accepted" [ "$rc" -eq 0 ]
+check "the resend creates nothing" [ "$(ctl stats | node -e "const s=JSON.parse(require('fs').readFileSync(0,'utf8')); console.log(JSON.stringify(s.resources))")" = "$(echo "$before" | node -e "const s=JSON.parse(require('fs').readFileSync(0,'utf8')); console.log(JSON.stringify(s.resources))")" ]
+
+# Another patient for the fault cases.
+patient() {  # patient N: a consultation of a new patient
+  sed "s/MRN-100234/MRN-2000$1/; s/CONS-2026-0001/CONS-F-$1/" "$ex/consultation.json" | tr -d '\n'; echo
+}
+
+# 503 three times, then success.
+c3=$(config unavailable "$BASE_main")
+patient 1 > "$work/p1.ndjson"
+"$bin" ingest --config "$c3" "$work/p1.ndjson" > /dev/null
+ctl faults '{"status": 503, "count": 3}'
+applied_before=$(stat_of s.faultsApplied)
+check "503 x3 then success is delivered" sync_until_done "$c3" 10
+check "the three 503s were answered" [ $(($(stat_of s.faultsApplied) - applied_before)) -eq 3 ]
+
+# 429 with Retry-After: nothing is sent again before it.
+c4=$(config throttled "$BASE_main")
+patient 2 > "$work/p2.ndjson"
+"$bin" ingest --config "$c4" "$work/p2.ndjson" > /dev/null
+ctl faults '{"status": 429, "count": 1, "retryAfter": 2}'
+sync_once "$c4"
+check "429 leaves the record waiting (exit 3)" [ "$rc" -eq 3 ]
+requests=$(stat_of s.requests)
+sync_once "$c4"
+check "no request before Retry-After" [ "$(stat_of s.requests)" -eq "$requests" ]
+"$bin" status --config "$c4" > "$work/status.out"
+check "status shows the scheduled retry" grep -q "retry_scheduled 1" "$work/status.out"
+check "status names the reason" grep -q "last error: HTTP 429: will retry" "$work/status.out"
+deadline=$((SECONDS + 10)); rc=3
+while [ "$rc" -ne 0 ] && ((SECONDS < deadline)); do sleep 0.2; sync_once "$c4"; done
+check "delivered once Retry-After has passed" [ "$rc" -eq 0 ]
+
+# A connection reset mid-request: the outcome is unknown, so it is sent again (safely).
+c5=$(config reset "$BASE_main")
+patient 3 > "$work/p3.ndjson"
+"$bin" ingest --config "$c5" "$work/p3.ndjson" > /dev/null
+ctl faults '{"reset": true, "count": 1}'
+sync_once "$c5"
+check "a reset leaves the record waiting" [ "$rc" -eq 3 ]
+check "delivered after the reset" sync_until_done "$c5" 5
+
+# 422 goes to the dead letter while the other patient goes on.
+c6=$(config refused "$BASE_main")
+{ patient 4; patient 5; } > "$work/p45.ndjson"
+"$bin" ingest --config "$c6" "$work/p45.ndjson" > /dev/null
+ctl faults '{"status": 422, "count": 1}'
+sync_once "$c6"
+"$bin" status --config "$c6" > "$work/status.out"
+check "one dead letter" grep -q "dead 1" "$work/status.out"
+check "the other patient is delivered" grep -q "delivered 1" "$work/status.out"
+check "the dead letter's reason is kept" grep -q "last error: HTTP 422: the EHR refused the record" "$work/status.out"
+
+# TLS refused: another CA, no client certificate, another host name, an expired certificate.
+requests=$(stat_of s.requests)
+tls_refused() {  # tls_refused NAME CONFIG PATTERN
+  "$bin" ingest --config "$2" "$work/p1.ndjson" > /dev/null
+  sync_once "$2"
+  check "$1: refused (exit 3)" [ "$rc" -eq 3 ]
+  "$bin" status --config "$2" > "$work/status.out"
+  check "$1: status says why" grep -Eq "last error: .*$3" "$work/status.out"
+}
+tls_refused "server from another CA" "$(config other-ca "$BASE_main" "$certs/other-ca.pem")" "certificate not accepted"
+tls_refused "no client certificate" "$(config no-client "$BASE_main" "$certs/ca.pem" no)" "connection failed|handshake|receive|send"
+check "nothing was delivered over a refused connection" [ "$(stat_of s.requests)" -eq "$requests" ]
+start_sandbox wronghost "$certs/wrong-host.pem" "$certs/wrong-host.key"
+tls_refused "certificate for another host" "$(config wrong-host "$BASE_wronghost")" "certificate not accepted: hostname mismatch"
+start_sandbox expired "$certs/expired.pem" "$certs/expired.key"
+tls_refused "expired certificate" "$(config expired "$BASE_expired")" "certificate not accepted: certificate has expired"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
