@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The connector's main job, today: map the example records of one patient's care pathway
-# (consultation -> injection session -> follow-up) to FHIR R4 transaction Bundles and say what
-# each yields. The Bundles themselves land in build/quickstart/bundles.ndjson.
+# The connector's main job against the bundled EHR sandbox: the example records of one patient's
+# care pathway (consultation -> injection session -> follow-up) are checked, mapped to FHIR R4,
+# stored in the durable outbox, and delivered over mutual TLS to a strict FHIR server; then what
+# the EHR holds is printed. Everything lands in build/quickstart/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh
 
 out=build/quickstart
+rm -rf "$out"
 mkdir -p "$out"
 # One NDJSON file in care order: each record sees the earlier ones as its patient's history.
 for kind in consultation procedure follow_up; do
@@ -16,11 +18,44 @@ for kind in consultation procedure follow_up; do
 done > "$out/pathway.ndjson"
 
 echo
-echo "== What each example record yields =="
+echo "== 1. What each example record yields =="
 build/bin/migraine-connector map --summary "$out/pathway.ndjson"
-build/bin/migraine-connector map "$out/pathway.ndjson" > "$out/bundles.ndjson"
+
 echo
-echo "== Validating the Bundles against the FHIR R4 definitions =="
-node tests/node/validate-fhir.mjs "$out/bundles.ndjson"
+echo "== 2. The EHR sandbox (a strict FHIR R4 server), with development certificates =="
+certs/make-dev-certs.sh "$out/certs"
+node tests/sandbox/ehr-sandbox.mjs --cert "$out/certs/server.pem" --key "$out/certs/server.key" \
+  --client-ca "$out/certs/ca.pem" --require-client-cert > "$out/sandbox.out" 2> "$out/sandbox.err" &
+sandbox=$!
+trap 'kill $sandbox 2>/dev/null' EXIT
+deadline=$((SECONDS + 30))
+until grep -q '"ready":true' "$out/sandbox.out" 2>/dev/null; do
+  ((SECONDS < deadline)) || { echo "the sandbox did not start:"; cat "$out/sandbox.err"; exit 1; }
+  sleep 0.1
+done
+base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$out/sandbox.out','utf8')).base)")
+echo "listening at $base (client certificate required)"
+cat > "$out/connector.jsonc" <<JSON
+{
+  "store": { "path": "outbox.db" },
+  "ehr": { "base_url": "$base", "ca_file": "certs/ca.pem",
+           "client_cert_file": "certs/client.pem", "client_key_file": "certs/client.key" }
+}
+JSON
+
 echo
-echo "Bundles: $out/bundles.ndjson (one per line; 'map --pretty FILE' indents one)"
+echo "== 3. Into the durable outbox =="
+build/bin/migraine-connector ingest --config "$out/connector.jsonc" "$out/pathway.ndjson"
+
+echo
+echo "== 4. Delivered to the EHR =="
+build/bin/migraine-connector sync --once --config "$out/connector.jsonc"
+build/bin/migraine-connector status --config "$out/connector.jsonc"
+
+echo
+echo "== 5. What the EHR now holds =="
+for type in Patient Practitioner Organization Device Encounter Condition Observation MedicationStatement \
+            ServiceRequest Medication Procedure MedicationAdministration ChargeItem AdverseEvent \
+            DetectedIssue Provenance; do
+  printf '  %-26s %s\n' "$type" "$(node tests/integration/sandbox-ctl.mjs "$base" "$out/certs" count "$type")"
+done
