@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Exactly once in effect through crashes: 300 records of 100 patients, sync --once killed with
+# SIGKILL at 20 random moments and started again; at the end every record is in the EHR exactly
+# once and none is missing. Prints "N passed, M failed".
+set -uo pipefail
+bin=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+sandbox=""
+cleanup() { [ -n "$sandbox" ] && kill "$sandbox" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+passed=0 failed=0
+check() { local name=$1; shift; if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi; }
+
+certs=$work/certs
+"$root/certs/make-dev-certs.sh" "$certs"
+node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$certs/server.pem" --key "$certs/server.key" \
+  --client-ca "$certs/ca.pem" --require-client-cert > "$work/sandbox.out" 2> "$work/sandbox.err" &
+sandbox=$!
+deadline=$((SECONDS + 30))
+until grep -q '"ready":true' "$work/sandbox.out" 2>/dev/null; do
+  ((SECONDS < deadline)) || { echo "the sandbox did not start"; exit 1; }
+  sleep 0.1
+done
+base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sandbox.out','utf8')).base)")
+count() { node "$root/tests/integration/sandbox-ctl.mjs" "$base" "$certs" count "$1"; }
+
+cat > "$work/connector.jsonc" <<JSON
+{ "store": { "path": "outbox.db" },
+  "ehr": { "base_url": "$base", "ca_file": "$certs/ca.pem", "client_cert_file": "$certs/client.pem",
+           "client_key_file": "$certs/client.key", "connections": 2 },
+  "sync": { "base_delay_ms": 1, "max_delay_ms": 5 } }
+JSON
+
+# 100 patients, each with a consultation, an injection session and a follow-up.
+node - "$root/mappings/examples" > "$work/records.ndjson" <<'JS'
+const fs = require('fs');
+const dir = process.argv[2];
+const load = (k) => JSON.parse(fs.readFileSync(`${dir}/${k}.json`, 'utf8'));
+const lines = [];
+for (let i = 0; i < 100; i++) {
+  const mrn = `MRN-C${i}`;
+  const c = load('consultation'), p = load('procedure'), f = load('follow_up');
+  c.record_id = `C-${i}`; p.record_id = `P-${i}`; f.record_id = `F-${i}`;
+  p.consultation_record_id = c.record_id; f.procedure_record_id = p.record_id;
+  for (const r of [c, p, f]) { r.patient.mrn = mrn; lines.push(JSON.stringify(r)); }
+}
+process.stdout.write(lines.join('\n') + '\n');
+JS
+"$bin" ingest --config "$work/connector.jsonc" "$work/records.ndjson" > /dev/null
+
+kills=0
+for i in $(seq 1 20); do
+  "$bin" sync --once --config "$work/connector.jsonc" > /dev/null 2>&1 &
+  pid=$!
+  # A random moment within the run: 20 to 700 ms after start.
+  delay=$(printf '0.%03d' $((20 + RANDOM % 680)))
+  sleep "$delay"
+  if kill -KILL "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+  wait "$pid" 2>/dev/null
+done
+echo "killed $kills of 20 runs mid-sync"
+check "most runs were killed mid-sync" [ "$kills" -ge 15 ]
+
+for _ in $(seq 1 10); do
+  "$bin" sync --once --config "$work/connector.jsonc" > "$work/last-sync.out" 2>&1 && break
+done
+"$bin" status --config "$work/connector.jsonc" > "$work/status.out"
+check "every record delivered" grep -q "records: pending 0 in_flight 0 retry_scheduled 0 delivered 300 dead 0" "$work/status.out"
+check "one Encounter per record: none missing, none twice" [ "$(count Encounter)" -eq 300 ]
+check "one Provenance per record" [ "$(count Provenance)" -eq 300 ]
+check "one Patient per patient" [ "$(count Patient)" -eq 100 ]
+check "one Procedure per session" [ "$(count Procedure)" -eq 100 ]
+check "13 administrations per session" [ "$(count MedicationAdministration)" -eq 1300 ]
+check "one Condition per consultation" [ "$(count Condition)" -eq 100 ]
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
