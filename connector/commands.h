@@ -17,5 +17,8 @@ int run_check(const std::vector<std::string>& args);
 int run_ingest(const std::vector<std::string>& args);
 int run_status(const std::vector<std::string>& args);
 int run_sync(const std::vector<std::string>& args);
+int run_daemon(const std::vector<std::string>& args);
+int run_replay(const std::vector<std::string>& args);
+int run_config_check(const std::vector<std::string>& args);
 
 }  // namespace connector

@@ -46,6 +46,14 @@ commands:
   sync --once [--config FILE]
         Deliver everything deliverable to the EHR (ehr.base_url) over TLS, then exit.
         exit: 0 nothing left waiting, 3 records remain (retry scheduled, EHR unreachable, held)
+  run [--config FILE]
+        The daemon: delivers as records arrive and retries fall due. SIGTERM or SIGINT: takes no
+        new record, finishes the requests in flight, exits 0.
+  replay (--record ID | --all-dead) --reason TEXT [--dry-run] [--config FILE]
+        Put dead letters back in their lanes; who ($USER), why and when are recorded.
+  config-check [--config FILE]
+        Check the configuration, code tables, store, and the certificates it names (readable,
+        not expired, key matching its certificate). exit: 0 OK, 1 problems
 
 options:
   --help       this text
@@ -74,6 +82,9 @@ int main(int argc, char** argv) {
     if (command == "ingest") return connector::run_ingest(args);
     if (command == "status") return connector::run_status(args);
     if (command == "sync") return connector::run_sync(args);
+    if (command == "run") return connector::run_daemon(args);
+    if (command == "replay") return connector::run_replay(args);
+    if (command == "config-check") return connector::run_config_check(args);
   } catch (const std::exception& e) {
     // Start-up only (configuration, code tables): messages name files and settings, never data.
     std::fprintf(stderr, "migraine-connector: %s\n", e.what());

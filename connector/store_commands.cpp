@@ -3,8 +3,13 @@
 #include <cstdio>
 #include <optional>
 #include <random>
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <thread>
 
 #include "connector/commands.h"
+#include "connector/certificate_files.h"
 #include "connector/config.h"
 #include "connector/outbox/sqlite_outbox.h"
 #include "connector/patient_key.h"
@@ -166,52 +171,213 @@ int run_status(const std::vector<std::string>& args) {
 
 namespace connector {
 
-int run_sync(const std::vector<std::string>& args) {
+namespace {
+
+// Everything delivery needs, built from the configuration once.
+struct delivery_setup {
+  explicit delivery_setup(const connector_config& config)
+      : tables(mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system)),
+        mapper(config.mapping, tables),
+        store(config.store.path, config.store.full_sync),
+        ehr(io, {config.ehr.base_url, config.ehr.ca_file, config.ehr.client_cert_file, config.ehr.client_key_file,
+                 config.ehr.connections, std::chrono::seconds(config.ehr.timeout_seconds)}),
+        random(std::random_device{}()),
+        engine(io, store, ehr, mapper, tables,
+               delivery_policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
+                                std::chrono::milliseconds(config.sync.max_delay_ms)},
+                               [this] { return std::uniform_real_distribution<double>(0.0, 1.0)(random); }),
+               now_ms) {}
+
+  std::int64_t waiting() {
+    const outbox_status s = store.status(now_ms());
+    return s.records.at(record_state::pending) + s.records.at(record_state::retry_scheduled) +
+           s.records.at(record_state::in_flight) + s.records.at(record_state::held);
+  }
+
+  boost::asio::io_context io;
+  mappings::code_tables tables;
+  mappings::bundle_mapper mapper;
+  sqlite_outbox store;
+  ehr_client ehr;
+  std::mt19937_64 random;
+  sync_engine engine;
+};
+
+void print_report(const sync_report& report, std::int64_t waiting, std::int64_t handshakes) {
+  std::printf("delivered %d, retries scheduled %d, dead letters %d, held %d; %lld still waiting\n",
+              report.delivered, report.retries_scheduled, report.dead, report.held,
+              static_cast<long long>(waiting));
+  std::printf("TLS handshakes: %lld\n", static_cast<long long>(handshakes));
+  if (report.auth_fault) {
+    std::printf("EHR: authentication fault, delivery paused: %s\n", report.last_error->c_str());
+  } else if (report.ehr_unreachable) {
+    std::printf("EHR: unreachable: %s\n", report.last_error->c_str());
+  } else if (report.last_error) {
+    std::printf("last error: %s\n", report.last_error->c_str());
+  }
+}
+
+std::atomic<bool> stop_requested{false};
+extern "C" void request_stop(int) { stop_requested = true; }
+
+std::optional<std::string> config_only(const std::vector<std::string>& args, std::vector<std::string> flags,
+                                       std::vector<std::string>& seen) {
   std::optional<std::string> config_path;
-  bool once = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) {
       config_path = args[++i];
-    } else if (args[i] == "--once") {
-      once = true;
+    } else if (std::find(flags.begin(), flags.end(), args[i]) != flags.end()) {
+      seen.push_back(args[i]);
     } else {
-      once = false;
-      break;
+      throw config_error("unexpected argument '" + args[i] + "' (try --help)");
     }
   }
-  if (!once) {
+  return config_path;
+}
+
+}  // namespace
+
+int run_sync(const std::vector<std::string>& args) {
+  std::vector<std::string> seen;
+  const auto config_path = config_only(args, {"--once"}, seen);
+  if (seen.empty()) {
     std::fprintf(stderr, "usage: migraine-connector sync --once [--config FILE]\n");
     return exit_usage;
   }
   const connector_config config = load_config(config_path);
   if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
-  const auto tables = mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
-  const mappings::bundle_mapper mapper(config.mapping, tables);
-  sqlite_outbox store(config.store.path, config.store.full_sync);
-
-  boost::asio::io_context io;
-  ehr_client ehr(io, {config.ehr.base_url, config.ehr.ca_file, config.ehr.client_cert_file,
-                      config.ehr.client_key_file, config.ehr.connections,
-                      std::chrono::seconds(config.ehr.timeout_seconds)});
-  std::mt19937_64 random{std::random_device{}()};
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
-  delivery_policy policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
-                          std::chrono::milliseconds(config.sync.max_delay_ms)},
-                         [&] { return unit(random); });
-  sync_engine engine(io, store, ehr, mapper, tables, std::move(policy), now_ms);
-  const sync_report report = engine.run_once();
-
-  const outbox_status s = store.status(now_ms());
-  const std::int64_t waiting = s.records.at(record_state::pending) + s.records.at(record_state::retry_scheduled) +
-                               s.records.at(record_state::in_flight) + s.records.at(record_state::held);
-  std::printf("delivered %d, retries scheduled %d, dead letters %d, held %d; %lld still waiting\n",
-              report.delivered, report.retries_scheduled, report.dead, report.held,
-              static_cast<long long>(waiting));
-  std::printf("TLS handshakes: %lld\n", static_cast<long long>(ehr.handshakes()));
-  if (report.auth_fault) std::printf("EHR: authentication fault, delivery paused: %s\n", report.last_error->c_str());
-  else if (report.ehr_unreachable) std::printf("EHR: unreachable: %s\n", report.last_error->c_str());
-  else if (report.last_error) std::printf("last error: %s\n", report.last_error->c_str());
+  delivery_setup d(config);
+  const sync_report report = d.engine.run_once();
+  const std::int64_t waiting = d.waiting();
+  print_report(report, waiting, d.ehr.handshakes());
   return waiting > 0 ? exit_waiting : exit_ok;
+}
+
+int run_daemon(const std::vector<std::string>& args) {
+  std::vector<std::string> seen;
+  const connector_config config = load_config(config_only(args, {}, seen));
+  if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
+  delivery_setup d(config);
+  std::signal(SIGTERM, request_stop);
+  std::signal(SIGINT, request_stop);
+  std::fprintf(stderr, "migraine-connector: delivering to %s; SIGTERM or SIGINT stops after the requests in flight\n",
+               config.ehr.base_url.c_str());
+  constexpr auto idle = std::chrono::milliseconds(200);  // how soon new or due records are noticed
+  while (!stop_requested) {
+    const sync_report report = d.engine.run_once(&stop_requested);
+    if (report.delivered + report.dead + report.retries_scheduled > 0 || report.auth_fault) {
+      print_report(report, d.waiting(), d.ehr.handshakes());
+      std::fflush(stdout);
+    }
+    for (auto slept = std::chrono::milliseconds(0); slept < idle && !stop_requested; slept += std::chrono::milliseconds(20)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  std::fprintf(stderr, "migraine-connector: stopped; nothing in flight\n");
+  return exit_ok;
+}
+
+int run_replay(const std::vector<std::string>& args) {
+  std::optional<std::string> config_path, record_id, reason;
+  bool all_dead = false, dry_run = false, unknown = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const bool has_value = i + 1 < args.size();
+    if (args[i] == "--config" && has_value) {
+      config_path = args[++i];
+    } else if (args[i] == "--record" && has_value) {
+      record_id = args[++i];
+    } else if (args[i] == "--reason" && has_value) {
+      reason = args[++i];
+    } else if (args[i] == "--all-dead") {
+      all_dead = true;
+    } else if (args[i] == "--dry-run") {
+      dry_run = true;
+    } else {
+      unknown = true;
+    }
+  }
+  if (unknown || record_id.has_value() == all_dead || !reason || reason->empty()) {
+    std::fprintf(stderr, "usage: migraine-connector replay (--record ID | --all-dead) --reason TEXT [--dry-run] [--config FILE]\n");
+    return exit_usage;
+  }
+  const connector_config config = load_config(config_path);
+  sqlite_outbox store(config.store.path, config.store.full_sync);
+  const char* user = std::getenv("USER");
+  const auto letters = store.replay(record_id.value_or(""), *reason, user != nullptr ? user : "unknown", dry_run, now_ms());
+  for (const auto& l : letters) {
+    std::printf("%s %s revision %d (was: %s)\n", dry_run ? "would replay" : "replayed", l.record_id.c_str(),
+                l.revision, l.last_error.c_str());
+  }
+  if (letters.empty()) {
+    std::fprintf(stderr, "no dead letter %s\n", record_id ? ("for record " + *record_id).c_str() : "to replay");
+    return exit_usage;
+  }
+  return exit_ok;
+}
+
+}  // namespace connector
+
+namespace connector {
+
+int run_config_check(const std::vector<std::string>& args) {
+  std::vector<std::string> seen;
+  const auto config_path = config_only(args, {}, seen);
+  int problems = 0;
+  auto ok = [](const std::string& what) { std::printf("ok     %s\n", what.c_str()); };
+  auto bad = [&](const std::string& what) {
+    std::printf("ERROR  %s\n", what.c_str());
+    ++problems;
+  };
+  const connector_config config = load_config(config_path);  // a bad file throws: reported by main
+  ok("configuration " + (config_path ? *config_path : std::string("(defaults)")));
+  try {
+    mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
+    ok("code tables " + config.code_tables_path);
+  } catch (const std::exception& e) {
+    bad(e.what());
+  }
+  try {
+    sqlite_outbox store(config.store.path, config.store.full_sync);
+    ok("store " + config.store.path + " (writable)");
+  } catch (const std::exception& e) {
+    bad(e.what());
+  }
+  if (config.ehr.base_url.empty()) {
+    std::printf("note   ehr.base_url is not set: map, check and ingest work; delivery needs it\n");
+  } else {
+    const std::int64_t now_s = now_ms() / 1000;
+    auto expiry = [&](const char* setting, const std::string& file) {
+      const auto e = read_certificate_expiry(file, now_s);
+      if (!e) return bad(std::string(setting) + " " + file + ": no readable PEM certificate");
+      if (e->days_left < 0) return bad(std::string(setting) + " " + file + ": expired " + std::to_string(-e->days_left) + " days ago");
+      const std::string line = std::string(setting) + " " + file + ": valid for " + std::to_string(e->days_left) + " more days";
+      if (e->days_left < 30) {
+        std::printf("WARN   %s\n", line.c_str());
+      } else {
+        ok(line);
+      }
+    };
+    if (config.ehr.ca_file) expiry("ehr.ca_file", *config.ehr.ca_file);
+    if (config.ehr.client_cert_file) expiry("ehr.client_cert_file", *config.ehr.client_cert_file);
+    if (config.ehr.client_cert_file && config.ehr.client_key_file) {
+      if (key_matches_certificate(*config.ehr.client_cert_file, *config.ehr.client_key_file)) {
+        ok("ehr.client_key_file matches ehr.client_cert_file");
+      } else {
+        bad("ehr.client_key_file " + *config.ehr.client_key_file + " does not match ehr.client_cert_file");
+      }
+    }
+    try {
+      boost::asio::io_context io;
+      ehr_client client(io, {config.ehr.base_url, config.ehr.ca_file, config.ehr.client_cert_file,
+                             config.ehr.client_key_file, config.ehr.connections,
+                             std::chrono::seconds(config.ehr.timeout_seconds)});
+      ok("TLS settings for " + config.ehr.base_url + (config.ehr.ca_file ? "" : " (system trust store)"));
+    } catch (const std::exception& e) {
+      bad(e.what());
+    }
+  }
+  std::printf(problems == 0 ? "configuration OK\n" : "%d problem(s)\n", problems);
+  return problems == 0 ? exit_ok : exit_usage;
 }
 
 }  // namespace connector

@@ -76,6 +76,13 @@ struct attempt_report {
   std::string ehr_response;      // the transaction-response (delivered) or OperationOutcome (dead)
 };
 
+// A dead letter chosen for replay, as it was before.
+struct dead_letter {
+  std::string record_id;
+  int revision = 1;
+  std::string last_error;
+};
+
 class outbox {
  public:
   virtual ~outbox() = default;
@@ -103,6 +110,11 @@ class outbox {
   // Records left in flight by a crash go back to their lanes: their outcome is unknown, and
   // sending again is safe because every write is conditional. Returns how many.
   virtual int recover_in_flight(std::int64_t now_ms) = 0;
+
+  // Dead letters back to their lanes (`record_id`, or every one when empty), each replay recorded
+  // with who asked and why. With `dry_run`, only says which would be.
+  virtual std::vector<dead_letter> replay(const std::string& record_id, const std::string& reason,
+                                          const std::string& who, bool dry_run, std::int64_t now_ms) = 0;
 
   // What the mapper may know of a patient: the delivered records (every revision), oldest first.
   virtual std::vector<std::string> delivered_bodies(const std::string& patient_key) = 0;

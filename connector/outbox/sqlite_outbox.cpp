@@ -52,7 +52,17 @@ CREATE TABLE IF NOT EXISTS quarantine (
   problems TEXT NOT NULL,
   received_at INTEGER NOT NULL
 );
-PRAGMA user_version = 2;
+-- Who replayed which dead letter, when and why.
+CREATE TABLE IF NOT EXISTS replays (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  record_id TEXT NOT NULL,
+  revision INTEGER NOT NULL,
+  previous_error TEXT,
+  reason TEXT NOT NULL,
+  requested_by TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+PRAGMA user_version = 3;
 )sql";
 
 sqlite::database& open(sqlite::database& db, bool full_sync) {
@@ -223,6 +233,47 @@ int sqlite_outbox::recover_in_flight(std::int64_t now_ms) {
   for (const auto& p : patients) refresh_lane(p, now_ms);
   tx.commit();
   return recovered;
+}
+
+std::vector<dead_letter> sqlite_outbox::replay(const std::string& record_id, const std::string& reason,
+                                               const std::string& who, bool dry_run, std::int64_t now_ms) {
+  sqlite::transaction tx(db_);
+  sqlite::statement select(db_.handle(),
+                           "SELECT seq, record_id, revision, patient_key, COALESCE(last_error, '') FROM records "
+                           "WHERE state = 'dead' AND (?1 = '' OR record_id = ?1) ORDER BY seq");
+  select.bind(1, record_id);
+  struct row {
+    std::int64_t seq;
+    dead_letter letter;
+    std::string patient_key;
+  };
+  std::vector<row> rows;
+  while (select.step()) {
+    rows.push_back({select.column_int(0),
+                    {select.column_text(1), static_cast<int>(select.column_int(2)), select.column_text(4)},
+                    select.column_text(3)});
+  }
+  std::vector<dead_letter> letters;
+  sqlite::statement requeue(db_.handle(),
+                            "UPDATE records SET state = 'pending', attempts = 0, last_error = NULL, "
+                            "next_attempt_at = NULL, updated_at = ?2 WHERE seq = ?1");
+  sqlite::statement audit(db_.handle(),
+                          "INSERT INTO replays (record_id, revision, previous_error, reason, requested_by, at) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  for (const auto& r : rows) {
+    letters.push_back(r.letter);
+    if (dry_run) continue;
+    requeue.bind(1, r.seq).bind(2, now_ms);
+    requeue.step();
+    requeue.reset();
+    audit.bind(1, r.letter.record_id).bind(2, static_cast<std::int64_t>(r.letter.revision));
+    audit.bind(3, r.letter.last_error).bind(4, reason).bind(5, who).bind(6, now_ms);
+    audit.step();
+    audit.reset();
+    refresh_lane(r.patient_key, now_ms);
+  }
+  tx.commit();
+  return letters;
 }
 
 std::vector<std::string> sqlite_outbox::delivered_bodies(const std::string& patient_key) {

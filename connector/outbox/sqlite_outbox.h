@@ -23,6 +23,8 @@ class sqlite_outbox final : public outbox {
   void settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) override;
   int recover_in_flight(std::int64_t now_ms) override;
   std::vector<std::string> delivered_bodies(const std::string& patient_key) override;
+  std::vector<dead_letter> replay(const std::string& record_id, const std::string& reason,
+                                  const std::string& who, bool dry_run, std::int64_t now_ms) override;
 
  private:
   // Recomputes the patient's lane from its records: its first open record, and when it is ready.

@@ -18,9 +18,10 @@ sync_engine::sync_engine(boost::asio::io_context& io, outbox& store, ehr_client&
     : io_(io), store_(store), ehr_(ehr), mapper_(mapper), tables_(tables), policy_(std::move(policy)),
       now_(std::move(now)) {}
 
-sync_report sync_engine::run_once() {
+sync_report sync_engine::run_once(const std::atomic<bool>* stop) {
   report_ = {};
   stop_claiming_ = false;
+  stop_ = stop;
   store_.recover_in_flight(now_());
   boost::asio::post(io_, [this] { pump(); });
   io_.restart();
@@ -29,7 +30,7 @@ sync_report sync_engine::run_once() {
 }
 
 void sync_engine::pump() {
-  while (!stop_claiming_ && ehr_.free_connections() > 0) {
+  while (!stop_claiming_ && !(stop_ != nullptr && *stop_) && ehr_.free_connections() > 0) {
     const auto claimed = store_.claim(now_(), ehr_.free_connections());
     if (claimed.empty()) return;
     for (const auto& c : claimed) deliver(c);

@@ -3,6 +3,7 @@
 // per patient; as many patients at once as there are connections.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -37,7 +38,8 @@ class sync_engine {
 
   // Delivers everything deliverable now, then returns. After a connection failure or an
   // authentication fault it stops taking new records: the EHR is backed off as a whole.
-  sync_report run_once();
+  // Once `stop` turns true it takes no new record and returns when the ones in flight are settled.
+  sync_report run_once(const std::atomic<bool>* stop = nullptr);
 
  private:
   void pump();
@@ -53,6 +55,7 @@ class sync_engine {
   clock_ms now_;
   sync_report report_;
   bool stop_claiming_ = false;
+  const std::atomic<bool>* stop_ = nullptr;
 };
 
 }  // namespace connector

@@ -129,6 +129,43 @@ check "one dead letter" grep -q "dead 1" "$work/status.out"
 check "the other patient is delivered" grep -q "delivered 1" "$work/status.out"
 check "the dead letter's reason is kept" grep -q "last error: HTTP 422: the EHR refused the record" "$work/status.out"
 
+# Replay: the dead letter goes back to its lane, with who and why recorded.
+"$bin" replay --config "$c6" --all-dead --reason "EHR fixed its profile" --dry-run > "$work/replay.out"
+check "a dry run says what would be replayed" grep -q "^would replay CONS-F-[45] revision 1 (was: HTTP 422: the EHR refused the record)$" "$work/replay.out"
+"$bin" replay --config "$c6" --record CONS-F-4 > /dev/null 2>&1
+check "replay without a reason is refused" [ $? -eq 1 ]
+"$bin" replay --config "$c6" --all-dead --reason "EHR fixed its profile" > "$work/replay.out"
+check "replay re-queues the dead letter" grep -q "^replayed CONS-F-[45] revision 1" "$work/replay.out"
+sync_once "$c6"
+check "the replayed record is delivered" [ "$rc" -eq 0 ]
+
+# The daemon: delivers what arrives while it runs; SIGTERM stops it cleanly.
+c7=$(config daemon "$BASE_main")
+"$bin" run --config "$c7" > "$work/run.out" 2> "$work/run.err" &
+daemon=$!
+patient 6 > "$work/p6.ndjson"
+"$bin" ingest --config "$c7" "$work/p6.ndjson" > /dev/null
+deadline=$((SECONDS + 20)); delivered=no
+while ((SECONDS < deadline)); do
+  if "$bin" status --config "$c7" | grep -q "delivered 1"; then delivered=yes; break; fi
+  sleep 0.1
+done
+check "the daemon delivers a record ingested while it runs" [ "$delivered" = yes ]
+kill -TERM "$daemon"
+wait "$daemon"
+check "SIGTERM: the daemon exits 0" [ $? -eq 0 ]
+check "SIGTERM: it says nothing was left in flight" grep -q "stopped; nothing in flight" "$work/run.err"
+
+# config-check: the certificates a configuration names.
+"$bin" config-check --config "$c1" > "$work/check.out"
+check "config-check passes a sound configuration" [ $? -eq 0 ]
+check "config-check reports the client certificate's validity" grep -q "^ok     ehr.client_cert_file .*: valid for [0-9]* more days$" "$work/check.out"
+sed "s|$certs/client.key|$certs/other-client.key|; s|\"ca_file\": \"$certs/ca.pem\"|\"ca_file\": \"$certs/expired.pem\"|" "$c1" > "$work/first/bad.jsonc"
+"$bin" config-check --config "$work/first/bad.jsonc" > "$work/check.out"
+check "config-check fails a broken configuration" [ $? -eq 1 ]
+check "config-check names an expired certificate" grep -q "^ERROR  ehr.ca_file .*expired.pem: expired [0-9]* days ago$" "$work/check.out"
+check "config-check names a key of another certificate" grep -q "^ERROR  ehr.client_key_file .*other-client.key does not match ehr.client_cert_file$" "$work/check.out"
+
 # TLS refused: another CA, no client certificate, another host name, an expired certificate.
 requests=$(stat_of s.requests)
 tls_refused() {  # tls_refused NAME CONFIG PATTERN

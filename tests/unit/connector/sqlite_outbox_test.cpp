@@ -199,3 +199,31 @@ TEST_F(lanes_test, waiting_lanes_keep_their_place_when_more_records_arrive) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(lanes_test, replay_requeues_dead_letters_and_records_who_and_why) {
+  store_->enqueue({record("A-1", 1, "a"), record("B-1", 1, "b")}, {}, 1000);
+  for (const auto& c : store_->claim(1000, 2)) {
+    store_->settle(c, {result::dead, 0, "HTTP 422: the EHR refused the record", "{}"}, 1000);
+  }
+  const auto dry = store_->replay("A-1", "fixed the code table", "it-staff", true, 2000);
+  ASSERT_EQ(dry.size(), 1u);
+  EXPECT_EQ(dry[0].last_error, "HTTP 422: the EHR refused the record");
+  EXPECT_TRUE(claim_ids(2000).empty());  // a dry run changes nothing
+
+  EXPECT_EQ(store_->replay("", "EHR fixed", "it-staff", false, 3000).size(), 2u);
+  const auto again = store_->claim(3000, 10);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].attempts, 1);
+  sqlite::database db(path_);
+  sqlite::statement audit(db.handle(), "SELECT record_id, reason, requested_by, previous_error FROM replays ORDER BY id");
+  ASSERT_TRUE(audit.step());
+  EXPECT_EQ(audit.column_text(0), "A-1");
+  EXPECT_EQ(audit.column_text(1), "EHR fixed");
+  EXPECT_EQ(audit.column_text(2), "it-staff");
+  EXPECT_EQ(audit.column_text(3), "HTTP 422: the EHR refused the record");
+  EXPECT_TRUE(store_->replay("A-1", "again", "it-staff", false, 4000).empty());  // no longer dead
+}
+
+}  // namespace
