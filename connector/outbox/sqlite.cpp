@@ -94,6 +94,7 @@ void database::exec(std::string_view sql) {
 }
 
 int database::changes() { return sqlite3_changes(db_); }
+std::int64_t database::last_insert_id() { return sqlite3_last_insert_rowid(db_); }
 
 transaction::transaction(database& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
 

@@ -51,6 +51,8 @@ class database {
   void exec(std::string_view sql);
   // Rows changed by the last INSERT, UPDATE or DELETE on this connection.
   int changes();
+  // The rowid of the last INSERT on this connection.
+  std::int64_t last_insert_id();
   sqlite3* handle() { return db_; }
 
  private:

@@ -13,8 +13,7 @@ constexpr std::array<record_state, 7> all_states = {
     record_state::delivered, record_state::dead,     record_state::superseded,
     record_state::held};
 
-// One row per received revision; seq is the arrival order that lanes follow. The partial index
-// keeps "what is next for this patient" a lookup, not a scan, however long the delivered history.
+// One row per received revision; seq is the arrival order that lanes follow.
 constexpr const char* schema = R"sql(
 CREATE TABLE IF NOT EXISTS records (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -32,10 +31,12 @@ CREATE TABLE IF NOT EXISTS records (
   updated_at INTEGER NOT NULL,
   UNIQUE (record_id, revision)
 );
-CREATE INDEX IF NOT EXISTS records_open_by_lane ON records (patient_key, seq)
-  WHERE state IN ('pending', 'in_flight', 'retry_scheduled');
-CREATE INDEX IF NOT EXISTS records_by_state ON records (state, received_at);
-CREATE INDEX IF NOT EXISTS records_by_patient ON records (patient_key, seq);
+-- A patient's records by state: the lane's next open record, and the delivered history the
+-- mapper needs, are both short ranges of it however long the backlog. Deliberately the only
+-- secondary index besides (record_id, revision): each one costs every ingest. What only status,
+-- replay and start-up ask goes through the lanes table or a scan.
+CREATE INDEX IF NOT EXISTS records_by_patient ON records (patient_key, state, seq);
+DROP INDEX IF EXISTS records_by_state;
 -- One row per patient: the lane's first open record and when it may be sent (NULL while in
 -- flight or empty). Claiming work is a range over ready_at, whatever the size of the backlog.
 CREATE TABLE IF NOT EXISTS lanes (
@@ -68,6 +69,9 @@ PRAGMA user_version = 3;
 sqlite::database& open(sqlite::database& db, bool full_sync) {
   db.exec("PRAGMA journal_mode = WAL");
   db.exec(full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+  // 32 MB of page cache keeps the indexes' interior pages resident with a large backlog, so a
+  // lookup costs the same with a million records waiting as with a thousand.
+  db.exec("PRAGMA cache_size = -32768");
   db.exec(schema);
   return db;
 }
@@ -114,6 +118,12 @@ sqlite_outbox::sqlite_outbox(const std::string& path, bool full_sync)
       insert_record_(db_.handle(),
                      "INSERT INTO records (record_id, revision, record_type, patient_key, body, "
                      "state, received_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)"),
+      // A new record heads its lane only when the lane has no open record; otherwise the lane stays.
+      join_lane_(db_.handle(),
+                 "INSERT INTO lanes (patient_key, head_seq, ready_at) VALUES (?1, ?2, ?3) "
+                 "ON CONFLICT (patient_key) DO UPDATE SET "
+                 "ready_at = CASE WHEN lanes.head_seq IS NULL THEN excluded.ready_at ELSE lanes.ready_at END, "
+                 "head_seq = COALESCE(lanes.head_seq, excluded.head_seq)"),
       insert_quarantined_(db_.handle(),
                           "INSERT INTO quarantine (source, record_id, body, problems, received_at) "
                           "VALUES (?1, ?2, ?3, ?4, ?5)"),
@@ -222,14 +232,23 @@ void sqlite_outbox::settle(const claimed_record& record, const attempt_report& r
 
 int sqlite_outbox::recover_in_flight(std::int64_t now_ms) {
   sqlite::transaction tx(db_);
-  std::vector<std::string> patients;
+  // A record in flight is always its lane's head, with the lane not ready.
+  std::vector<std::pair<std::string, std::int64_t>> stuck;
   {
-    sqlite::statement stuck(db_.handle(),
-                            "SELECT DISTINCT patient_key FROM records WHERE state = 'in_flight'");
-    while (stuck.step()) patients.push_back(stuck.column_text(0));
+    sqlite::statement heads(db_.handle(),
+                            "SELECT l.patient_key, l.head_seq FROM lanes l JOIN records r ON r.seq = l.head_seq "
+                            "WHERE l.ready_at IS NULL AND r.state = 'in_flight'");
+    while (heads.step()) stuck.emplace_back(heads.column_text(0), heads.column_int(1));
   }
-  db_.exec("UPDATE records SET state = 'pending' WHERE state = 'in_flight'");
-  const int recovered = db_.changes();
+  sqlite::statement back(db_.handle(), "UPDATE records SET state = 'pending' WHERE seq = ?1");
+  for (const auto& [patient, seq] : stuck) {
+    back.bind(1, seq);
+    back.step();
+    back.reset();
+  }
+  const int recovered = static_cast<int>(stuck.size());
+  std::vector<std::string> patients;
+  for (const auto& [patient, seq] : stuck) patients.push_back(patient);
   for (const auto& p : patients) refresh_lane(p, now_ms);
   tx.commit();
   return recovered;
@@ -319,7 +338,13 @@ std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_rec
         .bind(6, now_ms);
     insert_record_.step();
     insert_record_.reset();
-    refresh_lane(r.patient_key, now_ms);
+    if (superseding) {
+      refresh_lane(r.patient_key, now_ms);  // the superseded revision may have headed the lane
+    } else {
+      join_lane_.bind(1, r.patient_key).bind(2, db_.last_insert_id()).bind(3, now_ms);
+      join_lane_.step();
+      join_lane_.reset();
+    }
     results.push_back(superseding ? enqueue_result::accepted_superseding : enqueue_result::accepted);
   }
   for (const auto& q : quarantined) {
@@ -351,8 +376,8 @@ outbox_status sqlite_outbox::status(std::int64_t now_ms) {
   quarantine.step();
   s.quarantined = quarantine.column_int(0);
   sqlite::statement oldest(db_.handle(),
-                           "SELECT MIN(received_at) FROM records WHERE state IN ('pending', "
-                           "'retry_scheduled')");
+                           "SELECT MIN(r.received_at) FROM lanes l JOIN records r ON r.seq = l.head_seq "
+                           "WHERE r.state IN ('pending', 'retry_scheduled', 'in_flight')");  // every lane's oldest undelivered
   oldest.step();
   if (!oldest.column_is_null(0)) s.oldest_pending_age_ms = now_ms - oldest.column_int(0);
   sqlite::statement error(db_.handle(),

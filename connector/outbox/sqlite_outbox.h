@@ -34,6 +34,7 @@ class sqlite_outbox final : public outbox {
   sqlite::statement latest_revision_;
   sqlite::statement supersede_older_;
   sqlite::statement insert_record_;
+  sqlite::statement join_lane_;
   sqlite::statement insert_quarantined_;
   sqlite::statement lane_head_;
   sqlite::statement set_lane_;
