@@ -24,16 +24,11 @@ build/bin/migraine-connector map --summary "$out/pathway.ndjson"
 echo
 echo "== 2. The EHR sandbox (a strict FHIR R4 server), with development certificates =="
 certs/make-dev-certs.sh "$out/certs"
-node tests/sandbox/ehr-sandbox.mjs --cert "$out/certs/server.pem" --key "$out/certs/server.key" \
-  --client-ca "$out/certs/ca.pem" --require-client-cert > "$out/sandbox.out" 2> "$out/sandbox.err" &
-sandbox=$!
-trap 'kill $sandbox 2>/dev/null' EXIT
-deadline=$((SECONDS + 30))
-until grep -q '"ready":true' "$out/sandbox.out" 2>/dev/null; do
-  ((SECONDS < deadline)) || { echo "the sandbox did not start:"; cat "$out/sandbox.err"; exit 1; }
-  sleep 0.1
-done
-base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$out/sandbox.out','utf8')).base)")
+root=$PWD work=$out
+source tests/integration/lib.sh
+trap stop_sandboxes EXIT
+start_sandbox ehr "$out/certs/server.pem" "$out/certs/server.key" --client-ca "$out/certs/ca.pem" --require-client-cert
+base=$BASE_ehr
 echo "listening at $base (client certificate required)"
 cat > "$out/connector.jsonc" <<JSON
 {

@@ -9,15 +9,12 @@ bin=$1/migraine-connector
 patients=${2:-60}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
-trap 'kill $sandbox 2>/dev/null; rm -rf "$work"' EXIT
+source "$root/tests/integration/lib.sh"
+trap 'stop_sandboxes; rm -rf "$work"' EXIT
 certs=$work/certs
 "$root/certs/make-dev-certs.sh" "$certs"
-node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$certs/server.pem" --key "$certs/server.key" \
-  --client-ca "$certs/ca.pem" --require-client-cert > "$work/sandbox.out" 2>/dev/null &
-sandbox=$!
-deadline=$((SECONDS + 30))
-until grep -q '"ready":true' "$work/sandbox.out" 2>/dev/null; do ((SECONDS < deadline)); sleep 0.1; done
-base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sandbox.out','utf8')).base)")
+start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert
+base=$BASE_main
 ctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$base" "$certs" "$@"; }
 reset() { node -e "
   const https=require('https'),fs=require('fs');

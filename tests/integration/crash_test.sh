@@ -6,23 +6,13 @@ set -uo pipefail
 bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
-sandbox=""
-cleanup() { [ -n "$sandbox" ] && kill "$sandbox" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-passed=0 failed=0
-check() { local name=$1; shift; if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi; }
+source "$root/tests/integration/lib.sh"
+trap 'stop_sandboxes; rm -rf "$work"' EXIT
 
 certs=$work/certs
 "$root/certs/make-dev-certs.sh" "$certs"
-node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$certs/server.pem" --key "$certs/server.key" \
-  --client-ca "$certs/ca.pem" --require-client-cert > "$work/sandbox.out" 2> "$work/sandbox.err" &
-sandbox=$!
-deadline=$((SECONDS + 30))
-until grep -q '"ready":true' "$work/sandbox.out" 2>/dev/null; do
-  ((SECONDS < deadline)) || { echo "the sandbox did not start"; exit 1; }
-  sleep 0.1
-done
-base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sandbox.out','utf8')).base)")
+start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert || exit 1
+base=$BASE_main
 count() { node "$root/tests/integration/sandbox-ctl.mjs" "$base" "$certs" count "$1"; }
 
 cat > "$work/connector.jsonc" <<JSON

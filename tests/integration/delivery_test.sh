@@ -6,30 +6,13 @@ set -uo pipefail
 bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-passed=0 failed=0
-check() { local name=$1; shift; if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi; }
+source "$root/tests/integration/lib.sh"
+trap 'stop_sandboxes; rm -rf "$work"' EXIT
 
 certs=$work/certs
 "$root/certs/make-dev-certs.sh" "$certs"
 
-# start_sandbox NAME CERT KEY [ARGS...]: sets BASE_<NAME> once the sandbox says it is ready.
-start_sandbox() {
-  local name=$1 cert=$2 key=$3; shift 3
-  node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$cert" --key "$key" "$@" > "$work/$name.out" 2> "$work/$name.err" &
-  pids+=($!)
-  local deadline=$((SECONDS + 30))
-  until grep -q '"ready":true' "$work/$name.out" 2>/dev/null; do
-    if ((SECONDS > deadline)); then echo "sandbox $name did not start"; cat "$work/$name.err"; exit 1; fi
-    sleep 0.1
-  done
-  local base
-  base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/$name.out','utf8')).base)")
-  printf -v "BASE_$name" '%s' "$base"
-}
-start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert
+start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert || exit 1
 ctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$BASE_main" "$certs" "$@"; }
 stat_of() { ctl stats | node -e "const s=JSON.parse(require('fs').readFileSync(0,'utf8')); console.log($1)"; }
 
@@ -178,9 +161,9 @@ tls_refused() {  # tls_refused NAME CONFIG PATTERN
 tls_refused "server from another CA" "$(config other-ca "$BASE_main" "$certs/other-ca.pem")" "certificate not accepted"
 tls_refused "no client certificate" "$(config no-client "$BASE_main" "$certs/ca.pem" no)" "connection failed|handshake|receive|send"
 check "nothing was delivered over a refused connection" [ "$(stat_of s.requests)" -eq "$requests" ]
-start_sandbox wronghost "$certs/wrong-host.pem" "$certs/wrong-host.key"
+start_sandbox wronghost "$certs/wrong-host.pem" "$certs/wrong-host.key" || exit 1
 tls_refused "certificate for another host" "$(config wrong-host "$BASE_wronghost")" "certificate not accepted: hostname mismatch"
-start_sandbox expired "$certs/expired.pem" "$certs/expired.key"
+start_sandbox expired "$certs/expired.pem" "$certs/expired.key" || exit 1
 tls_refused "expired certificate" "$(config expired "$BASE_expired")" "certificate not accepted: certificate has expired"
 
 echo "$passed passed, $failed failed"

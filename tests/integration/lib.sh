@@ -1,0 +1,38 @@
+# Shared by the scripts that run the connector against the EHR sandbox (sourced, not run):
+# the quick start, the delivery and crash tests, the delivery benchmark.
+# Needs: root (the repository) and work (a scratch folder) set by the caller.
+
+# check NAME COMMAND...: counts a passed or failed check; the caller prints "$passed passed, $failed failed".
+passed=0 failed=0
+check() {
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
+}
+
+# start_sandbox NAME CERT KEY [SANDBOX ARGS...]: starts the sandbox, waits (at most 30 s) for its
+# ready line, and sets BASE_<NAME> to its FHIR base URL. Its pid is added to sandbox_pids.
+sandbox_pids=()
+start_sandbox() {
+  local name=$1 cert=$2 key=$3; shift 3
+  node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$cert" --key "$key" "$@" \
+    > "$work/sandbox-$name.out" 2> "$work/sandbox-$name.err" &
+  sandbox_pids+=($!)
+  local deadline=$((SECONDS + 30))
+  until grep -q '"ready":true' "$work/sandbox-$name.out" 2>/dev/null; do
+    if ((SECONDS > deadline)); then
+      echo "the EHR sandbox ($name) did not start:"
+      cat "$work/sandbox-$name.err"
+      return 1
+    fi
+    sleep 0.1
+  done
+  local base
+  base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sandbox-$name.out','utf8')).base)")
+  printf -v "BASE_$name" '%s' "$base"
+}
+
+stop_sandboxes() {
+  local pid
+  for pid in "${sandbox_pids[@]}"; do kill "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+}
