@@ -1,5 +1,6 @@
 // `ingest` and `status`: records into the durable outbox, and what the outbox holds.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -151,6 +152,16 @@ int run_status(const std::vector<std::string>& args) {
     } else {
       std::printf("null");
     }
+    std::printf(",\"ehr\":");
+    if (s.ehr_last_contact_ms) {
+      fhir::json_writer detail;
+      detail.string(s.ehr_detail);
+      std::printf("{\"reached\":%s,\"seconds_ago\":%lld,\"detail\":%.*s}", s.ehr_reached ? "true" : "false",
+                  static_cast<long long>((now_ms() - *s.ehr_last_contact_ms) / 1000),
+                  static_cast<int>(detail.view().size()), detail.view().data());
+    } else {
+      std::printf("null");
+    }
     std::printf("}\n");
     return exit_ok;
   }
@@ -164,6 +175,12 @@ int run_status(const std::vector<std::string>& args) {
   std::printf("oldest pending: %s\n",
               s.oldest_pending_age_ms ? duration_text(*s.oldest_pending_age_ms).c_str() : "none");
   std::printf("last error: %s\n", s.last_error ? s.last_error->c_str() : "none");
+  if (s.ehr_last_contact_ms) {
+    std::printf("EHR: %s %s ago (%s)\n", s.ehr_reached ? "reached" : "NOT reached",
+                duration_text(now_ms() - *s.ehr_last_contact_ms).c_str(), s.ehr_detail.c_str());
+  } else {
+    std::printf("EHR: not contacted yet\n");
+  }
   return exit_ok;
 }
 
@@ -263,13 +280,23 @@ int run_daemon(const std::vector<std::string>& args) {
   std::fprintf(stderr, "migraine-connector: delivering to %s; SIGTERM or SIGINT stops after the requests in flight\n",
                config.ehr.base_url.c_str());
   constexpr auto idle = std::chrono::milliseconds(200);  // how soon new or due records are noticed
+  int unreachable_rounds = 0;
   while (!stop_requested) {
     const sync_report report = d.engine.run_once(&stop_requested);
     if (report.delivered + report.dead + report.retries_scheduled > 0 || report.auth_fault) {
       print_report(report, d.waiting(), d.ehr.handshakes());
       std::fflush(stdout);
     }
-    for (auto slept = std::chrono::milliseconds(0); slept < idle && !stop_requested; slept += std::chrono::milliseconds(20)) {
+    // The EHR down: back off as a whole, longer each round, rather than try lane after lane.
+    unreachable_rounds = report.ehr_unreachable ? unreachable_rounds + 1 : 0;
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(idle);
+    if (unreachable_rounds > 0) {
+      // From one second, doubling, up to sync.max_delay_ms: the EHR, not one record, is failing.
+      const double backoff = 1000.0 * std::pow(2.0, std::min(unreachable_rounds - 1, 20));
+      wait = std::chrono::milliseconds(static_cast<std::int64_t>(std::min<double>(backoff, config.sync.max_delay_ms)));
+      std::fprintf(stderr, "migraine-connector: EHR unreachable; next try in %lld ms\n", static_cast<long long>(wait.count()));
+    }
+    for (auto slept = std::chrono::milliseconds(0); slept < wait && !stop_requested; slept += std::chrono::milliseconds(20)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }

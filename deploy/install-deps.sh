@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Build: compiler, CMake, RapidJSON (JSON), SQLite (the outbox), OpenSSL (TLS, keyed patient
-# hashes), Boost 1.81 headers (Asio/Beast: the HTTPS client), GoogleTest. Tests: the openssl tool (certificates made at test time), Node.js + npm
+# hashes), Boost 1.81 headers (Asio/Beast: the HTTPS client), GoogleTest. Tests: the openssl tool
+# (certificates made at test time), the sqlite3 tool (tests read the store), Node.js + npm
 # (FHIR validator, JSON Schema check, EHR sandbox, benchmark baseline).
-packages=(g++ cmake make rapidjson-dev libsqlite3-dev libssl-dev openssl libboost1.81-dev libgtest-dev
+packages=(g++ cmake make rapidjson-dev libsqlite3-dev sqlite3 libssl-dev openssl libboost1.81-dev libgtest-dev
           libgmock-dev ca-certificates)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

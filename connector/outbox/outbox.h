@@ -55,6 +55,10 @@ struct outbox_status {
   std::int64_t quarantined = 0;
   std::optional<std::int64_t> oldest_pending_age_ms;  // pending or retry scheduled
   std::optional<std::string> last_error;              // of the most recent failed attempt
+  // The EHR as last seen: when, and whether it answered (any HTTP answer counts as reached).
+  std::optional<std::int64_t> ehr_last_contact_ms;
+  bool ehr_reached = false;
+  std::string ehr_detail;
 };
 
 // A record handed to the sync engine: the head of its patient's lane.
@@ -115,6 +119,9 @@ class outbox {
   // with who asked and why. With `dry_run`, only says which would be.
   virtual std::vector<dead_letter> replay(const std::string& record_id, const std::string& reason,
                                           const std::string& who, bool dry_run, std::int64_t now_ms) = 0;
+
+  // Notes how the latest attempt to reach the EHR went, for status.
+  virtual void note_ehr_contact(bool reached, const std::string& detail, std::int64_t now_ms) = 0;
 
   // What the mapper may know of a patient: the delivered records (every revision), oldest first.
   virtual std::vector<std::string> delivered_bodies(const std::string& patient_key) = 0;

@@ -63,7 +63,14 @@ CREATE TABLE IF NOT EXISTS replays (
   requested_by TEXT NOT NULL,
   at INTEGER NOT NULL
 );
-PRAGMA user_version = 3;
+-- How the EHR was last seen (one row).
+CREATE TABLE IF NOT EXISTS ehr_contact (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  reached INTEGER NOT NULL,
+  detail TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+PRAGMA user_version = 4;
 )sql";
 
 sqlite::database& open(sqlite::database& db, bool full_sync) {
@@ -153,7 +160,16 @@ sqlite_outbox::sqlite_outbox(const std::string& path, bool full_sync)
                     "WHERE patient_key = ?1 AND state = 'held'"),
       delivered_bodies_(db_.handle(),
                         "SELECT body FROM records WHERE patient_key = ?1 AND state = 'delivered' "
-                        "ORDER BY seq") {}
+                        "ORDER BY seq"),
+      note_contact_(db_.handle(),
+                    "INSERT INTO ehr_contact (id, reached, detail, at) VALUES (1, ?1, ?2, ?3) "
+                    "ON CONFLICT (id) DO UPDATE SET reached = ?1, detail = ?2, at = ?3") {}
+
+void sqlite_outbox::note_ehr_contact(bool reached, const std::string& detail, std::int64_t now_ms) {
+  note_contact_.bind(1, static_cast<std::int64_t>(reached ? 1 : 0)).bind(2, detail).bind(3, now_ms);
+  note_contact_.step();
+  note_contact_.reset();
+}
 
 void sqlite_outbox::refresh_lane(const std::string& patient_key, std::int64_t now_ms) {
   lane_head_.bind(1, patient_key);
@@ -384,6 +400,12 @@ outbox_status sqlite_outbox::status(std::int64_t now_ms) {
                           "SELECT last_error FROM records WHERE last_error IS NOT NULL "
                           "ORDER BY updated_at DESC LIMIT 1");
   if (error.step()) s.last_error = error.column_text(0);
+  sqlite::statement contact(db_.handle(), "SELECT reached, detail, at FROM ehr_contact WHERE id = 1");
+  if (contact.step()) {
+    s.ehr_reached = contact.column_int(0) != 0;
+    s.ehr_detail = contact.column_text(1);
+    s.ehr_last_contact_ms = contact.column_int(2);
+  }
   return s;
 }
 

@@ -23,6 +23,7 @@ class sqlite_outbox final : public outbox {
   void settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) override;
   int recover_in_flight(std::int64_t now_ms) override;
   std::vector<std::string> delivered_bodies(const std::string& patient_key) override;
+  void note_ehr_contact(bool reached, const std::string& detail, std::int64_t now_ms) override;
   std::vector<dead_letter> replay(const std::string& record_id, const std::string& reason,
                                   const std::string& who, bool dry_run, std::int64_t now_ms) override;
 
@@ -44,6 +45,7 @@ class sqlite_outbox final : public outbox {
   sqlite::statement settle_record_;
   sqlite::statement release_held_;
   sqlite::statement delivered_bodies_;
+  sqlite::statement note_contact_;
 };
 
 }  // namespace connector

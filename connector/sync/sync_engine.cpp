@@ -4,12 +4,27 @@
 #include <boost/asio/post.hpp>
 
 #include "fhir/json_writer.h"
+#include "fhir/transaction_response.h"
 #include "mappings/record_reader.h"
 
 namespace connector {
 
 namespace {
+
 constexpr std::int64_t auth_pause_ms = 5 * 60 * 1000;  // a credentials fault needs a person
+
+// What the EHR made of each entry, kept with the record: ["201 Created Encounter/12/_history/1", ...].
+// The whole answer when it is not a transaction-response (kept for a person to read).
+std::string what_the_ehr_made(const std::string& body) {
+  const auto responses = fhir::read_transaction_response(body);
+  if (!responses) return body;
+  fhir::json_writer out;
+  out.begin_array();
+  for (const auto& r : *responses) out.string(r.location.empty() ? r.status : r.status + " " + r.location);
+  out.end_array();
+  return std::string(out.view());
+}
+
 }  // namespace
 
 sync_engine::sync_engine(boost::asio::io_context& io, outbox& store, ehr_client& ehr,
@@ -69,12 +84,14 @@ void sync_engine::deliver(const claimed_record& record) {
 void sync_engine::on_answer(const claimed_record& record, const ehr_answer& answer) {
   const std::int64_t now = now_();
   const delivery_verdict verdict = policy_.judge(answer.outcome, record.attempts);
+  const bool answered = answer.outcome.what == attempt_outcome::kind::response;
+  store_.note_ehr_contact(answered, answered ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error, now);
   std::string error = answer.error.empty() ? verdict.reason : answer.error + ": " + verdict.reason;
   using result = attempt_report::result;
   switch (verdict.decision) {
     case delivery_decision::delivered:
       ++report_.delivered;
-      store_.settle(record, {result::delivered, 0, "", answer.body}, now);
+      store_.settle(record, {result::delivered, 0, "", what_the_ehr_made(answer.body)}, now);
       break;
     case delivery_decision::retry:
       ++report_.retries_scheduled;

@@ -25,7 +25,7 @@ config() {
   cat > "$work/$name/connector.jsonc" <<JSON
 { "store": { "path": "outbox.db" },
   "ehr": { "base_url": "$base", "ca_file": "$ca"$client_keys, "connections": 2, "timeout_seconds": 10 },
-  "sync": { "base_delay_ms": 1, "max_delay_ms": 5 } }
+  "sync": { "base_delay_ms": 1, "max_delay_ms": 4000 } }
 JSON
   echo "$work/$name/connector.jsonc"
 }
@@ -50,6 +50,10 @@ check "one Procedure" [ "$(ctl count Procedure)" -eq 1 ]
 check "13 administrations" [ "$(ctl count MedicationAdministration)" -eq 13 ]
 check "three Provenance" [ "$(ctl count Provenance)" -eq 3 ]
 check "the follow-up's response reached the EHR after its procedure" [ "$(ctl count AdverseEvent)" -eq 2 ]
+check "what the EHR made of each entry is kept" node -e "
+  const db = require('child_process').execFileSync('sqlite3', ['-readonly', '$work/first/outbox.db', \"SELECT ehr_response FROM records WHERE record_id = 'PROC-2026-0001'\"]).toString();
+  const entries = JSON.parse(db);
+  if (entries.length !== 26 || !entries.some((e) => /^201 Created Procedure\/[^/]+\/_history\/1$/.test(e))) process.exit(1);"
 check "keep-alive: at most one TLS handshake per connection" [ $((handshakes_after - handshakes_before - 1)) -le 2 ]
 check "the connector counted as many" grep -Eq "^TLS handshakes: [12]$" "$work/sync.out"
 before=$(ctl stats)
@@ -101,6 +105,20 @@ sync_once "$c5"
 check "a reset leaves the record waiting" [ "$rc" -eq 3 ]
 check "delivered after the reset" sync_until_done "$c5" 5
 
+# The EHR commits, then the connection drops before it answers: the outcome is unknown to the
+# connector, which sends again; every write being conditional, nothing is created twice.
+c5b=$(config unknown-outcome "$BASE_main")
+patient 7 > "$work/p7.ndjson"
+"$bin" ingest --config "$c5b" "$work/p7.ndjson" > /dev/null
+ctl faults '{"reset": "after-commit", "count": 1}'
+sync_once "$c5b"
+check "an answer lost after the commit leaves the record waiting" [ "$rc" -eq 3 ]
+encounters=$(ctl count Encounter)
+check "delivered again after the lost answer" sync_until_done "$c5b" 5
+check "sending again created nothing new" [ "$(ctl count Encounter)" -eq "$encounters" ]
+"$bin" status --config "$c5b" > "$work/status.out"
+check "status: the EHR was reached" grep -q "^EHR: reached .* ago (HTTP 200)$" "$work/status.out"
+
 # 422 goes to the dead letter while the other patient goes on.
 c6=$(config refused "$BASE_main")
 { patient 4; patient 5; } > "$work/p45.ndjson"
@@ -149,6 +167,21 @@ check "config-check fails a broken configuration" [ $? -eq 1 ]
 check "config-check names an expired certificate" grep -q "^ERROR  ehr.ca_file .*expired.pem: expired [0-9]* days ago$" "$work/check.out"
 check "config-check names a key of another certificate" grep -q "^ERROR  ehr.client_key_file .*other-client.key does not match ehr.client_cert_file$" "$work/check.out"
 
+# The EHR down: the daemon backs off as a whole, waiting longer each round.
+c8=$(config down "https://127.0.0.1:1/fhir")
+{ patient 8; patient 9; patient 10; } > "$work/p8.ndjson"
+"$bin" ingest --config "$c8" "$work/p8.ndjson" > /dev/null
+"$bin" run --config "$c8" > /dev/null 2> "$work/down.err" &
+daemon=$!
+deadline=$((SECONDS + 15))
+until [ "$(grep -c 'next try in' "$work/down.err")" -ge 2 ] || ((SECONDS > deadline)); do sleep 0.1; done
+kill -TERM "$daemon"; wait "$daemon"
+waits=($(sed -n 's/.*next try in \([0-9]*\) ms/\1/p' "$work/down.err"))
+check "the EHR down: the daemon backs off" [ "${#waits[@]}" -ge 2 ]
+check "the EHR down: each wait longer than the last" [ "${waits[1]:-0}" -gt "${waits[0]:-0}" ]
+"$bin" status --config "$c8" > "$work/status.out"
+check "the EHR down: status says so" grep -q "^EHR: NOT reached .*connect: Connection refused" "$work/status.out"
+
 # TLS refused: another CA, no client certificate, another host name, an expired certificate.
 requests=$(stat_of s.requests)
 tls_refused() {  # tls_refused NAME CONFIG PATTERN
@@ -157,6 +190,7 @@ tls_refused() {  # tls_refused NAME CONFIG PATTERN
   check "$1: refused (exit 3)" [ "$rc" -eq 3 ]
   "$bin" status --config "$2" > "$work/status.out"
   check "$1: status says why" grep -Eq "last error: .*$3" "$work/status.out"
+  check "$1: status says the EHR was not reached" grep -q "^EHR: NOT reached" "$work/status.out"
 }
 tls_refused "server from another CA" "$(config other-ca "$BASE_main" "$certs/other-ca.pem")" "certificate not accepted"
 tls_refused "no client certificate" "$(config no-client "$BASE_main" "$certs/ca.pem" no)" "connection failed|handshake|receive|send"

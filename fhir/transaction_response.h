@@ -1,0 +1,19 @@
+// Reading an EHR's transaction-response Bundle: what each entry became on the server.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fhir {
+
+struct entry_response {
+  std::string status;    // "201 Created", "200 OK"
+  std::string location;  // "Encounter/123/_history/1"; may be empty
+};
+
+// The entries' responses in order, or nullopt when the text is not a transaction-response Bundle.
+std::optional<std::vector<entry_response>> read_transaction_response(std::string_view json);
+
+}  // namespace fhir
