@@ -264,6 +264,7 @@ int run_sync(const std::vector<std::string>& args) {
   const connector_config config = load_config(config_path);
   if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
   delivery_setup d(config);
+  d.engine.recover();
   const sync_report report = d.engine.run_once();
   const std::int64_t waiting = d.waiting();
   print_report(report, waiting, d.ehr.handshakes());
@@ -275,6 +276,7 @@ int run_daemon(const std::vector<std::string>& args) {
   const connector_config config = load_config(config_only(args, {}, seen));
   if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
   delivery_setup d(config);
+  d.engine.recover();
   std::signal(SIGTERM, request_stop);
   std::signal(SIGINT, request_stop);
   std::fprintf(stderr, "migraine-connector: delivering to %s; SIGTERM or SIGINT stops after the requests in flight\n",

@@ -33,11 +33,12 @@ sync_engine::sync_engine(boost::asio::io_context& io, outbox& store, ehr_client&
     : io_(io), store_(store), ehr_(ehr), mapper_(mapper), tables_(tables), policy_(std::move(policy)),
       now_(std::move(now)) {}
 
+int sync_engine::recover() { return store_.recover_in_flight(now_()); }
+
 sync_report sync_engine::run_once(const std::atomic<bool>* stop) {
   report_ = {};
   stop_claiming_ = false;
   stop_ = stop;
-  store_.recover_in_flight(now_());
   boost::asio::post(io_, [this] { pump(); });
   io_.restart();
   io_.run();

@@ -36,6 +36,10 @@ class sync_engine {
               const mappings::bundle_mapper& mapper, const mappings::code_tables& tables,
               delivery_policy policy, clock_ms now);
 
+  // Returns to their lanes the records a crashed process left in flight. Call once, when the
+  // process starts: the records in flight later are this process's own.
+  int recover();
+
   // Delivers everything deliverable now, then returns. After a connection failure or an
   // authentication fault it stops taking new records: the EHR is backed off as a whole.
   // Once `stop` turns true it takes no new record and returns when the ones in flight are settled.
