@@ -1,6 +1,8 @@
 // Certificate file checks with OpenSSL.
 #include "connector/certificate_files.h"
 
+#include "connector/config.h"
+
 #include <cstdio>
 #include <memory>
 
@@ -46,6 +48,24 @@ bool key_matches_certificate(const std::string& cert_file, const std::string& ke
   if (!cert || !f) return false;
   std::unique_ptr<EVP_PKEY, pkey_free> key(PEM_read_PrivateKey(f.get(), nullptr, nullptr, nullptr));
   return key && X509_check_private_key(cert.get(), key.get()) == 1;
+}
+
+std::vector<certificate_days> configured_certificates(const connector_config& config, std::int64_t now_epoch_s) {
+  std::vector<certificate_days> found;
+  auto add = [&](const char* setting, const std::optional<std::string>& file) {
+    if (!file) return;
+    const auto expiry = read_certificate_expiry(*file, now_epoch_s);
+    found.push_back({setting, *file, expiry ? std::optional<std::int64_t>(expiry->days_left) : std::nullopt});
+  };
+  add("ehr.ca_file", config.ehr.ca_file);
+  add("ehr.client_cert_file", config.ehr.client_cert_file);
+  if (config.ingest_api.listen) {
+    add("ingest_api.cert_file", config.ingest_api.cert_file);
+    add("ingest_api.client_ca_file", config.ingest_api.client_ca_file);
+  }
+  if (config.admin.listen) add("admin.cert_file", config.admin.cert_file);
+  if (config.alerts.enabled) add("alerts.ca_file", config.alerts.ca_file);
+  return found;
 }
 
 }  // namespace connector

@@ -2,6 +2,8 @@
 // 0 done, 1 usage or configuration error, 2 a record was rejected, 3 records still wait.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,5 +22,15 @@ int run_sync(const std::vector<std::string>& args);
 int run_daemon(const std::vector<std::string>& args);
 int run_replay(const std::vector<std::string>& args);
 int run_config_check(const std::vector<std::string>& args);
+int run_log(const std::vector<std::string>& args);
+
+// Shared by the commands that take only --config and flags: returns the --config value, puts the
+// flags seen in `seen`, and throws config_error for anything else.
+std::optional<std::string> config_only(const std::vector<std::string>& args, const std::vector<std::string>& flags,
+                                       std::vector<std::string>& seen);
+
+struct sync_report;
+// One line of what a delivery round did, and the EHR's state when it failed.
+void print_report(const sync_report& report, std::int64_t waiting, std::int64_t handshakes);
 
 }  // namespace connector

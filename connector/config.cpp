@@ -67,12 +67,175 @@ void check_system_uri(std::string_view setting, const std::string& uri) {
   }
 }
 
+const fhir::json_value* section(const fhir::json_value& root, const char* name,
+                               std::initializer_list<std::string_view> known) {
+  const auto* s = root.find(name);
+  if (s == nullptr) return nullptr;
+  if (!s->is_object()) throw config_error(std::string("setting ") + name + " must be an object");
+  refuse_unknown(*s, name, known);
+  return s;
+}
+
+void read_number(const fhir::json_value& section, std::string_view section_name, std::string_view key,
+                 double min, double max, double& target) {
+  const auto* v = section.find(key);
+  if (v == nullptr) return;
+  if (!v->is_number() || v->number < min || v->number > max) {
+    std::ostringstream range;
+    range << min << " to " << max;
+    throw config_error("setting " + std::string(section_name) + "." + std::string(key) + " must be a number from " +
+                       range.str());
+  }
+  target = v->number;
+}
+
+listen_address parse_listen(const std::string& setting, const std::string& text) {
+  listen_address a;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {  // [::1]:8443
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      throw config_error("setting " + setting + " must be host:port, e.g. 127.0.0.1:8443 or [::1]:8443");
+    }
+    a.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || text.find(':') != colon) {
+      throw config_error("setting " + setting + " must be host:port, e.g. 127.0.0.1:8443 or [::1]:8443");
+    }
+    a.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  int number = -1;
+  try {
+    std::size_t used = 0;
+    number = std::stoi(port, &used);
+    if (used != port.size()) number = -1;
+  } catch (const std::exception&) {
+  }
+  if (a.host.empty() || number < 0 || number > 65535) {
+    throw config_error("setting " + setting + " must be host:port with a port from 0 to 65535");
+  }
+  a.port = static_cast<unsigned short>(number);
+  return a;
+}
+
+// A listener without a certificate serves plain HTTP: only where nothing but this machine can reach it.
+void check_plain_only_on_loopback(const std::string& section, const listen_address& a,
+                                  const std::optional<std::string>& cert, const std::optional<std::string>& key) {
+  if (cert.has_value() != key.has_value()) {
+    throw config_error("settings " + section + ".cert_file and " + section + ".key_file go together");
+  }
+  if (!cert && !a.loopback()) {
+    throw config_error("setting " + section + ".listen is " + a.host + ", not a loopback address: set " + section +
+                       ".cert_file and " + section + ".key_file to serve HTTPS, or listen on 127.0.0.1");
+  }
+}
+
+template <typename Relative>
+void read_intake_and_watch(const fhir::json_value& root, const Relative& relative, connector_config& config) {
+  auto optional_file = [&](const fhir::json_value& s, const char* name, const char* key, std::optional<std::string>& target) {
+    std::string value;
+    read_string(s, name, key, value);
+    if (!value.empty()) target = relative(value);
+  };
+  if (const auto* s = section(root, "inbox", {"dir", "poll_ms"})) {
+    read_string(*s, "inbox", "dir", config.inbox.dir);
+    if (config.inbox.dir.empty()) throw config_error("setting inbox.dir is required in section inbox");
+    config.inbox.dir = relative(config.inbox.dir);
+    read_int(*s, "inbox", "poll_ms", 10, 600000, config.inbox.poll_ms);
+  }
+  if (const auto* s = section(root, "ingest_api", {"listen", "token_file", "client_ca_file", "cert_file", "key_file",
+                                                   "max_body_bytes"})) {
+    auto& api = config.ingest_api;
+    std::string listen;
+    read_string(*s, "ingest_api", "listen", listen);
+    if (listen.empty()) throw config_error("setting ingest_api.listen is required in section ingest_api");
+    api.listen = parse_listen("ingest_api.listen", listen);
+    optional_file(*s, "ingest_api", "token_file", api.token_file);
+    optional_file(*s, "ingest_api", "client_ca_file", api.client_ca_file);
+    optional_file(*s, "ingest_api", "cert_file", api.cert_file);
+    optional_file(*s, "ingest_api", "key_file", api.key_file);
+    if (const auto* v = s->find("max_body_bytes"); v != nullptr) {
+      if (!v->is_number() || !v->is_integer || v->number < 1024 || v->number > 1024.0 * 1024 * 1024) {
+        throw config_error("setting ingest_api.max_body_bytes must be a whole number from 1024 to 1073741824");
+      }
+      api.max_body_bytes = static_cast<std::int64_t>(v->number);
+    }
+    check_plain_only_on_loopback("ingest_api", *api.listen, api.cert_file, api.key_file);
+    if (!api.token_file && !api.client_ca_file) {
+      throw config_error("section ingest_api needs ingest_api.token_file or ingest_api.client_ca_file (or both): "
+                         "records are patient data, the API never accepts them unauthenticated");
+    }
+    if (api.client_ca_file && !api.cert_file) {
+      throw config_error("setting ingest_api.client_ca_file needs ingest_api.cert_file and ingest_api.key_file: "
+                         "client certificates are a TLS feature");
+    }
+  }
+  if (const auto* s = section(root, "admin", {"listen", "token_file", "cert_file", "key_file"})) {
+    auto& admin = config.admin;
+    std::string listen;
+    read_string(*s, "admin", "listen", listen);
+    if (listen.empty()) throw config_error("setting admin.listen is required in section admin");
+    admin.listen = parse_listen("admin.listen", listen);
+    optional_file(*s, "admin", "token_file", admin.token_file);
+    optional_file(*s, "admin", "cert_file", admin.cert_file);
+    optional_file(*s, "admin", "key_file", admin.key_file);
+    check_plain_only_on_loopback("admin", *admin.listen, admin.cert_file, admin.key_file);
+    if (!admin.listen->loopback() && !admin.token_file) {
+      throw config_error("setting admin.listen is not a loopback address: set admin.token_file too, so only "
+                         "IT staff can read the status and replay records");
+    }
+  }
+  config.log.path = (fs::path(config.store.path).parent_path() / "sync-log.jsonl").string();
+  if (const auto* s = section(root, "log", {"path", "max_bytes", "keep_files"})) {
+    std::string path;
+    read_string(*s, "log", "path", path);
+    if (!path.empty()) config.log.path = relative(path);
+    double max_bytes = static_cast<double>(config.log.max_bytes);
+    read_number(*s, "log", "max_bytes", 4096, 1e12, max_bytes);
+    config.log.max_bytes = static_cast<std::int64_t>(max_bytes);
+    read_int(*s, "log", "keep_files", 0, 1000, config.log.keep_files);
+  }
+  if (const auto* s = section(root, "alerts", {"webhook_url", "ca_file", "ehr_unreachable_minutes",
+                                               "oldest_pending_minutes", "certificate_days"})) {
+    auto& alerts = config.alerts;
+    alerts.enabled = true;
+    read_string(*s, "alerts", "webhook_url", alerts.webhook_url);
+    if (!alerts.webhook_url.empty() && alerts.webhook_url.rfind("https://", 0) != 0) {
+      throw config_error("setting alerts.webhook_url must start with https://");
+    }
+    optional_file(*s, "alerts", "ca_file", alerts.ca_file);
+    read_number(*s, "alerts", "ehr_unreachable_minutes", 0, 10080, alerts.ehr_unreachable_minutes);
+    read_number(*s, "alerts", "oldest_pending_minutes", 0, 10080, alerts.oldest_pending_minutes);
+    read_int(*s, "alerts", "certificate_days", 0, 3650, alerts.certificate_days);
+  }
+}
+
 }  // namespace
+
+bool listen_address::loopback() const {
+  if (host == "localhost" || host == "::1") return true;
+  return host.rfind("127.", 0) == 0 && host.find_first_not_of("0123456789.") == std::string::npos;
+}
+
+std::string read_secret_file(const std::string& setting, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw config_error("setting " + setting + ": cannot read " + path);
+  std::string line;
+  std::getline(in, line);
+  const auto first = line.find_first_not_of(" \t\r");
+  const auto last = line.find_last_not_of(" \t\r");
+  if (first == std::string::npos) throw config_error("setting " + setting + ": " + path + " is empty");
+  return line.substr(first, last - first + 1);
+}
 
 connector_config load_config(const std::optional<std::string>& path) {
   connector_config config;
   config.code_tables_path = std::string(MIGRAINE_MAPPINGS_DIR) + "/code-tables.json";
   config.store.patient_key_file = config.store.path + ".key";
+  config.log.path = "sync-log.jsonl";
   if (!path) return config;
 
   fhir::json_value root;
@@ -80,7 +243,7 @@ connector_config load_config(const std::optional<std::string>& path) {
     throw config_error("configuration " + *path + ": " + error);
   }
   if (!root.is_object()) throw config_error("configuration " + *path + ": must be a JSON object");
-  refuse_unknown(root, "", {"mapping", "store", "ehr", "sync"});
+  refuse_unknown(root, "", {"mapping", "store", "ehr", "sync", "inbox", "ingest_api", "admin", "log", "alerts"});
 
   const fs::path folder = fs::path(*path).parent_path();
   if (const auto* m = root.find("mapping")) {
@@ -141,6 +304,7 @@ connector_config load_config(const std::optional<std::string>& path) {
     read_int(*y, "sync", "base_delay_ms", 1, 3600000, config.sync.base_delay_ms);
     read_int(*y, "sync", "max_delay_ms", 1, 86400000, config.sync.max_delay_ms);
   }
+  read_intake_and_watch(root, relative, config);
   check_system_uri("mapping.identifier_system", config.mapping.identifier_system);
   check_system_uri("mapping.local_code_system", config.mapping.local_code_system);
   if (config.mapping.clinic_id.find_first_of(" |?&#%") != std::string::npos) {

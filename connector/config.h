@@ -36,13 +36,70 @@ struct sync_config {
   int max_delay_ms = 10 * 60 * 1000;
 };
 
+// host:port for a listener. Plain HTTP is allowed only on a loopback address.
+struct listen_address {
+  std::string host;  // as written: 127.0.0.1, ::1, localhost, 0.0.0.0, a name
+  unsigned short port = 0;
+  bool loopback() const;
+};
+
+// The inbox folder: the practice system drops complete files (.json, .ndjson) into it.
+struct inbox_config {
+  std::string dir;  // empty: no inbox
+  int poll_ms = 1000;
+};
+
+// The HTTPS ingest API: POST /v1/records.
+struct ingest_api_config {
+  std::optional<listen_address> listen;  // absent: no ingest API
+  std::optional<std::string> token_file;      // a bearer token, read at start
+  std::optional<std::string> client_ca_file;  // client certificates must chain to it
+  std::optional<std::string> cert_file;       // the server's certificate and key: TLS
+  std::optional<std::string> key_file;
+  std::int64_t max_body_bytes = 16 * 1024 * 1024;
+};
+
+// The admin server: /healthz, /readyz, /metrics, the JSON API and the status page.
+struct admin_config {
+  std::optional<listen_address> listen;  // absent: no admin server
+  std::optional<std::string> token_file;  // required when not on loopback
+  std::optional<std::string> cert_file;
+  std::optional<std::string> key_file;
+};
+
+// The sync log (always on): JSON lines, rotated by size.
+struct log_config {
+  std::string path;  // default: sync-log.jsonl beside the store
+  std::int64_t max_bytes = 10 * 1024 * 1024;
+  int keep_files = 5;
+};
+
+// Alerts: each opens once per incident and closes once, in the log and to the webhook.
+struct alerts_config {
+  bool enabled = false;           // the section is present
+  std::string webhook_url;        // https://...; empty: the log only
+  std::optional<std::string> ca_file;  // to verify the webhook's server; absent: system store
+  double ehr_unreachable_minutes = 5;
+  double oldest_pending_minutes = 30;
+  int certificate_days = 30;
+};
+
 struct connector_config {
   mappings::mapping_config mapping;
   ehr_config ehr;
   sync_config sync;
   std::string code_tables_path;  // mapping.code_tables, default: the shipped mappings/code-tables.json
   store_config store;
+  inbox_config inbox;
+  ingest_api_config ingest_api;
+  admin_config admin;
+  log_config log;
+  alerts_config alerts;
 };
+
+// Reads a secret (a bearer token) from a file: its first line, without surrounding spaces.
+// Throws config_error naming the setting when the file is unreadable or empty.
+std::string read_secret_file(const std::string& setting, const std::string& path);
 
 // Loads `path`, or returns the defaults when no path is given. Relative paths inside the file
 // are relative to the file's folder. Throws config_error naming the setting at fault.

@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
     if (command == "run") return connector::run_daemon(args);
     if (command == "replay") return connector::run_replay(args);
     if (command == "config-check") return connector::run_config_check(args);
+    if (command == "log") return connector::run_log(args);
   } catch (const std::exception& e) {
     // Start-up only (configuration, code tables): messages name files and settings, never data.
     std::fprintf(stderr, "migraine-connector: %s\n", e.what());

@@ -18,11 +18,16 @@ record_file read_record_file(const std::string& path) {
   text << in.rdbuf();
   file.content = std::move(text).str();
 
-  const std::string_view all = file.content;
   const bool ndjson = path.size() >= 7 && path.compare(path.size() - 7, 7, ".ndjson") == 0;
+  file.records = split_records(file.content, ndjson);
+  return file;
+}
+
+std::vector<record_text> split_records(std::string_view all, bool ndjson) {
+  std::vector<record_text> records;
   if (!ndjson) {
-    file.records.push_back({all, 1});
-    return file;
+    records.push_back({all, 1});
+    return records;
   }
   std::size_t line = 1;
   std::size_t start = 0;
@@ -31,11 +36,11 @@ record_file read_record_file(const std::string& path) {
     if (end == std::string_view::npos) end = all.size();
     std::string_view one = all.substr(start, end - start);
     if (!one.empty() && one.back() == '\r') one.remove_suffix(1);
-    if (one.find_first_not_of(" \t") != std::string_view::npos) file.records.push_back({one, line});
+    if (one.find_first_not_of(" \t") != std::string_view::npos) records.push_back({one, line});
     start = end + 1;
     ++line;
   }
-  return file;
+  return records;
 }
 
 }  // namespace connector

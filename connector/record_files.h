@@ -24,4 +24,7 @@ struct record_file {
 // Blank lines of NDJSON are skipped; a trailing '\r' is dropped.
 record_file read_record_file(const std::string& path);
 
+// The same split for text already in memory (an API request body); views point into `content`.
+std::vector<record_text> split_records(std::string_view content, bool ndjson);
+
 }  // namespace connector

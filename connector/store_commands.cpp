@@ -1,4 +1,5 @@
-// `ingest` and `status`: records into the durable outbox, and what the outbox holds.
+// `ingest`, `status`, `sync --once`, `replay` and `config-check`: the outbox from the command line.
+// Each command that changes the outbox writes its events to the sync log.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,26 +10,20 @@
 #include <csignal>
 #include <thread>
 
-#include "connector/commands.h"
 #include "connector/certificate_files.h"
+#include "connector/commands.h"
 #include "connector/config.h"
+#include "connector/delivery_setup.h"
+#include "connector/intake/intake.h"
+#include "connector/observe/sync_log.h"
 #include "connector/outbox/sqlite_outbox.h"
 #include "connector/patient_key.h"
-#include "connector/sync/sync_engine.h"
-#include "fhir/json_writer.h"
-#include "mappings/bundle_mapper.h"
 #include "connector/record_files.h"
+#include "fhir/json_writer.h"
 #include "mappings/code_tables.h"
-#include "mappings/record_reader.h"
 
 namespace connector {
 namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string duration_text(std::int64_t ms) {
   const std::int64_t minutes = ms / 60000;
@@ -72,6 +67,8 @@ int run_ingest(const std::vector<std::string>& args) {
   const auto tables = mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
   const patient_key patients = patient_key::load(config.store.patient_key_file);
   sqlite_outbox store(config.store.path, config.store.full_sync);
+  sync_log log({config.log.path, config.log.max_bytes, config.log.keep_files});
+  intake records(store, tables, patients, log, now_ms);
 
   int exit_code = exit_ok;
   for (const auto& path : options->files) {
@@ -81,42 +78,21 @@ int run_ingest(const std::vector<std::string>& args) {
       exit_code = exit_usage;
       continue;
     }
-    std::vector<inbound_record> accepted;
-    std::vector<quarantined_record> rejected;
-    std::vector<std::string> rejected_labels;
-    for (const auto& text : file.records) {
-      auto result = mappings::read_record(text.json, tables);
-      if (!result.record) {
-        const std::string label = path + ":" + (result.record_id.empty() ? "line " + std::to_string(text.line)
-                                                                          : result.record_id);
-        rejected.push_back({path, result.record_id, std::string(text.json), std::move(result.problems)});
-        rejected_labels.push_back(label);
-        continue;
-      }
-      const auto& r = *result.record;
-      accepted.push_back({r.record_id, r.revision, r.type_name(), patients.of(r.patient.mrn),
-                          std::string(text.json)});
-    }
     // One transaction per file: nothing below is printed before it is durable.
-    const auto results = store.enqueue(accepted, rejected, now_ms());
-    std::size_t counts[4] = {};
-    for (auto r : results) ++counts[static_cast<int>(r)];
-    std::printf("%s: %zu accepted", path.c_str(), counts[0] + counts[1]);
-    if (counts[1] > 0) std::printf(" (%zu superseding an undelivered revision)", counts[1]);
-    if (counts[2] > 0) std::printf(", %zu already stored", counts[2]);
-    if (counts[3] > 0) std::printf(", %zu older than a stored revision (no-op)", counts[3]);
-    std::printf(", %zu rejected\n", rejected.size());
-    for (std::size_t i = 0; i < rejected.size(); ++i) {
-      for (const auto& p : rejected[i].problems) {
+    const auto results = records.take(file.records, path, "cli");
+    std::printf("%s: %s\n", path.c_str(), describe_batch(results).c_str());
+    for (const auto& r : results) {
+      if (r.accepted) continue;
+      const std::string label = path + ":" + (r.record_id.empty() ? "line " + std::to_string(r.line) : r.record_id);
+      for (const auto& p : r.problems) {
         if (p.path.empty()) {
-          std::printf("  rejected %s: %s\n", rejected_labels[i].c_str(), p.message.c_str());
+          std::printf("  rejected %s: %s\n", label.c_str(), p.message.c_str());
         } else {
-          std::printf("  rejected %s: %s: %s\n", rejected_labels[i].c_str(), p.path.c_str(),
-                      p.message.c_str());
+          std::printf("  rejected %s: %s: %s\n", label.c_str(), p.path.c_str(), p.message.c_str());
         }
       }
+      if (exit_code == exit_ok) exit_code = exit_rejected;
     }
-    if (!rejected.empty() && exit_code == exit_ok) exit_code = exit_rejected;
   }
   return exit_code;
 }
@@ -188,38 +164,6 @@ int run_status(const std::vector<std::string>& args) {
 
 namespace connector {
 
-namespace {
-
-// Everything delivery needs, built from the configuration once.
-struct delivery_setup {
-  explicit delivery_setup(const connector_config& config)
-      : tables(mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system)),
-        mapper(config.mapping, tables),
-        store(config.store.path, config.store.full_sync),
-        ehr(io, {config.ehr.base_url, config.ehr.ca_file, config.ehr.client_cert_file, config.ehr.client_key_file,
-                 config.ehr.connections, std::chrono::seconds(config.ehr.timeout_seconds)}),
-        random(std::random_device{}()),
-        engine(io, store, ehr, mapper, tables,
-               delivery_policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
-                                std::chrono::milliseconds(config.sync.max_delay_ms)},
-                               [this] { return std::uniform_real_distribution<double>(0.0, 1.0)(random); }),
-               now_ms) {}
-
-  std::int64_t waiting() {
-    const outbox_status s = store.status(now_ms());
-    return s.records.at(record_state::pending) + s.records.at(record_state::retry_scheduled) +
-           s.records.at(record_state::in_flight) + s.records.at(record_state::held);
-  }
-
-  boost::asio::io_context io;
-  mappings::code_tables tables;
-  mappings::bundle_mapper mapper;
-  sqlite_outbox store;
-  ehr_client ehr;
-  std::mt19937_64 random;
-  sync_engine engine;
-};
-
 void print_report(const sync_report& report, std::int64_t waiting, std::int64_t handshakes) {
   std::printf("delivered %d, retries scheduled %d, dead letters %d, held %d; %lld still waiting\n",
               report.delivered, report.retries_scheduled, report.dead, report.held,
@@ -234,10 +178,7 @@ void print_report(const sync_report& report, std::int64_t waiting, std::int64_t 
   }
 }
 
-std::atomic<bool> stop_requested{false};
-extern "C" void request_stop(int) { stop_requested = true; }
-
-std::optional<std::string> config_only(const std::vector<std::string>& args, std::vector<std::string> flags,
+std::optional<std::string> config_only(const std::vector<std::string>& args, const std::vector<std::string>& flags,
                                        std::vector<std::string>& seen) {
   std::optional<std::string> config_path;
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -252,8 +193,6 @@ std::optional<std::string> config_only(const std::vector<std::string>& args, std
   return config_path;
 }
 
-}  // namespace
-
 int run_sync(const std::vector<std::string>& args) {
   std::vector<std::string> seen;
   const auto config_path = config_only(args, {"--once"}, seen);
@@ -263,47 +202,13 @@ int run_sync(const std::vector<std::string>& args) {
   }
   const connector_config config = load_config(config_path);
   if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
-  delivery_setup d(config);
+  sync_log log({config.log.path, config.log.max_bytes, config.log.keep_files});
+  delivery_setup d(config, log);
   d.engine.recover();
   const sync_report report = d.engine.run_once();
   const std::int64_t waiting = d.waiting();
   print_report(report, waiting, d.ehr.handshakes());
   return waiting > 0 ? exit_waiting : exit_ok;
-}
-
-int run_daemon(const std::vector<std::string>& args) {
-  std::vector<std::string> seen;
-  const connector_config config = load_config(config_only(args, {}, seen));
-  if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
-  delivery_setup d(config);
-  d.engine.recover();
-  std::signal(SIGTERM, request_stop);
-  std::signal(SIGINT, request_stop);
-  std::fprintf(stderr, "migraine-connector: delivering to %s; SIGTERM or SIGINT stops after the requests in flight\n",
-               config.ehr.base_url.c_str());
-  constexpr auto idle = std::chrono::milliseconds(200);  // how soon new or due records are noticed
-  int unreachable_rounds = 0;
-  while (!stop_requested) {
-    const sync_report report = d.engine.run_once(&stop_requested);
-    if (report.delivered + report.dead + report.retries_scheduled > 0 || report.auth_fault) {
-      print_report(report, d.waiting(), d.ehr.handshakes());
-      std::fflush(stdout);
-    }
-    // The EHR down: back off as a whole, longer each round, rather than try lane after lane.
-    unreachable_rounds = report.ehr_unreachable ? unreachable_rounds + 1 : 0;
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(idle);
-    if (unreachable_rounds > 0) {
-      // From one second, doubling, up to sync.max_delay_ms: the EHR, not one record, is failing.
-      const double backoff = 1000.0 * std::pow(2.0, std::min(unreachable_rounds - 1, 20));
-      wait = std::chrono::milliseconds(static_cast<std::int64_t>(std::min<double>(backoff, config.sync.max_delay_ms)));
-      std::fprintf(stderr, "migraine-connector: EHR unreachable; next try in %lld ms\n", static_cast<long long>(wait.count()));
-    }
-    for (auto slept = std::chrono::milliseconds(0); slept < wait && !stop_requested; slept += std::chrono::milliseconds(20)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-  std::fprintf(stderr, "migraine-connector: stopped; nothing in flight\n");
-  return exit_ok;
 }
 
 int run_replay(const std::vector<std::string>& args) {
@@ -332,8 +237,21 @@ int run_replay(const std::vector<std::string>& args) {
   const connector_config config = load_config(config_path);
   sqlite_outbox store(config.store.path, config.store.full_sync);
   const char* user = std::getenv("USER");
-  const auto letters = store.replay(record_id.value_or(""), *reason, user != nullptr ? user : "unknown", dry_run, now_ms());
+  const std::string who = user != nullptr ? user : "unknown";
+  const std::int64_t now = now_ms();
+  const auto letters = store.replay(record_id.value_or(""), *reason, who, dry_run, now);
+  std::optional<sync_log> log;
+  if (!dry_run) log.emplace(log_settings{config.log.path, config.log.max_bytes, config.log.keep_files});
   for (const auto& l : letters) {
+    if (log) {
+      sync_event e;
+      e.time_ms = now;
+      e.name = event::replayed;
+      e.record_id = l.record_id;
+      e.revision = l.revision;
+      e.detail = "by " + who + " (command line): " + *reason + " (was: " + l.last_error + ")";
+      log->emit(e);
+    }
     std::printf("%s %s revision %d (was: %s)\n", dry_run ? "would replay" : "replayed", l.record_id.c_str(),
                 l.revision, l.last_error.c_str());
   }
@@ -397,9 +315,7 @@ int run_config_check(const std::vector<std::string>& args) {
     }
     try {
       boost::asio::io_context io;
-      ehr_client client(io, {config.ehr.base_url, config.ehr.ca_file, config.ehr.client_cert_file,
-                             config.ehr.client_key_file, config.ehr.connections,
-                             std::chrono::seconds(config.ehr.timeout_seconds)});
+      ehr_client client(io, ehr_settings_of(config.ehr));
       ok("TLS settings for " + config.ehr.base_url + (config.ehr.ca_file ? "" : " (system trust store)"));
     } catch (const std::exception& e) {
       bad(e.what());

@@ -28,4 +28,77 @@ std::optional<std::vector<entry_response>> read_transaction_response(std::string
   return responses;
 }
 
+namespace {
+
+// Removes what may be a patient's data from free text: see summarize_operation_outcome.
+std::string redact(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"' || c == '\'') {
+      const std::size_t close = text.find(c, i + 1);
+      if (close != std::string_view::npos) {
+        out += "\u2026";
+        i = close;
+        continue;
+      }
+    }
+    if (c >= '0' && c <= '9') {
+      std::size_t end = i;
+      while (end < text.size() && text[end] >= '0' && text[end] <= '9') ++end;
+      if (end - i >= 4) {
+        out += '#';
+      } else {
+        out.append(text.substr(i, end - i));
+      }
+      i = end - 1;
+      continue;
+    }
+    out += (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
+  }
+  return out;
+}
+
+std::string text_of(const rapidjson::Value& object, const char* key) {
+  if (!object.IsObject()) return {};
+  const auto m = object.FindMember(key);
+  return m != object.MemberEnd() && m->value.IsString() ? std::string(m->value.GetString(), m->value.GetStringLength())
+                                                        : std::string();
+}
+
+}  // namespace
+
+std::string summarize_operation_outcome(std::string_view json) {
+  rapidjson::Document doc;
+  if (!detail::parse_json(doc, json).empty() || !doc.IsObject() || text_of(doc, "resourceType") != "OperationOutcome") {
+    return {};
+  }
+  const auto issues = doc.FindMember("issue");
+  if (issues == doc.MemberEnd() || !issues->value.IsArray()) return {};
+  std::string summary;
+  int shown = 0;
+  for (const auto& issue : issues->value.GetArray()) {
+    if (shown == 3) {
+      summary += "; and " + std::to_string(issues->value.Size() - 3) + " more";
+      break;
+    }
+    std::string one = text_of(issue, "severity") + " " + text_of(issue, "code");
+    std::string diagnostics = text_of(issue, "diagnostics");
+    if (diagnostics.empty() && issue.IsObject() && issue.HasMember("details")) diagnostics = text_of(issue["details"], "text");
+    if (!diagnostics.empty()) one += ": " + redact(diagnostics);
+    if (issue.IsObject() && issue.HasMember("expression") && issue["expression"].IsArray() &&
+        !issue["expression"].Empty() && issue["expression"][0].IsString()) {
+      one += " (" + redact(issue["expression"][0].GetString()) + ")";
+    }
+    summary += (shown++ > 0 ? "; " : "") + one;
+  }
+  if (summary.size() > 300) {
+    std::size_t cut = 297;
+    while (cut > 0 && (static_cast<unsigned char>(summary[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
+    summary = summary.substr(0, cut) + "...";
+  }
+  return summary;
+}
+
 }  // namespace fhir

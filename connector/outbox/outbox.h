@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -59,6 +60,7 @@ struct outbox_status {
   std::optional<std::int64_t> ehr_last_contact_ms;
   bool ehr_reached = false;
   std::string ehr_detail;
+  std::optional<std::int64_t> ehr_unreachable_since_ms;  // first failure since it was last reached
 };
 
 // A record handed to the sync engine: the head of its patient's lane.
@@ -80,6 +82,36 @@ struct attempt_report {
   std::string ehr_response;      // the transaction-response (delivered) or OperationOutcome (dead)
 };
 
+// One stored revision as IT staff see it: never the body, which holds patient data.
+struct record_summary {
+  std::string record_id;
+  int revision = 1;
+  std::string record_type;
+  record_state state = record_state::pending;
+  int attempts = 0;
+  std::string last_error;
+  std::string ehr_response;  // what the EHR made of it, or its OperationOutcome (dead letters)
+  std::string patient_key;
+  std::int64_t received_at_ms = 0;
+  std::int64_t updated_at_ms = 0;
+};
+
+// A rejected record as listed for IT staff: where it came from and its problems, not its body.
+struct quarantine_entry {
+  std::int64_t id = 0;
+  std::string source;
+  std::string record_id;
+  std::string problems_json;  // an OperationOutcome: one issue per problem, with its field
+  std::int64_t received_at_ms = 0;
+};
+
+// An alert that is open, kept so a restart neither repeats nor forgets it.
+struct open_alert {
+  std::string key;
+  std::string detail;
+  std::int64_t opened_at_ms = 0;
+};
+
 // A dead letter chosen for replay, as it was before.
 struct dead_letter {
   std::string record_id;
@@ -87,15 +119,21 @@ struct dead_letter {
   std::string last_error;
 };
 
+// Milliseconds since the epoch; injected so tests can set the time.
+using clock_ms = std::function<std::int64_t()>;
+
 class outbox {
  public:
   virtual ~outbox() = default;
 
   // Stores one batch in one transaction and returns what became of each record, in order.
   // It returns only once the batch is durable: that is when its sender may be told.
+  // With an `intake_id` (the inbox's digest of a file), that id is recorded in the same
+  // transaction, so a file ingested just before a crash is known to be in when it is seen again.
   virtual std::vector<enqueue_result> enqueue(const std::vector<inbound_record>& records,
                                               const std::vector<quarantined_record>& quarantined,
-                                              std::int64_t now_ms) = 0;
+                                              std::int64_t now_ms, std::string_view intake_id = {}) = 0;
+  virtual bool intake_seen(std::string_view intake_id) = 0;
 
   virtual outbox_status status(std::int64_t now_ms) = 0;
 
@@ -122,6 +160,20 @@ class outbox {
 
   // Notes how the latest attempt to reach the EHR went, for status.
   virtual void note_ehr_contact(bool reached, const std::string& detail, std::int64_t now_ms) = 0;
+
+  // Records in a state, oldest first, and every revision of one record.
+  virtual std::vector<record_summary> records_in_state(record_state state, int limit) = 0;
+  virtual std::vector<record_summary> record_history(const std::string& record_id) = 0;
+
+  // The newest rejected records first.
+  virtual std::vector<quarantine_entry> quarantined(int limit) = 0;
+
+  // True when a write transaction can start now (for /readyz).
+  virtual bool writable() = 0;
+
+  // The alerts open now; open (insert or update) or close one.
+  virtual std::vector<open_alert> open_alerts() = 0;
+  virtual void set_alert(const open_alert& alert, bool open) = 0;
 
   // What the mapper may know of a patient: the delivered records (every revision), oldest first.
   virtual std::vector<std::string> delivered_bodies(const std::string& patient_key) = 0;

@@ -68,9 +68,13 @@ bool statement::column_is_null(int index) const {
 
 database::database(const std::string& path) {
   // The store holds patient data: owner-only from the start (SQLite gives its -wal and -shm files
-  // the same permissions as the database file).
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
-  if (fd >= 0) ::close(fd);
+  // the same permissions as the database file). Only when it does not exist yet: closing a
+  // descriptor of a file drops every POSIX lock this process holds on it, and another connection
+  // of this process (the daemon has two) may hold SQLite's locks on it.
+  if (::access(path.c_str(), F_OK) != 0) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) ::close(fd);
+  }
   if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     std::string message = "cannot open the store " + path;

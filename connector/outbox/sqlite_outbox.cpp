@@ -68,9 +68,25 @@ CREATE TABLE IF NOT EXISTS ehr_contact (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   reached INTEGER NOT NULL,
   detail TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  unreachable_since INTEGER  -- the first failed contact since the EHR last answered
+);
+-- Inbox files whose records are in, by digest: written in the same transaction as the records,
+-- so a crash between ingesting a file and moving it away never ingests it twice.
+CREATE TABLE IF NOT EXISTS intakes (
+  intake_id TEXT PRIMARY KEY,
   at INTEGER NOT NULL
 );
-PRAGMA user_version = 4;
+-- Dead letters are few and asked for often (status page, metrics): a partial index costs
+-- nothing for the records that never die.
+CREATE INDEX IF NOT EXISTS records_dead ON records (seq) WHERE state = 'dead';
+-- Alerts open now (closed ones are deleted; the sync log keeps their history).
+CREATE TABLE IF NOT EXISTS alerts (
+  key TEXT PRIMARY KEY,
+  detail TEXT NOT NULL,
+  opened_at INTEGER NOT NULL
+);
+PRAGMA user_version = 5;
 )sql";
 
 sqlite::database& open(sqlite::database& db, bool full_sync) {
@@ -79,6 +95,12 @@ sqlite::database& open(sqlite::database& db, bool full_sync) {
   // 32 MB of page cache keeps the indexes' interior pages resident with a large backlog, so a
   // lookup costs the same with a million records waiting as with a thousand.
   db.exec("PRAGMA cache_size = -32768");
+  int version = 0;
+  {
+    sqlite::statement v(db.handle(), "PRAGMA user_version");
+    if (v.step()) version = static_cast<int>(v.column_int(0));
+  }
+  if (version == 4) db.exec("ALTER TABLE ehr_contact ADD COLUMN unreachable_since INTEGER");  // issue 3's stores
   db.exec(schema);
   return db;
 }
@@ -162,8 +184,11 @@ sqlite_outbox::sqlite_outbox(const std::string& path, bool full_sync)
                         "SELECT body FROM records WHERE patient_key = ?1 AND state = 'delivered' "
                         "ORDER BY seq"),
       note_contact_(db_.handle(),
-                    "INSERT INTO ehr_contact (id, reached, detail, at) VALUES (1, ?1, ?2, ?3) "
-                    "ON CONFLICT (id) DO UPDATE SET reached = ?1, detail = ?2, at = ?3") {}
+                    "INSERT INTO ehr_contact (id, reached, detail, at, unreachable_since) "
+                    "VALUES (1, ?1, ?2, ?3, CASE WHEN ?1 = 1 THEN NULL ELSE ?3 END) "
+                    "ON CONFLICT (id) DO UPDATE SET reached = ?1, detail = ?2, at = ?3, unreachable_since = "
+                    "CASE WHEN ?1 = 1 THEN NULL ELSE COALESCE(ehr_contact.unreachable_since, ?3) END"),
+      note_intake_(db_.handle(), "INSERT OR IGNORE INTO intakes (intake_id, at) VALUES (?1, ?2)") {}
 
 void sqlite_outbox::note_ehr_contact(bool reached, const std::string& detail, std::int64_t now_ms) {
   note_contact_.bind(1, static_cast<std::int64_t>(reached ? 1 : 0)).bind(2, detail).bind(3, now_ms);
@@ -321,7 +346,7 @@ std::vector<std::string> sqlite_outbox::delivered_bodies(const std::string& pati
 
 std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_record>& records,
                                                    const std::vector<quarantined_record>& quarantined,
-                                                   std::int64_t now_ms) {
+                                                   std::int64_t now_ms, std::string_view intake_id) {
   std::vector<enqueue_result> results;
   results.reserve(records.size());
   sqlite::transaction tx(db_);
@@ -374,6 +399,11 @@ std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_rec
     insert_quarantined_.step();
     insert_quarantined_.reset();
   }
+  if (!intake_id.empty()) {
+    note_intake_.bind(1, std::string(intake_id)).bind(2, now_ms);
+    note_intake_.step();
+    note_intake_.reset();
+  }
   tx.commit();  // synchronous=FULL: durable when this returns
   return results;
 }
@@ -400,13 +430,107 @@ outbox_status sqlite_outbox::status(std::int64_t now_ms) {
                           "SELECT last_error FROM records WHERE last_error IS NOT NULL "
                           "ORDER BY updated_at DESC LIMIT 1");
   if (error.step()) s.last_error = error.column_text(0);
-  sqlite::statement contact(db_.handle(), "SELECT reached, detail, at FROM ehr_contact WHERE id = 1");
+  sqlite::statement contact(db_.handle(),
+                             "SELECT reached, detail, at, unreachable_since FROM ehr_contact WHERE id = 1");
   if (contact.step()) {
     s.ehr_reached = contact.column_int(0) != 0;
     s.ehr_detail = contact.column_text(1);
     s.ehr_last_contact_ms = contact.column_int(2);
+    if (!contact.column_is_null(3)) s.ehr_unreachable_since_ms = contact.column_int(3);
   }
   return s;
+}
+
+bool sqlite_outbox::intake_seen(std::string_view intake_id) {
+  sqlite::statement seen(db_.handle(), "SELECT 1 FROM intakes WHERE intake_id = ?1");
+  seen.bind(1, std::string(intake_id));
+  return seen.step();
+}
+
+namespace {
+
+constexpr const char* summary_columns =
+    "SELECT record_id, revision, record_type, state, attempts, COALESCE(last_error, ''), "
+    "COALESCE(ehr_response, ''), patient_key, received_at, updated_at FROM records ";
+
+record_summary read_summary(sqlite::statement& row) {
+  record_summary r;
+  r.record_id = row.column_text(0);
+  r.revision = static_cast<int>(row.column_int(1));
+  r.record_type = row.column_text(2);
+  const std::string state = row.column_text(3);
+  for (auto s : all_states) {
+    if (to_string(s) == state) r.state = s;
+  }
+  r.attempts = static_cast<int>(row.column_int(4));
+  r.last_error = row.column_text(5);
+  r.ehr_response = row.column_text(6);
+  r.patient_key = row.column_text(7);
+  r.received_at_ms = row.column_int(8);
+  r.updated_at_ms = row.column_int(9);
+  return r;
+}
+
+}  // namespace
+
+std::vector<record_summary> sqlite_outbox::records_in_state(record_state state, int limit) {
+  // "dead" goes through its partial index; the other states scan in arrival order up to the limit.
+  sqlite::statement rows(db_.handle(), std::string(summary_columns) + "WHERE state = ?1 ORDER BY seq LIMIT ?2");
+  rows.bind(1, to_string(state)).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<record_summary> found;
+  while (rows.step()) found.push_back(read_summary(rows));
+  return found;
+}
+
+std::vector<record_summary> sqlite_outbox::record_history(const std::string& record_id) {
+  sqlite::statement rows(db_.handle(), std::string(summary_columns) + "WHERE record_id = ?1 ORDER BY revision");
+  rows.bind(1, record_id);
+  std::vector<record_summary> found;
+  while (rows.step()) found.push_back(read_summary(rows));
+  return found;
+}
+
+std::vector<quarantine_entry> sqlite_outbox::quarantined(int limit) {
+  sqlite::statement rows(db_.handle(),
+                         "SELECT id, source, COALESCE(record_id, ''), problems, received_at FROM quarantine "
+                         "ORDER BY id DESC LIMIT ?1");
+  rows.bind(1, static_cast<std::int64_t>(limit));
+  std::vector<quarantine_entry> found;
+  while (rows.step()) {
+    found.push_back({rows.column_int(0), rows.column_text(1), rows.column_text(2), rows.column_text(3), rows.column_int(4)});
+  }
+  return found;
+}
+
+bool sqlite_outbox::writable() {
+  try {
+    db_.exec("BEGIN IMMEDIATE");
+    db_.exec("ROLLBACK");
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+std::vector<open_alert> sqlite_outbox::open_alerts() {
+  sqlite::statement rows(db_.handle(), "SELECT key, detail, opened_at FROM alerts ORDER BY opened_at, key");
+  std::vector<open_alert> found;
+  while (rows.step()) found.push_back({rows.column_text(0), rows.column_text(1), rows.column_int(2)});
+  return found;
+}
+
+void sqlite_outbox::set_alert(const open_alert& alert, bool open) {
+  if (open) {
+    sqlite::statement upsert(db_.handle(),
+                             "INSERT INTO alerts (key, detail, opened_at) VALUES (?1, ?2, ?3) "
+                             "ON CONFLICT (key) DO UPDATE SET detail = ?2");
+    upsert.bind(1, alert.key).bind(2, alert.detail).bind(3, alert.opened_at_ms);
+    upsert.step();
+  } else {
+    sqlite::statement remove(db_.handle(), "DELETE FROM alerts WHERE key = ?1");
+    remove.bind(1, alert.key);
+    remove.step();
+  }
 }
 
 }  // namespace connector

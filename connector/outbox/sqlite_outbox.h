@@ -17,7 +17,14 @@ class sqlite_outbox final : public outbox {
 
   std::vector<enqueue_result> enqueue(const std::vector<inbound_record>& records,
                                       const std::vector<quarantined_record>& quarantined,
-                                      std::int64_t now_ms) override;
+                                      std::int64_t now_ms, std::string_view intake_id = {}) override;
+  bool intake_seen(std::string_view intake_id) override;
+  std::vector<record_summary> records_in_state(record_state state, int limit) override;
+  std::vector<record_summary> record_history(const std::string& record_id) override;
+  std::vector<quarantine_entry> quarantined(int limit) override;
+  bool writable() override;
+  std::vector<open_alert> open_alerts() override;
+  void set_alert(const open_alert& alert, bool open) override;
   outbox_status status(std::int64_t now_ms) override;
   std::vector<claimed_record> claim(std::int64_t now_ms, int limit) override;
   void settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) override;
@@ -46,6 +53,7 @@ class sqlite_outbox final : public outbox {
   sqlite::statement release_held_;
   sqlite::statement delivered_bodies_;
   sqlite::statement note_contact_;
+  sqlite::statement note_intake_;
 };
 
 }  // namespace connector

@@ -32,9 +32,9 @@ struct endpoint {
   std::string target;  // the base path: transactions are POSTed to it
 };
 
-endpoint parse_base_url(const std::string& url) {
+endpoint parse_base_url(const std::string& url, const std::string& setting) {
   const std::string scheme = "https://";
-  if (url.rfind(scheme, 0) != 0) throw config_error("setting ehr.base_url must start with https://");
+  if (url.rfind(scheme, 0) != 0) throw config_error("setting " + setting + " must start with https://");
   std::string rest = url.substr(scheme.size());
   const auto slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
@@ -48,7 +48,7 @@ endpoint parse_base_url(const std::string& url) {
     e.host = authority;
     e.port = "443";
   }
-  if (e.host.empty()) throw config_error("setting ehr.base_url has no host name");
+  if (e.host.empty()) throw config_error("setting " + setting + " has no host name");
   return e;
 }
 
@@ -60,19 +60,19 @@ void configure_tls(ssl::context& ctx, const ehr_settings& s) {
   boost::system::error_code ec;
   if (s.ca_file) {
     ctx.load_verify_file(*s.ca_file, ec);
-    if (ec) throw config_error("setting ehr.ca_file: cannot load " + *s.ca_file);
+    if (ec) throw config_error("setting " + s.section + ".ca_file: cannot load " + *s.ca_file);
   } else {
     ctx.set_default_verify_paths(ec);
     if (ec) throw config_error("cannot load the system's trusted certificates");
   }
   if (s.client_cert_file || s.client_key_file) {
     if (!s.client_cert_file || !s.client_key_file) {
-      throw config_error("settings ehr.client_cert_file and ehr.client_key_file go together");
+      throw config_error("settings " + s.section + ".client_cert_file and " + s.section + ".client_key_file go together");
     }
     ctx.use_certificate_chain_file(*s.client_cert_file, ec);
-    if (ec) throw config_error("setting ehr.client_cert_file: cannot load " + *s.client_cert_file);
+    if (ec) throw config_error("setting " + s.section + ".client_cert_file: cannot load " + *s.client_cert_file);
     ctx.use_private_key_file(*s.client_key_file, ssl::context::pem, ec);
-    if (ec) throw config_error("setting ehr.client_key_file: cannot load it or it does not match the certificate");
+    if (ec) throw config_error("setting " + s.section + ".client_key_file: cannot load it or it does not match the certificate");
   }
 }
 
@@ -87,18 +87,21 @@ class connection : public std::enable_shared_from_this<connection> {
 
   bool busy() const { return busy_; }
 
-  void send(std::string bundle, std::string request_id, std::function<void(ehr_answer)> done) {
+  void send(ehr_request r, std::function<void(ehr_answer)> done) {
     busy_ = true;
     done_ = std::move(done);
-    request_ = {http::verb::post, endpoint_.target, 11};
+    std::string target = endpoint_.target;
+    if (!r.path.empty()) target = (target.back() == '/' ? target.substr(0, target.size() - 1) : target) + r.path;
+    request_ = {r.body.empty() ? http::verb::get : http::verb::post, target, 11};
     request_.set(http::field::host, endpoint_.host);
     request_.set(http::field::user_agent, "migraine-connector");
-    request_.set(http::field::content_type, "application/fhir+json");
-    request_.set(http::field::accept, "application/fhir+json");
-    request_.set("X-Request-ID", request_id);
+    if (!r.body.empty()) request_.set(http::field::content_type, r.content_type);
+    request_.set(http::field::accept, r.content_type);
+    request_.set("X-Request-ID", r.request_id);
     request_.keep_alive(true);
-    request_.body() = std::move(bundle);
+    request_.body() = std::move(r.body);
     request_.prepare_payload();
+    started_ = std::chrono::steady_clock::now();
     sent_ = false;
     if (stream_ && connected_) {
       do_write();
@@ -181,6 +184,7 @@ class connection : public std::enable_shared_from_this<connection> {
       }
     }
     answer.body = std::move(response_.body());
+    answer.latency = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
     if (!response_.keep_alive()) close();
     finish(std::move(answer));
   }
@@ -197,6 +201,7 @@ class connection : public std::enable_shared_from_this<connection> {
     answer.outcome.what = kind;
     answer.error = std::move(what);
     answer.tls_failure = tls_failure_;
+    answer.latency = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
     tls_failure_ = false;
     finish(std::move(answer));
   }
@@ -233,11 +238,12 @@ class connection : public std::enable_shared_from_this<connection> {
   bool connected_ = false;
   bool sent_ = false;
   bool tls_failure_ = false;
+  std::chrono::steady_clock::time_point started_;
 };
 
 struct ehr_client::impl {
   impl(asio::io_context& io, const ehr_settings& s)
-      : tls(ssl::context::tls_client), ep(parse_base_url(s.base_url)) {
+      : tls(ssl::context::tls_client), ep(parse_base_url(s.base_url, s.section + "." + s.url_key)) {
     configure_tls(tls, s);
     for (int i = 0; i < std::max(1, s.connections); ++i) {
       connections.push_back(std::make_shared<connection>(io, tls, ep, s.timeout, handshakes));
@@ -254,15 +260,19 @@ ehr_client::ehr_client(asio::io_context& io, const ehr_settings& settings)
 
 ehr_client::~ehr_client() = default;
 
-bool ehr_client::post_transaction(std::string bundle, std::string request_id,
-                                  std::function<void(ehr_answer)> done) {
+bool ehr_client::send(ehr_request request, std::function<void(ehr_answer)> done) {
   for (auto& c : impl_->connections) {
     if (!c->busy()) {
-      c->send(std::move(bundle), std::move(request_id), std::move(done));
+      c->send(std::move(request), std::move(done));
       return true;
     }
   }
   return false;
+}
+
+bool ehr_client::post_transaction(std::string bundle, std::string request_id,
+                                  std::function<void(ehr_answer)> done) {
+  return send({"", "application/fhir+json", std::move(bundle), std::move(request_id)}, std::move(done));
 }
 
 int ehr_client::free_connections() const {

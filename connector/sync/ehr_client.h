@@ -19,6 +19,10 @@ namespace connector {
 
 struct ehr_settings {
   std::string base_url;  // https://host[:port][/path]
+  // The configuration section and key these came from, for error messages. The same client posts
+  // alerts to the webhook (section "alerts", key "webhook_url").
+  std::string section = "ehr";
+  std::string url_key = "base_url";
   std::optional<std::string> ca_file;
   std::optional<std::string> client_cert_file;
   std::optional<std::string> client_key_file;
@@ -31,6 +35,15 @@ struct ehr_answer {
   std::string body;        // the response body (transaction-response or OperationOutcome)
   std::string error;       // for connection failures and timeouts: what failed, no data
   bool tls_failure = false;  // the TLS handshake failed (certificate, host name, protocol)
+  std::chrono::milliseconds latency{0};  // from sending the request to the answer (or the failure)
+};
+
+// One request: POST when there is a body, GET otherwise.
+struct ehr_request {
+  std::string path;  // appended to the base URL's path: "" for transactions, "/metadata"
+  std::string content_type;  // of the body, and what is accepted back
+  std::string body;
+  std::string request_id;  // sent as X-Request-ID: the correlation id of the sync log
 };
 
 class ehr_client {
@@ -42,6 +55,7 @@ class ehr_client {
   // POSTs a transaction Bundle to the base URL. `done` runs on the io_context's thread.
   // Returns false when every connection is busy (try again after a completion).
   bool post_transaction(std::string bundle, std::string request_id, std::function<void(ehr_answer)> done);
+  bool send(ehr_request request, std::function<void(ehr_answer)> done);
 
   int free_connections() const;
   // TLS handshakes completed so far: with keep-alive this stays at most the connection count.

@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "connector/observe/sync_event.h"
 #include "connector/outbox/outbox.h"
 #include "connector/sync/delivery_policy.h"
 #include "connector/sync/ehr_client.h"
@@ -28,13 +29,11 @@ struct sync_report {
   std::optional<std::string> last_error;
 };
 
-using clock_ms = std::function<std::int64_t()>;
-
 class sync_engine {
  public:
   sync_engine(boost::asio::io_context& io, outbox& store, ehr_client& ehr,
               const mappings::bundle_mapper& mapper, const mappings::code_tables& tables,
-              delivery_policy policy, clock_ms now);
+              delivery_policy policy, event_sink& events, clock_ms now);
 
   // Returns to their lanes the records a crashed process left in flight. Call once, when the
   // process starts: the records in flight later are this process's own.
@@ -48,7 +47,14 @@ class sync_engine {
  private:
   void pump();
   void deliver(const claimed_record& record);
-  void on_answer(const claimed_record& record, const ehr_answer& answer);
+  // A record on its way: what the log needs to say about its answer.
+  struct attempt {
+    claimed_record record;
+    std::string record_type;
+    std::string correlation_id;  // also the request's X-Request-ID
+  };
+  void on_answer(const attempt& sent, const ehr_answer& answer);
+  sync_event event_of(const claimed_record& record, std::string_view name, const std::string& record_type) const;
 
   boost::asio::io_context& io_;
   outbox& store_;
@@ -56,6 +62,7 @@ class sync_engine {
   const mappings::bundle_mapper& mapper_;
   const mappings::code_tables& tables_;
   delivery_policy policy_;
+  event_sink& events_;
   clock_ms now_;
   sync_report report_;
   bool stop_claiming_ = false;

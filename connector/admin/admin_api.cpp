@@ -1,0 +1,324 @@
+// The admin server's handlers: JSON built with fhir::json_writer, never a record's body.
+#include "connector/admin/admin_api.h"
+
+#include <algorithm>
+
+#include "connector/certificate_files.h"
+#include "connector/intake/ingest_api.h"
+#include "fhir/json_value.h"
+#include "fhir/json_writer.h"
+#include "fhir/transaction_response.h"
+
+namespace connector {
+namespace {
+
+http_response json(int status, const fhir::json_writer& body) { return {status, "application/json", std::string(body.view()), {}}; }
+
+http_response json_error(int status, const std::string& message) {
+  fhir::json_writer out;
+  out.begin_object();
+  out.member("error", message);
+  out.end_object();
+  return json(status, out);
+}
+
+int limit_of(const std::string& query, int fallback, int max) {
+  const std::string text = query_value(query, "limit");
+  if (text.empty()) return fallback;
+  try {
+    return std::clamp(std::stoi(text), 1, max);
+  } catch (const std::exception&) {
+    return fallback;
+  }
+}
+
+std::optional<record_state> state_named(const std::string& name) {
+  for (auto s : {record_state::pending, record_state::in_flight, record_state::retry_scheduled, record_state::delivered,
+                 record_state::dead, record_state::superseded, record_state::held}) {
+    if (to_string(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+void write_summary(fhir::json_writer& out, const record_summary& r) {
+  out.begin_object();
+  out.member("record_id", r.record_id);
+  out.member("record_type", r.record_type);
+  out.member("revision", r.revision);
+  out.member("state", to_string(r.state));
+  out.member("attempts", r.attempts);
+  out.member("last_error", r.last_error);
+  // Dead letters keep the EHR's OperationOutcome, which may quote the record: only its summary
+  // leaves the store. Delivered records keep what the EHR made of each entry (our own JSON array).
+  if (r.state == record_state::dead) {
+    out.member("ehr_summary", fhir::summarize_operation_outcome(r.ehr_response));
+  } else if (r.state == record_state::delivered && !r.ehr_response.empty() && r.ehr_response.front() == '[') {
+    out.key("ehr_result");
+    out.raw(r.ehr_response);
+  }
+  out.member("patient", r.patient_key);
+  out.member("received_at", utc_text(r.received_at_ms));
+  out.member("updated_at", utc_text(r.updated_at_ms));
+  out.end_object();
+}
+
+void write_events(fhir::json_writer& out, const std::vector<std::string>& lines) {
+  out.key("events");
+  out.begin_array();
+  for (const auto& line : lines) out.raw(line);  // each line is one JSON object the log wrote
+  out.end_array();
+}
+
+}  // namespace
+
+readiness check_readiness(outbox& store, const outbox_status& status,
+                          const std::vector<certificate_days>& certificates, std::int64_t now_ms) {
+  readiness r;
+  r.store_writable = store.writable();
+  r.ehr_reached_recently = status.ehr_reached && status.ehr_last_contact_ms &&
+                           now_ms - *status.ehr_last_contact_ms <= ehr_recent_ms;
+  r.certificates_valid = std::all_of(certificates.begin(), certificates.end(),
+                                     [](const certificate_days& c) { return c.days_left && *c.days_left >= 0; });
+  if (!r.store_writable) {
+    r.detail = "the store cannot be written (disk full, permissions, or another process holds it)";
+  } else if (!r.ehr_reached_recently) {
+    r.detail = status.ehr_last_contact_ms ? "the EHR was not reached in the last 5 minutes: " + status.ehr_detail
+                                          : "the EHR has not been contacted yet";
+  } else if (!r.certificates_valid) {
+    for (const auto& c : certificates) {
+      if (!c.days_left || *c.days_left < 0) {
+        r.detail = c.setting + " " + c.file + (c.days_left ? " has expired" : " cannot be read");
+        break;
+      }
+    }
+  }
+  return r;
+}
+
+http_response admin_api::handle(const http_request& request) {
+  const std::string& path = request.path;
+  if (request.method == "GET" && path == "/") {
+    return {200, "text/html; charset=utf-8", status_page_html,
+            {{"Content-Security-Policy",
+              "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+              "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"}}};
+  }
+  if (request.method == "GET" && path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", {}};
+  if (request.method == "GET" && path == "/readyz") return ready();
+  if (path != "/metrics" && path.rfind("/api/", 0) != 0) return json_error(404, "not found");
+  if (c_.token && !bearer_matches(request.authorization, *c_.token)) {
+    auto r = json_error(401, "missing or wrong bearer token (admin.token_file)");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"migraine-connector admin\"");
+    return r;
+  }
+  if (request.method == "POST") {
+    const std::string prefix = "/api/records/", suffix = "/replay";
+    if (path.size() > prefix.size() + suffix.size() && path.rfind(prefix, 0) == 0 &&
+        path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      return replay(path.substr(prefix.size(), path.size() - prefix.size() - suffix.size()), request);
+    }
+    return json_error(404, "not found");
+  }
+  if (request.method != "GET") return json_error(405, "method not allowed");
+  if (path == "/metrics") return metrics_text();
+  if (path == "/api/status") return status();
+  if (path == "/api/records") return records(request.query);
+  if (path.rfind("/api/records/", 0) == 0) return record(path.substr(13));
+  if (path == "/api/events") return events(request.query);
+  if (path == "/api/quarantine") return quarantine(request.query);
+  return json_error(404, "not found");
+}
+
+http_response admin_api::ready() {
+  const std::int64_t now = c_.now();
+  const auto status = c_.store.status(now);
+  const auto r = check_readiness(c_.store, status, configured_certificates(c_.config, now / 1000), now);
+  fhir::json_writer out;
+  out.begin_object();
+  out.member_bool("ready", r.ready());
+  out.key("checks");
+  out.begin_object();
+  out.member_bool("store_writable", r.store_writable);
+  out.member_bool("ehr_reached_recently", r.ehr_reached_recently);
+  out.member_bool("certificates_valid", r.certificates_valid);
+  out.end_object();
+  if (!r.ready()) out.member("detail", r.detail);
+  out.end_object();
+  return json(r.ready() ? 200 : 503, out);
+}
+
+http_response admin_api::metrics_text() {
+  const std::int64_t now = c_.now();
+  metrics_snapshot s;
+  s.status = c_.store.status(now);
+  s.certificates = configured_certificates(c_.config, now / 1000);
+  s.alerts = c_.store.open_alerts();
+  s.ready = check_readiness(c_.store, s.status, s.certificates, now).ready();
+  return {200, "text/plain; version=0.0.4; charset=utf-8", c_.counters.prometheus_text(s, now), {}};
+}
+
+http_response admin_api::status() {
+  const std::int64_t now = c_.now();
+  const auto s = c_.store.status(now);
+  fhir::json_writer out;
+  out.begin_object();
+  out.member("version", c_.version);
+  out.member("started_at", utc_text(c_.started_at_ms));
+  out.key("records");
+  out.begin_object();
+  for (const auto& [state, n] : s.records) out.member(to_string(state), n);
+  out.end_object();
+  out.member("quarantined", s.quarantined);
+  out.key("oldest_pending_age_s");
+  s.oldest_pending_age_ms ? out.integer(*s.oldest_pending_age_ms / 1000) : out.raw("null");
+  out.key("last_error");
+  s.last_error ? out.string(*s.last_error) : out.raw("null");
+  out.member_number("delivered_per_minute", c_.counters.delivered_per_minute(now));
+  out.key("ehr");
+  if (s.ehr_last_contact_ms) {
+    out.begin_object();
+    out.member("base_url", c_.config.ehr.base_url);
+    out.member_bool("reached", s.ehr_reached);
+    out.member("seconds_ago", (now - *s.ehr_last_contact_ms) / 1000);
+    out.member("detail", s.ehr_detail);
+    if (s.ehr_unreachable_since_ms) out.member("unreachable_since", utc_text(*s.ehr_unreachable_since_ms));
+    out.end_object();
+  } else {
+    out.raw("null");
+  }
+  out.key("certificates");
+  out.begin_array();
+  for (const auto& c : configured_certificates(c_.config, now / 1000)) {
+    out.begin_object();
+    out.member("setting", c.setting);
+    out.member("file", c.file);
+    out.key("days_left");
+    c.days_left ? out.integer(*c.days_left) : out.raw("null");
+    out.end_object();
+  }
+  out.end_array();
+  out.key("alerts");
+  out.begin_array();
+  for (const auto& a : c_.store.open_alerts()) {
+    out.begin_object();
+    out.member("alert", a.key);
+    out.member("since", utc_text(a.opened_at_ms));
+    out.member("detail", a.detail);
+    out.end_object();
+  }
+  out.end_array();
+  out.key("intake");
+  out.begin_object();
+  out.key("inbox");
+  c_.config.inbox.dir.empty() ? out.raw("null") : out.string(c_.config.inbox.dir);
+  out.key("ingest_api");
+  if (c_.config.ingest_api.listen) {
+    out.string(c_.config.ingest_api.listen->host + ":" + std::to_string(c_.config.ingest_api.listen->port));
+  } else {
+    out.raw("null");
+  }
+  out.end_object();
+  out.end_object();
+  return json(200, out);
+}
+
+http_response admin_api::records(const std::string& query) {
+  const std::string name = query_value(query, "state");
+  const auto state = state_named(name.empty() ? "dead" : name);
+  if (!state) return json_error(400, "unknown state; one of pending, in_flight, retry_scheduled, delivered, dead, superseded, held");
+  fhir::json_writer out;
+  out.begin_object();
+  out.member("state", to_string(*state));
+  out.key("records");
+  out.begin_array();
+  for (const auto& r : c_.store.records_in_state(*state, limit_of(query, 100, 1000))) write_summary(out, r);
+  out.end_array();
+  out.end_object();
+  return json(200, out);
+}
+
+http_response admin_api::record(const std::string& record_id) {
+  const auto revisions = c_.store.record_history(record_id);
+  if (revisions.empty()) return json_error(404, "no record " + record_id);
+  fhir::json_writer out;
+  out.begin_object();
+  out.member("record_id", record_id);
+  out.key("revisions");
+  out.begin_array();
+  for (const auto& r : revisions) write_summary(out, r);
+  out.end_array();
+  write_events(out, recent_event_lines({c_.config.log.path, c_.config.log.max_bytes, c_.config.log.keep_files}, 200,
+                                       record_id));
+  out.end_object();
+  return json(200, out);
+}
+
+http_response admin_api::events(const std::string& query) {
+  fhir::json_writer out;
+  out.begin_object();
+  write_events(out, recent_event_lines({c_.config.log.path, c_.config.log.max_bytes, c_.config.log.keep_files},
+                                       static_cast<std::size_t>(limit_of(query, 50, 1000)), query_value(query, "record")));
+  out.end_object();
+  return json(200, out);
+}
+
+http_response admin_api::quarantine(const std::string& query) {
+  fhir::json_writer out;
+  out.begin_object();
+  out.key("records");
+  out.begin_array();
+  for (const auto& q : c_.store.quarantined(limit_of(query, 100, 1000))) {
+    out.begin_object();
+    out.member("id", q.id);
+    out.member("source", q.source);
+    out.member("record_id", q.record_id);
+    out.key("problems");
+    out.raw(q.problems_json);
+    out.member("received_at", utc_text(q.received_at_ms));
+    out.end_object();
+  }
+  out.end_array();
+  out.end_object();
+  return json(200, out);
+}
+
+http_response admin_api::replay(const std::string& record_id, const http_request& request) {
+  std::string_view type = request.content_type;
+  type = type.substr(0, type.find(';'));
+  if (type != "application/json") return json_error(415, "Content-Type must be application/json");
+  fhir::json_value body;
+  std::string reason;
+  if (fhir::parse_json_value(request.body, body, false).empty() && body.is_object()) {
+    if (const auto* r = body.find("reason"); r != nullptr && r->is_string()) reason = r->text;
+  }
+  if (reason.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return json_error(400, "say why in {\"reason\": \"...\"}: it is kept with the replay");
+  }
+  const std::string who = "admin API" + (request.remote.empty() ? "" : " from " + request.remote);
+  const std::int64_t now = c_.now();
+  const auto letters = c_.store.replay(record_id, reason, who, false, now);
+  if (letters.empty()) return json_error(404, "no dead letter for record " + record_id);
+  fhir::json_writer out;
+  out.begin_object();
+  out.key("replayed");
+  out.begin_array();
+  for (const auto& l : letters) {
+    out.begin_object();
+    out.member("record_id", l.record_id);
+    out.member("revision", l.revision);
+    out.member("was", l.last_error);
+    out.end_object();
+    sync_event e;
+    e.time_ms = now;
+    e.name = event::replayed;
+    e.record_id = l.record_id;
+    e.revision = l.revision;
+    e.detail = "by " + who + ": " + reason + " (was: " + l.last_error + ")";
+    c_.events.emit(e);
+  }
+  out.end_array();
+  out.end_object();
+  return json(200, out);
+}
+
+}  // namespace connector

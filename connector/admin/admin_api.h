@@ -1,0 +1,79 @@
+// The admin server's routes, for IT staff and their monitoring:
+//   GET  /                        the status page (self-contained HTML; it calls the API below)
+//   GET  /healthz                 200 while the process runs
+//   GET  /readyz                  200 when the store is writable, the EHR was reached recently and
+//                                 no certificate has expired; 503 otherwise, naming the failed check
+//   GET  /metrics                 Prometheus text format
+//   GET  /api/status              queue depths, delivery rate, EHR, certificates, open alerts
+//   GET  /api/records?state=S     records in a state (default dead), oldest first; &limit=N
+//   GET  /api/records/ID          every revision of one record, and its events
+//   GET  /api/events?limit=N      the newest sync log events (&record=ID for one record)
+//   GET  /api/quarantine?limit=N  rejected records with their problems
+//   POST /api/records/ID/replay   {"reason": "..."}: its dead letter back in its lane
+// With admin.token_file, everything but /, /healthz and /readyz needs "Authorization: Bearer".
+// POSTs need Content-Type: application/json, which a cross-site form cannot send without a CORS
+// preflight this server never grants. Answers never contain a record's body or patient data.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "connector/config.h"
+#include "connector/http/http_server.h"
+#include "connector/observe/metrics.h"
+#include "connector/observe/sync_log.h"
+#include "connector/outbox/outbox.h"
+
+namespace connector {
+
+struct admin_context {
+  outbox& store;         // the admin thread's own connection
+  metrics& counters;
+  event_sink& events;    // replays are events too
+  const connector_config& config;
+  clock_ms now;
+  std::string version;
+  std::int64_t started_at_ms = 0;
+  std::optional<std::string> token;
+};
+
+struct readiness {
+  bool store_writable = false;
+  bool ehr_reached_recently = false;
+  bool certificates_valid = false;
+  std::string detail;  // the first failed check, for people
+  bool ready() const { return store_writable && ehr_reached_recently && certificates_valid; }
+};
+
+// How long a successful contact with the EHR counts as "recent" for /readyz. The daemon probes
+// the EHR (GET metadata) when idle, well within this.
+inline constexpr std::int64_t ehr_recent_ms = 5 * 60 * 1000;
+
+readiness check_readiness(outbox& store, const outbox_status& status,
+                          const std::vector<certificate_days>& certificates, std::int64_t now_ms);
+
+class admin_api {
+ public:
+  explicit admin_api(admin_context context) : c_(std::move(context)) {}
+  http_response handle(const http_request& request);
+
+ private:
+  http_response status();
+  http_response records(const std::string& query);
+  http_response record(const std::string& record_id);
+  http_response events(const std::string& query);
+  http_response quarantine(const std::string& query);
+  http_response replay(const std::string& record_id, const http_request& request);
+  http_response metrics_text();
+  http_response ready();
+
+  admin_context c_;
+};
+
+// The status page, embedded at build time from connector/admin/status_page.html.
+extern const char* const status_page_html;
+
+}  // namespace connector

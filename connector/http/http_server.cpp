@@ -1,0 +1,241 @@
+// The listener and one session per connection, for plain TCP and TLS streams alike.
+#include "connector/http/http_server.h"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/ssl.h>
+
+namespace connector {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+http::response<http::string_body> to_beast(const http_response& r, unsigned version, bool keep_alive) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+  res.set(http::field::server, "migraine-connector");
+  res.set(http::field::content_type, r.content_type);
+  res.set(http::field::cache_control, "no-store");
+  res.set("X-Content-Type-Options", "nosniff");
+  for (const auto& [name, value] : r.headers) res.set(name, value);
+  res.keep_alive(keep_alive);
+  res.body() = r.body;
+  res.prepare_payload();
+  return res;
+}
+
+http_response error_response(int status, const std::string& message) {
+  return {status, "application/json", "{\"error\":\"" + message + "\"}", {}};
+}
+
+}  // namespace
+
+std::string percent_decode(std::string_view text, bool plus_is_space) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
+        hex_value(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
+      i += 2;
+    } else if (text[i] == '+' && plus_is_space) {
+      out += ' ';
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+std::string query_value(const std::string& query, const std::string& name) {
+  std::size_t start = 0;
+  while (start <= query.size()) {
+    std::size_t end = query.find('&', start);
+    if (end == std::string::npos) end = query.size();
+    const std::string_view pair(query.data() + start, end - start);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1), true);
+    start = end + 1;
+  }
+  return {};
+}
+
+struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
+  impl(asio::io_context& io, server_settings s, http_handler h)
+      : io(io), settings(std::move(s)), handler(std::move(h)), acceptor(io), tls(ssl::context::tls_server) {}
+
+  asio::io_context& io;
+  server_settings settings;
+  http_handler handler;
+  tcp::acceptor acceptor;
+  ssl::context tls;
+  bool use_tls = false;
+  std::int64_t handshake_failures = 0;
+  bool stopped = false;
+
+  void accept();
+};
+
+namespace {
+
+// One connection: read a request, answer it, and again while the client keeps it alive.
+template <typename Stream>
+class session : public std::enable_shared_from_this<session<Stream>> {
+ public:
+  session(std::shared_ptr<http_server::impl> server, Stream stream)
+      : server_(std::move(server)), stream_(std::move(stream)) {}
+
+  void start_tls() {
+    beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout);
+    stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+      if (ec) {
+        ++self->server_->handshake_failures;  // an unknown client certificate ends here
+        return;
+      }
+      self->read();
+    });
+  }
+
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(static_cast<std::uint64_t>(server_->settings.body_limit));
+    parser_->header_limit(16 * 1024);
+    beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+ private:
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof) return close();
+    if (ec == http::error::body_limit) {
+      return answer(error_response(413, "request body larger than " + std::to_string(server_->settings.body_limit) +
+                                             " bytes; send fewer records per request"),
+                    11, false);
+    }
+    if (ec) return answer(error_response(400, "malformed HTTP request"), 11, false);
+    auto req = parser_->release();
+    http_request r;
+    r.method = std::string(req.method_string());
+    const std::string_view target = req.target();
+    const auto q = target.find('?');
+    r.path = percent_decode(target.substr(0, q), false);
+    if (q != std::string_view::npos) r.query = std::string(target.substr(q + 1));
+    r.authorization = std::string(req[http::field::authorization]);
+    r.content_type = std::string(req[http::field::content_type]);
+    r.body = std::move(req.body());
+    beast::error_code peer_ec;
+    const auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(peer_ec);
+    if (!peer_ec) r.remote = peer.address().to_string();
+    http_response response;
+    try {
+      response = server_->handler(r);
+    } catch (const std::exception&) {
+      response = error_response(500, "internal error; see the connector's log");
+    }
+    answer(response, req.version(), req.keep_alive());
+  }
+
+  void answer(const http_response& r, unsigned version, bool keep_alive) {
+    auto res = std::make_shared<http::response<http::string_body>>(to_beast(r, version, keep_alive));
+    beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout);
+    http::async_write(stream_, *res, [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
+      if (ec || !keep_alive) return self->close();
+      self->read();
+    });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    } else {
+      beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+  }
+
+  std::shared_ptr<http_server::impl> server_;
+  Stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+};
+
+}  // namespace
+
+void http_server::impl::accept() {
+  acceptor.async_accept(asio::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    if (self->stopped) return;
+    if (!ec) {
+      if (self->use_tls) {
+        std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
+            self, beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), self->tls))
+            ->start_tls();
+      } else {
+        std::make_shared<session<beast::tcp_stream>>(self, beast::tcp_stream(std::move(socket)))->read();
+      }
+    }
+    self->accept();
+  });
+}
+
+http_server::http_server(asio::io_context& io, server_settings settings, http_handler handler)
+    : impl_(std::make_shared<impl>(io, std::move(settings), std::move(handler))) {
+  auto& s = impl_->settings;
+  const std::string where = "setting " + s.section + ".listen " + s.listen.host + ":" + std::to_string(s.listen.port);
+  if (s.cert_file && s.key_file) {
+    impl_->use_tls = true;
+    auto& ctx = impl_->tls;
+    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+    beast::error_code ec;
+    ctx.use_certificate_chain_file(*s.cert_file, ec);
+    if (ec) throw config_error("setting " + s.section + ".cert_file: cannot load " + *s.cert_file);
+    ctx.use_private_key_file(*s.key_file, ssl::context::pem, ec);
+    if (ec) throw config_error("setting " + s.section + ".key_file: cannot load it or it does not match the certificate");
+    if (s.client_ca_file) {
+      ctx.load_verify_file(*s.client_ca_file, ec);
+      if (ec) throw config_error("setting " + s.section + ".client_ca_file: cannot load " + *s.client_ca_file);
+      ctx.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    }
+  }
+  beast::error_code ec;
+  tcp::resolver resolver(io);
+  const auto endpoints = resolver.resolve(s.listen.host, std::to_string(s.listen.port), ec);
+  if (ec || endpoints.empty()) throw config_error(where + ": cannot resolve the host");
+  const tcp::endpoint endpoint = endpoints.begin()->endpoint();
+  auto& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw config_error(where + ": cannot listen (" + ec.message() + ")");
+  impl_->accept();
+}
+
+http_server::~http_server() {
+  impl_->stopped = true;
+  beast::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+unsigned short http_server::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+std::int64_t http_server::handshake_failures() const { return impl_->handshake_failures; }
+
+}  // namespace connector

@@ -1,0 +1,141 @@
+// Scanning the inbox and moving files on.
+#include "connector/intake/inbox.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "connector/config.h"
+#include "connector/observe/sync_log.h"
+#include "fhir/json_writer.h"
+
+namespace connector {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 15];
+  }
+  return out;
+}
+
+// DIR/NAME, or DIR/STEM.2.EXT ... when a file of that name was taken before.
+fs::path free_name(const fs::path& dir, const std::string& name) {
+  fs::path target = dir / name;
+  const fs::path stem = fs::path(name).stem();
+  const std::string ext = fs::path(name).extension().string();
+  for (int n = 2; fs::exists(target); ++n) target = dir / (stem.string() + "." + std::to_string(n) + ext);
+  return target;
+}
+
+// The rejected records of a file, one per line for people, as JSON for tools.
+std::string errors_json(const std::string& name, const std::vector<intake_result>& results) {
+  fhir::json_writer head;
+  head.string(name);
+  std::size_t accepted = 0;
+  for (const auto& r : results) accepted += r.accepted ? 1 : 0;
+  std::string text = "{\"file\":" + std::string(head.view()) + ",\"accepted\":" + std::to_string(accepted) +
+                     ",\"rejected\":[\n";
+  bool first = true;
+  for (const auto& r : results) {
+    if (r.accepted) continue;
+    fhir::json_writer one;
+    one.begin_object();
+    one.member("line", static_cast<std::int64_t>(r.line));
+    one.member("record_id", r.record_id);
+    one.key("problems");
+    one.begin_array();
+    for (const auto& p : r.problems) {
+      one.begin_object();
+      one.member("field", p.path);
+      one.member("message", p.message);
+      one.end_object();
+    }
+    one.end_array();
+    one.end_object();
+    text += (first ? "  " : ",\n  ") + std::string(one.view());
+    first = false;
+  }
+  return text + "\n]}\n";
+}
+
+void write_file_atomically(const fs::path& path, const std::string& content) {
+  const fs::path temporary = path.string() + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << content;
+    if (!out.flush()) throw std::runtime_error("cannot write " + temporary.string());
+  }
+  fs::rename(temporary, path);
+}
+
+}  // namespace
+
+bool inbox_takes(const std::string& name) {
+  if (name.empty() || name[0] == '.') return false;
+  auto ends_with = [&](std::string_view suffix) {
+    return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".json") || ends_with(".ndjson");
+}
+
+inbox::inbox(std::string dir, intake& records, outbox& store)
+    : dir_(std::move(dir)), intake_(records), store_(store) {
+  std::error_code ec;
+  for (const char* sub : {"processed", "rejected"}) {
+    fs::create_directories(fs::path(dir_) / sub, ec);
+    if (ec) throw config_error("setting inbox.dir: cannot create " + (fs::path(dir_) / sub).string());
+  }
+}
+
+int inbox::scan() {
+  std::vector<std::pair<fs::file_time_type, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && inbox_takes(name)) found.emplace_back(entry.last_write_time(ec), name);
+  }
+  std::sort(found.begin(), found.end());
+  for (const auto& [when, name] : found) take(name);
+  return static_cast<int>(found.size());
+}
+
+void inbox::take(const std::string& name) {
+  const fs::path path = fs::path(dir_) / name;
+  const record_file file = read_record_file(path.string());
+  if (!file.error.empty()) {
+    std::fprintf(stderr, "migraine-connector: inbox file %s %s; will try again\n", name.c_str(), file.error.c_str());
+    return;
+  }
+  const std::string intake_id = "inbox:" + sha256_hex(file.content);
+  const bool seen = store_.intake_seen(intake_id);
+  const auto results = seen ? intake_.read_only(file.records) : intake_.take(file.records, name, "inbox", intake_id);
+  if (!seen && std::getenv("MIGRAINE_TEST_CRASH_AFTER_INBOX_INGEST") != nullptr) std::_Exit(86);  // test hook: see tests/integration
+  const bool any_rejected = std::any_of(results.begin(), results.end(), [](const auto& r) { return !r.accepted; });
+  try {
+    if (any_rejected) {
+      const fs::path target = free_name(fs::path(dir_) / "rejected", name);
+      write_file_atomically(target.string() + ".errors.json", errors_json(name, results));
+      fs::rename(path, target);
+    } else {
+      fs::rename(path, free_name(fs::path(dir_) / "processed", name));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "migraine-connector: inbox file %s is stored but could not be moved (%s); will try again\n",
+                 name.c_str(), e.what());
+  }
+}
+
+}  // namespace connector

@@ -1,0 +1,39 @@
+// The inbox folder. The practice system writes each file under a temporary name (anything not
+// ending in .json or .ndjson, or starting with a dot) and renames it when complete; rename is
+// atomic, so a file with a final name is whole. Each such file is ingested in one transaction,
+// then moved to processed/, or to rejected/ with NAME.errors.json beside it when any record was
+// rejected (the accepted ones of that file are stored all the same).
+//
+// Crash safety: the file's SHA-256 is stored in the same transaction as its records. A file
+// found again after a crash between that commit and the move is recognised: its records are not
+// stored twice, its errors are derived again, and it is moved.
+#pragma once
+
+#include <string>
+
+#include "connector/intake/intake.h"
+
+namespace connector {
+
+class inbox {
+ public:
+  // Creates DIR/processed and DIR/rejected when missing. Throws config_error when it cannot.
+  inbox(std::string dir, intake& records, outbox& store);
+
+  // Takes every complete file now in the folder, oldest first. Returns how many it took.
+  // Problems with one file (unreadable, cannot be moved) are reported on stderr without its
+  // content, and the file is tried again next time.
+  int scan();
+
+ private:
+  void take(const std::string& name);
+
+  std::string dir_;
+  intake& intake_;
+  outbox& store_;
+};
+
+// True for names the inbox takes: NAME.json or NAME.ndjson, not hidden.
+bool inbox_takes(const std::string& file_name);
+
+}  // namespace connector

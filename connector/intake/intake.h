@@ -1,0 +1,55 @@
+// Intake: the one way records enter the outbox, whichever channel brought them (the `ingest`
+// command, the inbox folder, the HTTPS ingest API). Each record is read against the contract;
+// the accepted ones are stored and the rejected ones quarantined in one transaction, and each
+// becomes a `received` or `rejected` event. When take() returns, the batch is durable.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "connector/observe/sync_event.h"
+#include "connector/outbox/outbox.h"
+#include "connector/patient_key.h"
+#include "connector/record_files.h"
+#include "fhir/issue.h"
+#include "mappings/code_tables.h"
+
+namespace connector {
+
+struct intake_result {
+  std::size_t line = 1;   // where the record starts in its file or request body
+  std::string record_id;  // as far as it could be read (may be empty when rejected)
+  int revision = 0;
+  std::string record_type;
+  bool accepted = false;
+  enqueue_result stored = enqueue_result::accepted;  // with accepted
+  fhir::issues problems;                             // with rejected: each names the field
+};
+
+class intake {
+ public:
+  intake(outbox& store, const mappings::code_tables& tables, const patient_key& patients, event_sink& events,
+         clock_ms now);
+
+  // `source` is kept with rejected records (a file name, "ingest API"); `channel` goes to the log
+  // (cli, inbox, api); `intake_id` see outbox::enqueue.
+  std::vector<intake_result> take(const std::vector<record_text>& records, const std::string& source,
+                                  std::string_view channel, std::string_view intake_id = {});
+
+  // Reads only: what take() would answer, storing nothing (the inbox re-derives a file's
+  // errors this way when the file was ingested before a crash).
+  std::vector<intake_result> read_only(const std::vector<record_text>& records) const;
+
+ private:
+  outbox& store_;
+  const mappings::code_tables& tables_;
+  const patient_key& patients_;
+  event_sink& events_;
+  clock_ms now_;
+};
+
+// "3 accepted, 1 already stored, 1 rejected": a batch at a glance.
+std::string describe_batch(const std::vector<intake_result>& results);
+
+}  // namespace connector

@@ -1,0 +1,94 @@
+// Alert conditions and their open/close bookkeeping.
+#include "connector/observe/alerts.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace connector {
+namespace {
+
+std::string minutes_text(std::int64_t ms) {
+  const std::int64_t minutes = ms / 60000;
+  return minutes < 1 ? std::to_string(ms / 1000) + " s" : std::to_string(minutes) + " min";
+}
+
+}  // namespace
+
+std::vector<open_alert> alert_conditions(const alerts_config& config, const alert_inputs& in, std::int64_t now_ms) {
+  std::vector<open_alert> now;
+  const auto& s = in.status;
+  const auto limit_ms = [](double minutes) { return static_cast<std::int64_t>(std::llround(minutes * 60000)); };
+  if (s.ehr_unreachable_since_ms && now_ms - *s.ehr_unreachable_since_ms >= limit_ms(config.ehr_unreachable_minutes)) {
+    now.push_back({"ehr_unreachable",
+                   "the EHR has not answered for " + minutes_text(now_ms - *s.ehr_unreachable_since_ms) + ": " +
+                       s.ehr_detail,
+                   *s.ehr_unreachable_since_ms});
+  }
+  if (s.ehr_reached && (s.ehr_detail == "HTTP 401" || s.ehr_detail == "HTTP 403")) {
+    now.push_back({"ehr_refuses_credentials",
+                   "the EHR answered " + s.ehr_detail + ": delivery is paused; check the client certificate "
+                   "or the EHR's access rules",
+                   s.ehr_last_contact_ms.value_or(now_ms)});
+  }
+  if (const auto dead = s.records.find(record_state::dead); dead != s.records.end() && dead->second > 0) {
+    now.push_back({"dead_letters",
+                   std::to_string(dead->second) + (dead->second == 1 ? " dead letter waits" : " dead letters wait") +
+                       " for a replay (see the status page or `migraine-connector status`)",
+                   now_ms});
+  }
+  if (s.oldest_pending_age_ms && *s.oldest_pending_age_ms >= limit_ms(config.oldest_pending_minutes)) {
+    now.push_back({"oldest_pending",
+                   "the oldest undelivered record has waited " + minutes_text(*s.oldest_pending_age_ms),
+                   now_ms - *s.oldest_pending_age_ms});
+  }
+  for (const auto& c : in.certificates) {
+    if (!c.days_left) {
+      now.push_back({"certificate_expiring:" + c.setting, c.setting + " " + c.file + " cannot be read", now_ms});
+    } else if (*c.days_left < config.certificate_days) {
+      now.push_back({"certificate_expiring:" + c.setting,
+                     c.setting + " " + c.file +
+                         (*c.days_left < 0 ? " expired " + std::to_string(-*c.days_left) + " days ago"
+                                           : " expires in " + std::to_string(*c.days_left) + " days"),
+                     now_ms});
+    }
+  }
+  return now;
+}
+
+alert_monitor::alert_monitor(alerts_config config, outbox& store, event_sink& events)
+    : config_(std::move(config)), store_(store), events_(events) {}
+
+std::vector<alert_change> alert_monitor::evaluate(const alert_inputs& in, std::int64_t now_ms) {
+  const auto holding = alert_conditions(config_, in, now_ms);
+  const auto open = store_.open_alerts();
+  std::vector<alert_change> changes;
+  auto log = [&](const open_alert& a, bool opened) {
+    sync_event e;
+    e.time_ms = now_ms;
+    e.name = opened ? event::alert_opened : event::alert_closed;
+    e.detail = a.key + ": " + a.detail;
+    events_.emit(e);
+    changes.push_back({a, opened, now_ms});
+  };
+  for (const auto& a : holding) {
+    const auto was = std::find_if(open.begin(), open.end(), [&](const open_alert& o) { return o.key == a.key; });
+    if (was == open.end()) {
+      open_alert opened = a;
+      opened.opened_at_ms = now_ms;
+      store_.set_alert(opened, true);
+      log(opened, true);
+    } else if (was->detail != a.detail) {
+      store_.set_alert({a.key, a.detail, was->opened_at_ms}, true);  // still the same incident: no new alert
+    }
+  }
+  for (const auto& o : open) {
+    const bool still = std::any_of(holding.begin(), holding.end(), [&](const open_alert& a) { return a.key == o.key; });
+    if (!still) {
+      store_.set_alert(o, false);
+      log({o.key, o.detail, o.opened_at_ms}, false);
+    }
+  }
+  return changes;
+}
+
+}  // namespace connector

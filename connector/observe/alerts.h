@@ -1,0 +1,52 @@
+// Alerts for IT staff: each opens once when its condition starts and closes once when it ends,
+// however many records fail meanwhile. Open alerts are kept in the outbox, so a restart neither
+// repeats nor forgets one. Every change goes to the sync log, and to the webhook when configured.
+//
+//   ehr_unreachable             the EHR has not answered for alerts.ehr_unreachable_minutes
+//   ehr_refuses_credentials     the EHR answered 401/403: delivery is paused until someone acts
+//   dead_letters                at least one record waits in the dead letters for a replay
+//   oldest_pending              a record has waited longer than alerts.oldest_pending_minutes
+//   certificate_expiring:SETTING  a configured certificate expires within alerts.certificate_days
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "connector/config.h"
+#include "connector/observe/metrics.h"
+#include "connector/observe/sync_event.h"
+#include "connector/outbox/outbox.h"
+
+namespace connector {
+
+struct alert_inputs {
+  outbox_status status;
+  std::vector<certificate_days> certificates;
+};
+
+struct alert_change {
+  open_alert alert;
+  bool opened = true;  // false: closed
+  std::int64_t at_ms = 0;
+};
+
+// The alerts whose conditions hold now, keyed, with a detail for people. Pure.
+std::vector<open_alert> alert_conditions(const alerts_config& config, const alert_inputs& in, std::int64_t now_ms);
+
+class alert_monitor {
+ public:
+  alert_monitor(alerts_config config, outbox& store, event_sink& events);
+
+  // Compares the conditions with the open alerts; opens and closes, logs and stores each change,
+  // and returns the changes (for the webhook).
+  std::vector<alert_change> evaluate(const alert_inputs& in, std::int64_t now_ms);
+
+ private:
+  alerts_config config_;
+  outbox& store_;
+  event_sink& events_;
+};
+
+}  // namespace connector

@@ -1,0 +1,54 @@
+// The daemon's metrics in the Prometheus text format. Counters count this process's events since
+// it started (Prometheus handles restarts); gauges are read from the outbox and the certificate
+// files when scraped. Labels are states, reasons and setting names only: never a record or patient.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "connector/certificate_files.h"
+#include "connector/observe/sync_event.h"
+#include "connector/outbox/outbox.h"
+
+namespace connector {
+
+// What a scrape reads besides the counters.
+struct metrics_snapshot {
+  outbox_status status;
+  std::vector<certificate_days> certificates;
+  std::vector<open_alert> alerts;
+  bool ready = false;
+  std::int64_t log_failed_writes = 0;
+};
+
+class metrics : public event_sink {
+ public:
+  void emit(const sync_event& e) override;
+
+  // Records delivered per minute over the last five minutes (for the status page).
+  double delivered_per_minute(std::int64_t now_ms) const;
+
+  std::string prometheus_text(const metrics_snapshot& snapshot, std::int64_t now_ms) const;
+
+  // Upper bounds of the delivery latency histogram, in seconds.
+  static constexpr std::array<double, 10> latency_buckets = {0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::int64_t> received_by_channel_;
+  std::map<std::string, std::int64_t> rejected_by_channel_;
+  std::map<std::string, std::int64_t> retries_by_reason_;
+  std::int64_t delivered_ = 0, dead_lettered_ = 0, replayed_ = 0, auth_faults_ = 0, tls_faults_ = 0, held_ = 0,
+               flagged_ = 0, alerts_opened_ = 0;
+  std::array<std::int64_t, latency_buckets.size()> latency_counts_{};
+  std::int64_t latency_count_ = 0;
+  double latency_sum_s_ = 0;
+  std::deque<std::int64_t> recent_deliveries_ms_;  // the last five minutes' delivery times
+};
+
+}  // namespace connector

@@ -1,0 +1,61 @@
+// Alert webhook posts.
+#include "connector/observe/webhook.h"
+
+#include "connector/observe/sync_log.h"
+#include "fhir/json_writer.h"
+
+namespace connector {
+
+namespace {
+constexpr std::size_t max_waiting = 1000;  // beyond this the oldest are dropped: the log keeps them
+}
+
+alert_webhook::alert_webhook(const alerts_config& config) {
+  ehr_settings settings;
+  settings.base_url = config.webhook_url;
+  settings.section = "alerts";
+  settings.url_key = "webhook_url";
+  settings.ca_file = config.ca_file;
+  settings.connections = 1;
+  settings.timeout = std::chrono::seconds(10);
+  client_ = std::make_unique<ehr_client>(io_, settings);
+}
+
+std::string alert_webhook::payload(const alert_change& change) {
+  fhir::json_writer out;
+  out.begin_object();
+  out.member("source", "migraine-connector");
+  out.member("alert", change.alert.key);
+  out.member("state", change.opened ? "open" : "closed");
+  out.member("detail", change.alert.detail);
+  out.member("opened_at", utc_text(change.alert.opened_at_ms));
+  out.member("at", utc_text(change.at_ms));
+  out.end_object();
+  return std::string(out.view());
+}
+
+void alert_webhook::queue(const alert_change& change) {
+  payloads_.push_back(payload(change));
+  while (payloads_.size() > max_waiting) payloads_.pop_front();
+}
+
+std::string alert_webhook::flush() {
+  while (!payloads_.empty()) {
+    std::string error;
+    client_->send({"", "application/json", payloads_.front(), "alert-" + std::to_string(++sent_)},
+                  [&](ehr_answer answer) {
+                    if (answer.outcome.what != attempt_outcome::kind::response) {
+                      error = answer.error;
+                    } else if (answer.outcome.http_status < 200 || answer.outcome.http_status >= 300) {
+                      error = "HTTP " + std::to_string(answer.outcome.http_status);
+                    }
+                  });
+    io_.restart();
+    io_.run();
+    if (!error.empty()) return "alert webhook: " + error;
+    payloads_.pop_front();
+  }
+  return {};
+}
+
+}  // namespace connector

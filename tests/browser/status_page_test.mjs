@@ -1,0 +1,171 @@
+// Headless-browser test of the admin status page (connector/admin/status_page.html).
+//
+//   node tests/browser/status_page_test.mjs ADMIN_URL DEAD_RECORD_ID [SCREENSHOT.png]
+//
+// ADMIN_URL is the admin server's base, e.g. http://127.0.0.1:8081. DEAD_RECORD_ID must be a dead letter
+// there; the test replays it through the page. If the admin server has a token, pass it in the
+// environment as ADMIN_TOKEN: the test then enters it in the page's token form.
+// Needs `npm ci` in tests/node (playwright-core) and Debian's chromium at /usr/bin/chromium.
+// Prints one `ok - ...` / `FAIL - ...` line per check and a closing `N passed, M failed` line;
+// exits 0 only when every check passed.
+import { createRequire } from 'node:module';
+
+const require = createRequire(new URL('../node/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+const [adminUrlArg, deadId, screenshotPath] = process.argv.slice(2);
+if (!adminUrlArg || !deadId) {
+  console.error('usage: node tests/browser/status_page_test.mjs ADMIN_URL DEAD_RECORD_ID [SCREENSHOT.png]');
+  process.exit(2);
+}
+const base = adminUrlArg.replace(/\/+$/, '');
+const adminOrigin = new URL(base + '/').origin;
+const token = process.env.ADMIN_TOKEN ?? '';
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+let passed = 0;
+let failed = 0;
+function check(ok, what, detail) {
+  if (ok) { passed += 1; console.log(`ok - ${what}`); }
+  else { failed += 1; console.log(`FAIL - ${what}${detail ? `: ${detail}` : ''}`); }
+  return ok;
+}
+
+// Polls fn until it returns a truthy value or timeoutMs passes; returns the last value.
+async function poll(fn, timeoutMs, intervalMs = 250) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    let v;
+    try { v = await fn(); } catch { v = undefined; }
+    if (v || Date.now() >= end) return v;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+// A CSS string literal for an attribute selector (record ids are untrusted text).
+const cssString = (s) => `"${String(s).replace(/["\\]/g, '\\$&').replace(/\n/g, '\\a ')}"`;
+
+const hardStop = setTimeout(() => {
+  console.log('FAIL - the test finished within 120 s');
+  console.log(`${passed} passed, ${failed + 1} failed`);
+  process.exit(1);
+}, 120_000);
+hardStop.unref();
+
+const consoleErrors = [];
+const foreignRequests = [];
+const dialogs = [];
+let sameOriginRequests = 0;
+
+let browser;
+try {
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+  const page = await context.newPage();
+
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    const text = msg.text();
+    // With a token configured, the first API calls are answered 401 before the token is entered;
+    // Chromium logs each such response as a console error. Those, and only those, are expected.
+    if (token && /status of 401/.test(text)) return;
+    consoleErrors.push(text);
+  });
+  page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
+  page.on('dialog', (d) => { dialogs.push(`${d.type()}: ${d.message()}`); d.dismiss().catch(() => {}); });
+  page.on('request', (req) => {
+    const url = req.url();
+    const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
+    if (scheme === 'data:' || scheme === 'blob:' || scheme === 'about:') return; // inline, no host
+    let origin = '';
+    try { origin = new URL(url).origin; } catch { /* unparsable: counted as foreign */ }
+    if (origin === adminOrigin) sameOriginRequests += 1;
+    else foreignRequests.push(url);
+  });
+
+  const response = await page.goto(base + '/', { waitUntil: 'load', timeout: 15_000 });
+  check(response && response.status() === 200, 'the page loads with HTTP 200', response ? `HTTP ${response.status()}` : 'no response');
+  const title = await page.title();
+  check(/migraine-connector/i.test(title), 'the page title names migraine-connector', JSON.stringify(title));
+
+  if (token) {
+    const form = page.locator('[data-testid="token-form"]');
+    const shown = await poll(() => form.isVisible(), 10_000);
+    check(shown, 'the page asks for the admin token');
+    if (shown) {
+      await page.locator('[data-testid="token-input"]').fill(token);
+      await page.locator('[data-testid="token-submit"]').click();
+      const hidden = await poll(async () => !(await form.isVisible()), 10_000);
+      check(hidden, 'the admin token is accepted');
+    }
+  }
+
+  if (!token) {
+    await page.waitForTimeout(1000);
+    check(!(await page.locator('[data-testid="token-form"]').isVisible()),
+      'the page does not ask for an admin token', 'the admin server wants one: set ADMIN_TOKEN');
+  }
+
+  const counts = await poll(async () => {
+    const texts = await page.locator('[data-testid="queue"] [data-testid="queue-count"]').allTextContents();
+    return texts.length > 0 && texts.every((t) => /^\d+$/.test(t.trim())) ? texts : undefined;
+  }, 15_000);
+  check(Boolean(counts), 'the queue section shows numbers', counts ? '' : 'queue counts are not all numbers');
+  if (counts) console.log(`# queue counts: ${counts.join(' ')}`);
+
+  const oldest = (await page.locator('[data-testid="oldest-pending"]').textContent())?.trim() ?? '';
+  check(oldest !== '' && oldest !== '–', 'the queue section shows the oldest pending age', JSON.stringify(oldest));
+
+  const health = await page.locator('[data-testid="health-badge"]').getAttribute('data-health');
+  check(['ok', 'attention', 'problem'].includes(health), 'the header shows an overall health', JSON.stringify(health));
+
+  check(!(await page.locator('[data-testid="error-banner"]').isVisible()), 'no API error banner is shown');
+
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  check(overflow <= 0, 'no horizontal scroll at 1366x768', `${overflow}px too wide`);
+
+  const row = page.locator(`[data-testid="dead-letter"][data-record-id=${cssString(deadId)}]`);
+  const found = await poll(async () => (await row.count()) === 1, 15_000);
+  check(found, `the dead-letters table lists ${deadId}`);
+
+  if (found) {
+    const reason = ((await row.locator('[data-testid="dead-reason"]').innerText()) ?? '').replace(/\s+/g, ' ').trim();
+    check(reason.length > 0 && reason !== '(no error recorded)', `the dead letter for ${deadId} shows its reason`, JSON.stringify(reason));
+    if (reason) console.log(`# reason: ${reason}`);
+
+    await row.locator('[data-testid="replay-reason"]').fill(`browser test replay ${new Date().toISOString()}`);
+    await row.locator('[data-testid="replay-button"]').click();
+
+    const eventRow = page.locator(`[data-testid="event"][data-event="replayed"][data-record-id=${cssString(deadId)}]`);
+    const t0 = Date.now();
+    const done = await poll(async () => (await row.count()) === 0 && (await eventRow.count()) > 0, 30_000);
+    const secs = ((Date.now() - t0) / 1000).toFixed(1);
+    const detail = done ? '' : `after 30 s: dead-letter rows ${await row.count()}, replayed events ${await eventRow.count()}, ` +
+      `row result ${JSON.stringify(await row.locator('[data-testid="replay-result"]').textContent().catch(() => null))}`;
+    check(done, `after Replay, ${deadId} left the dead letters and a replayed event is listed (${secs} s)`, detail);
+
+    const log = (await page.locator('[data-testid="replay-log"]').textContent()) ?? '';
+    check(log.includes(deadId) && /Replayed/.test(log), 'the page reports the replay result', JSON.stringify(log.slice(0, 200)));
+  }
+
+  const updated = ((await page.locator('[data-testid="last-updated"]').textContent()) ?? '').trim();
+  check(/^last updated /.test(updated), 'the page shows when it was last updated', JSON.stringify(updated));
+
+  if (screenshotPath) {
+    await page.screenshot({ path: screenshotPath, fullPage: true });
+    console.log(`# screenshot: ${screenshotPath}`);
+  }
+
+  check(dialogs.length === 0, 'the page opened no dialog', dialogs.join(' | '));
+  check(consoleErrors.length === 0, 'the browser console logged no error', consoleErrors.join(' | '));
+  check(sameOriginRequests > 0 && foreignRequests.length === 0,
+    `every request the page made went to ${adminOrigin} (${sameOriginRequests} requests)`,
+    foreignRequests.length ? foreignRequests.slice(0, 5).join(' ') : 'no request seen');
+} catch (err) {
+  check(false, 'the test ran to its end', err && err.stack ? err.stack.split('\n').slice(0, 3).join(' / ') : String(err));
+} finally {
+  if (browser) await browser.close().catch(() => {});
+}
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
