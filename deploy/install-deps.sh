@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # Build: compiler, CMake, RapidJSON (JSON), SQLite (the outbox), OpenSSL (TLS, keyed patient
 # hashes), Boost 1.81 headers (Asio/Beast: the HTTPS client), GoogleTest. Tests: the openssl tool
 # (certificates made at test time), the sqlite3 tool (tests read the store), Node.js + npm
-# (FHIR validator, JSON Schema check, EHR sandbox, benchmark baseline).
+# (FHIR validator, JSON Schema check, EHR sandbox, benchmark baseline), Chromium and a font (the
+# status page tested in a real browser, driven by playwright-core from npm).
 packages=(g++ cmake make rapidjson-dev libsqlite3-dev sqlite3 libssl-dev openssl libboost1.81-dev libgtest-dev
-          libgmock-dev ca-certificates)
+          libgmock-dev ca-certificates chromium fonts-dejavu-core)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

@@ -40,7 +40,10 @@ delivery_verdict delivery_policy::judge(const attempt_outcome& outcome, int atte
             describe(outcome) + ": the EHR refused the connector's credentials; delivery paused"};
   }
   if (!response || retryable_status(outcome.http_status)) {
-    if (attempts >= settings_.max_attempts) {
+    // No answer at all: the EHR (or the network) is down, not this record at fault. An outage
+    // never turns records into dead letters; the daemon backs off as a whole and the
+    // ehr_unreachable and oldest_pending alerts tell a person.
+    if (response && attempts >= settings_.max_attempts) {
       return {delivery_decision::dead, {},
               describe(outcome) + " on attempt " + std::to_string(attempts) + " of " +
                   std::to_string(settings_.max_attempts) + ": giving up"};

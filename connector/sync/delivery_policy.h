@@ -1,7 +1,9 @@
 // What to do after one attempt to deliver a record: the failure policy, in one place.
 //   2xx                                   -> delivered
-//   connection error, timeout, 408, 429, 5xx -> retry with exponential backoff and full jitter,
+//   408, 429, 5xx                         -> retry with exponential backoff and full jitter,
 //                                            honouring Retry-After, until max_attempts; then dead
+//   connection error, timeout             -> retry the same way, without limit: an outage is the
+//                                            EHR's, and must not dead-letter the queue
 //   401, 403                              -> pause all delivery: an authentication fault, not the
 //                                            record's; burning through the queue would not help
 //   400, 404, 409, 412, 422 and other 4xx -> dead letter, with the EHR's OperationOutcome kept

@@ -184,21 +184,24 @@ check "the EHR down: status says so" grep -q "^EHR: NOT reached .*connect: Conne
 
 # TLS refused: another CA, no client certificate, another host name, an expired certificate.
 requests=$(stat_of s.requests)
-tls_refused() {  # tls_refused NAME CONFIG PATTERN
+tls_refused() {  # tls_refused NAME CONFIG PATTERN [tls_fault]
   "$bin" ingest --config "$2" "$work/p1.ndjson" > /dev/null
   sync_once "$2"
   check "$1: refused (exit 3)" [ "$rc" -eq 3 ]
   "$bin" status --config "$2" > "$work/status.out"
   check "$1: status says why" grep -Eq "last error: .*$3" "$work/status.out"
   check "$1: status says the EHR was not reached" grep -q "^EHR: NOT reached" "$work/status.out"
+  if [ "${4:-}" = tls_fault ]; then  # the server's certificate refused: a TLS fault in the sync log
+    check "$1: the sync log has a tls_fault event" grep -q '"event":"tls_fault"' "$(dirname "$2")/sync-log.jsonl"
+  fi
 }
-tls_refused "server from another CA" "$(config other-ca "$BASE_main" "$certs/other-ca.pem")" "certificate not accepted"
+tls_refused "server from another CA" "$(config other-ca "$BASE_main" "$certs/other-ca.pem")" "certificate not accepted" tls_fault
 tls_refused "no client certificate" "$(config no-client "$BASE_main" "$certs/ca.pem" no)" "connection failed|handshake|receive|send"
 check "nothing was delivered over a refused connection" [ "$(stat_of s.requests)" -eq "$requests" ]
 start_sandbox wronghost "$certs/wrong-host.pem" "$certs/wrong-host.key" || exit 1
-tls_refused "certificate for another host" "$(config wrong-host "$BASE_wronghost")" "certificate not accepted: hostname mismatch"
+tls_refused "certificate for another host" "$(config wrong-host "$BASE_wronghost")" "certificate not accepted: hostname mismatch" tls_fault
 start_sandbox expired "$certs/expired.pem" "$certs/expired.key" || exit 1
-tls_refused "expired certificate" "$(config expired "$BASE_expired")" "certificate not accepted: certificate has expired"
+tls_refused "expired certificate" "$(config expired "$BASE_expired")" "certificate not accepted: certificate has expired" tls_fault
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,5 +1,5 @@
 // Test helper: talks to the EHR sandbox's control API and FHIR search over mutual TLS.
-// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | count TYPE)
+// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | count TYPE)
 import https from 'node:https';
 import fs from 'node:fs';
 
@@ -29,10 +29,12 @@ if (command === 'stats') {
 } else if (command === 'faults') {
   const r = await request('POST', '/_sandbox/faults', arg);
   if (r.status >= 300) throw new Error(`faults: ${r.status} ${r.body}`);
+} else if (command === 'clear-faults') {
+  await request('DELETE', '/_sandbox/faults');
 } else if (command === 'count') {
   // Resources of a type: how many the EHR holds (searchset total).
   const r = await request('GET', `/fhir/${arg}?_summary=count`);
   process.stdout.write(String(JSON.parse(r.body).total) + '\n');
 } else {
-  throw new Error('usage: sandbox-ctl.mjs BASE CERT_DIR (stats | faults JSON | count TYPE)');
+  throw new Error('usage: sandbox-ctl.mjs BASE CERT_DIR (stats | faults JSON | clear-faults | count TYPE)');
 }

@@ -61,4 +61,15 @@ TEST(delivery_policy, gives_up_after_the_configured_attempts) {
   EXPECT_EQ(v.reason, "HTTP 503 on attempt 10 of 10: giving up");
 }
 
+TEST(delivery_policy, an_outage_never_dead_letters_a_record) {
+  attempt_outcome unreachable;
+  unreachable.what = attempt_outcome::kind::connection_failed;
+  attempt_outcome timed_out;
+  timed_out.what = attempt_outcome::kind::timed_out;
+  for (int attempts : {10, 11, 1000}) {
+    EXPECT_EQ(half.judge(unreachable, attempts).decision, delivery_decision::retry) << attempts;
+    EXPECT_EQ(half.judge(timed_out, attempts).decision, delivery_decision::retry) << attempts;
+  }
+}
+
 }  // namespace
