@@ -30,24 +30,38 @@ std::optional<std::vector<entry_response>> read_transaction_response(std::string
 
 namespace {
 
+bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
 // Removes what may be a patient's data from free text: see summarize_operation_outcome.
 std::string redact(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
-    if (c == '"' || c == '\'') {
-      const std::size_t close = text.find(c, i + 1);
+    // A quote opens only where a word cannot go on (so the apostrophe of "Patient's" does not),
+    // and closes at the first matching quote not followed by a letter or digit.
+    if ((c == '"' || c == '\'') && (i == 0 || !is_alnum(text[i - 1]))) {
+      std::size_t close = text.find(c, i + 1);
+      while (close != std::string_view::npos && close + 1 < text.size() && is_alnum(text[close + 1])) {
+        close = text.find(c, close + 1);
+      }
       if (close != std::string_view::npos) {
         out += "\u2026";
         i = close;
         continue;
       }
     }
-    if (c >= '0' && c <= '9') {
-      std::size_t end = i;
-      while (end < text.size() && text[end] >= '0' && text[end] <= '9') ++end;
-      if (end - i >= 4) {
+    // A run of digits joined by - / . : (a date, a time, an identifier) with four digits or more.
+    if (is_digit(c)) {
+      std::size_t end = i, digits = 0;
+      while (end < text.size() &&
+             (is_digit(text[end]) || ((text[end] == '-' || text[end] == '/' || text[end] == '.' || text[end] == ':') &&
+                                      end + 1 < text.size() && is_digit(text[end + 1])))) {
+        digits += is_digit(text[end]) ? 1 : 0;
+        ++end;
+      }
+      if (digits >= 4) {
         out += '#';
       } else {
         out.append(text.substr(i, end - i));

@@ -23,7 +23,8 @@ namespace fhir {
 // An OperationOutcome in one line for IT staff and the sync log: up to three issues as
 // "severity code: diagnostics (expression)", at most 300 characters. The EHR may quote the
 // offending value in its diagnostics, and that value may be patient data: anything in quotes
-// becomes "…", and every run of four or more digits (dates, identifiers) becomes "#".
+// becomes "…", and every run of digits (joined by - / . :) with four digits or more, such as a
+// date or an identifier, becomes "#".
 // Empty when the text is not an OperationOutcome.
 std::string summarize_operation_outcome(std::string_view json);
 

@@ -43,8 +43,12 @@ void sample(std::string& out, const std::string& name_and_labels, double value) 
 std::string label(const std::string& value) {
   std::string out;
   for (char c : value) {
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
     if (c == '\\' || c == '"') out += '\\';
-    out += c == '\n' ? 'n' : c;
+    out += c;
   }
   return out;
 }
@@ -75,7 +79,7 @@ void metrics::emit(const sync_event& e) {
     ++retries_by_reason_[retry_reason(e)];
   } else if (e.name == event::tls_fault) {
     ++tls_faults_;
-    ++retries_by_reason_[retry_reason(e)];
+    if (!e.record_id.empty()) ++retries_by_reason_[retry_reason(e)];  // a record's retry, not an idle probe
   } else if (e.name == event::dead_lettered) {
     ++dead_lettered_;
   } else if (e.name == event::replayed) {

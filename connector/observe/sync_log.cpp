@@ -109,8 +109,12 @@ std::optional<std::int64_t> parse_time_or_age(std::string_view text, std::int64_
     if (rest != "Z") return std::nullopt;  // the log is UTC; a zone offset would be a guess
     if (h > 23 || mi > 59 || s > 60) return std::nullopt;
   }
-  return ((days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 24 + h) * 60 + mi) * 60000 +
-         s * 1000 + milli;
+  const std::int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  int check_y;
+  unsigned check_m, check_d;
+  civil_from_days(days, check_y, check_m, check_d);
+  if (check_m != static_cast<unsigned>(mo) || check_d != static_cast<unsigned>(d)) return std::nullopt;  // 2026-02-30
+  return ((days * 24 + h) * 60 + mi) * 60000 + s * 1000 + milli;
 }
 
 std::string event_json(const sync_event& e) {
