@@ -80,8 +80,10 @@ class front_door {
     if (const auto& admin = config.admin; admin.listen) {
       std::optional<std::string> token;
       if (admin.token_file) token = read_secret_file("admin.token_file", *admin.token_file);
+      std::string ingest_address;
+      if (ingest_server_) ingest_address = config.ingest_api.listen->host + ":" + std::to_string(ingest_server_->port());
       admin_.emplace(admin_context{store_, counters, events, config, now_ms, MIGRAINE_CONNECTOR_VERSION,
-                                   started_at_ms, token});
+                                   started_at_ms, token, ingest_address});
       admin_server_ = std::make_unique<http_server>(
           io_, server_settings{"admin", *admin.listen, admin.cert_file, admin.key_file, std::nullopt, 64 * 1024,
                                std::chrono::seconds(30)},

@@ -47,13 +47,19 @@ commands:
         Deliver everything deliverable to the EHR (ehr.base_url) over TLS, then exit.
         exit: 0 nothing left waiting, 3 records remain (retry scheduled, EHR unreachable, held)
   run [--config FILE]
-        The daemon: delivers as records arrive and retries fall due. SIGTERM or SIGINT: takes no
-        new record, finishes the requests in flight, exits 0.
+        The daemon: delivers as records arrive and retries fall due; takes files from inbox.dir,
+        serves the ingest API (ingest_api.listen) and the status page, metrics and admin API
+        (admin.listen); writes the sync log (log.path); raises alerts (alerts.webhook_url).
+        SIGTERM or SIGINT: takes no new record, finishes the requests in flight, exits 0.
   replay (--record ID | --all-dead) --reason TEXT [--dry-run] [--config FILE]
         Put dead letters back in their lanes; who ($USER), why and when are recorded.
   config-check [--config FILE]
-        Check the configuration, code tables, store, and the certificates it names (readable,
-        not expired, key matching its certificate). exit: 0 OK, 1 problems
+        Check the configuration, code tables, store, the certificates it names (readable,
+        not expired, key matching its certificate), token files and the inbox folder.
+        exit: 0 OK, 1 problems
+  log [--config FILE] [--follow] [--record ID] [--since TIME] [--json]
+        The sync log, readably, across its rotated files. TIME: 2026-11-24T10:00Z, 2026-11-24,
+        or an age: 90s, 15m, 2h, 3d. --follow keeps printing as the daemon writes.
 
 options:
   --help       this text

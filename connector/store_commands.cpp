@@ -1,5 +1,7 @@
 // `ingest`, `status`, `sync --once`, `replay` and `config-check`: the outbox from the command line.
 // Each command that changes the outbox writes its events to the sync log.
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -289,23 +291,42 @@ int run_config_check(const std::vector<std::string>& args) {
   } catch (const std::exception& e) {
     bad(e.what());
   }
+  const std::int64_t now_s = now_ms() / 1000;
+  auto expiry = [&](const std::string& setting, const std::string& file) {
+    const auto e = read_certificate_expiry(file, now_s);
+    if (!e) return bad(setting + " " + file + ": no readable PEM certificate");
+    if (e->days_left < 0) return bad(setting + " " + file + ": expired " + std::to_string(-e->days_left) + " days ago");
+    const std::string line = setting + " " + file + ": valid for " + std::to_string(e->days_left) + " more days";
+    if (e->days_left < 30) {
+      std::printf("WARN   %s\n", line.c_str());
+    } else {
+      ok(line);
+    }
+  };
+  // Every certificate the configuration names: the EHR's, the listeners', the webhook's CA.
+  for (const auto& c : configured_certificates(config, now_s)) expiry(c.setting, c.file);
+  auto secret = [&](const char* setting, const std::optional<std::string>& file) {
+    if (!file) return;
+    try {
+      read_secret_file(setting, *file);
+      ok(std::string(setting) + " " + *file + " (readable, not empty)");
+    } catch (const std::exception& e) {
+      bad(e.what());
+    }
+  };
+  secret("ingest_api.token_file", config.ingest_api.token_file);
+  secret("admin.token_file", config.admin.token_file);
+  if (!config.inbox.dir.empty()) {
+    if (::access(config.inbox.dir.c_str(), R_OK | W_OK | X_OK) == 0) {
+      ok("inbox.dir " + config.inbox.dir + " (readable and writable)");
+    } else {
+      bad("inbox.dir " + config.inbox.dir + ": missing, or not readable and writable by this user");
+    }
+  }
+  ok("log.path " + config.log.path + (::access(config.log.path.c_str(), F_OK) == 0 ? "" : " (will be created)"));
   if (config.ehr.base_url.empty()) {
     std::printf("note   ehr.base_url is not set: map, check and ingest work; delivery needs it\n");
   } else {
-    const std::int64_t now_s = now_ms() / 1000;
-    auto expiry = [&](const char* setting, const std::string& file) {
-      const auto e = read_certificate_expiry(file, now_s);
-      if (!e) return bad(std::string(setting) + " " + file + ": no readable PEM certificate");
-      if (e->days_left < 0) return bad(std::string(setting) + " " + file + ": expired " + std::to_string(-e->days_left) + " days ago");
-      const std::string line = std::string(setting) + " " + file + ": valid for " + std::to_string(e->days_left) + " more days";
-      if (e->days_left < 30) {
-        std::printf("WARN   %s\n", line.c_str());
-      } else {
-        ok(line);
-      }
-    };
-    if (config.ehr.ca_file) expiry("ehr.ca_file", *config.ehr.ca_file);
-    if (config.ehr.client_cert_file) expiry("ehr.client_cert_file", *config.ehr.client_cert_file);
     if (config.ehr.client_cert_file && config.ehr.client_key_file) {
       if (key_matches_certificate(*config.ehr.client_cert_file, *config.ehr.client_key_file)) {
         ok("ehr.client_key_file matches ehr.client_cert_file");

@@ -212,11 +212,7 @@ http_response admin_api::status() {
   out.key("inbox");
   c_.config.inbox.dir.empty() ? out.raw("null") : out.string(c_.config.inbox.dir);
   out.key("ingest_api");
-  if (c_.config.ingest_api.listen) {
-    out.string(c_.config.ingest_api.listen->host + ":" + std::to_string(c_.config.ingest_api.listen->port));
-  } else {
-    out.raw("null");
-  }
+  c_.ingest_api_address.empty() ? out.raw("null") : out.string(c_.ingest_api_address);
   out.end_object();
   out.end_object();
   return json(200, out);

@@ -38,6 +38,7 @@ struct admin_context {
   std::string version;
   std::int64_t started_at_ms = 0;
   std::optional<std::string> token;
+  std::string ingest_api_address;  // host:port as bound (the configured port may be 0); empty: off
 };
 
 struct readiness {
