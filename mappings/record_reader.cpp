@@ -88,11 +88,13 @@ const Value* present(problem_sink& sink, const Value& obj, std::string_view name
   return v;
 }
 
+// The contract's names are lower-case snake_case; a key with a capital letter ("Smith", "Jane")
+// is more likely a value that became a key, and a value may be patient data.
 bool looks_like_field_name(std::string_view name) {
-  auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-  if (name.empty() || name.size() > 40 || !letter(name[0])) return false;
+  auto lower = [](char c) { return c >= 'a' && c <= 'z'; };
+  if (name.empty() || name.size() > 40 || !lower(name[0])) return false;
   return std::all_of(name.begin(), name.end(),
-                     [&](char c) { return letter(c) || (c >= '0' && c <= '9') || c == '_'; });
+                     [&](char c) { return lower(c) || (c >= '0' && c <= '9') || c == '_'; });
 }
 
 // Reports every member of obj that is in none of the known lists.
@@ -110,7 +112,10 @@ void check_known_fields(problem_sink& sink, const Value& obj,
     if (is_known(name)) continue;
     // A misplaced value can end up as a key ("John Smith 1970-01-01"): only identifier-shaped
     // names (a letter, then letters, digits, _) are echoed, as typos are; others by position.
-    if (looks_like_field_name(name)) {
+    std::string lowered(name);
+    std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                   [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; });
+    if (looks_like_field_name(name) || is_known(lowered)) {  // "Extra": a known field with a capital
       sink.report_field(name, "structure", "unknown field (not in clinic record v1)");
     } else {
       sink.report_field("(field " + std::to_string(position) + ")", "structure",

@@ -85,6 +85,17 @@ TEST(record_reader, unknown_field_names_that_look_like_data_are_not_shown) {
   EXPECT_EQ(r.problems[1].path, "consultation.migrane_days");
 }
 
+// A surname as a key is identifier-shaped; the contract's own names are lower-case snake_case.
+TEST(record_reader, capitalised_unknown_keys_are_not_shown_unless_a_known_field_miscased) {
+  const auto r = read(edited_example("consultation", [](Doc& d, Alloc& a) {
+    d.AddMember("Smith", 1, a);
+    d.AddMember("Notes", "x", a);
+  }));
+  ASSERT_EQ(r.problems.size(), 2u);
+  EXPECT_EQ(r.problems[0].path, "consultation.(field 22)");
+  EXPECT_EQ(r.problems[1].path, "consultation.Notes");
+}
+
 TEST(record_reader, never_echoes_a_value_in_its_messages) {
   auto r = read(edited_example("consultation", [](Doc& d, Alloc& a) {
     d["patient"]["sex"].SetString("Jordan Example 1984-05-17", a);
