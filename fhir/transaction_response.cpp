@@ -30,55 +30,57 @@ std::optional<std::vector<entry_response>> read_transaction_response(std::string
 
 namespace {
 
-bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+// What an OperationOutcome may say in the log: only words from FHIR's own value sets and element
+// paths. Free text (diagnostics, details.text) is left out: an EHR may quote a patient's name,
+// birth date or identifier in it, quoted or not, and no redaction of free text is safe.
+constexpr std::string_view severities[] = {"fatal", "error", "warning", "information"};
+constexpr std::string_view issue_types[] = {
+    "invalid", "structure", "required", "value", "invariant", "security", "login", "unknown", "expired",
+    "forbidden", "suppressed", "processing", "not-supported", "duplicate", "multiple-matches", "not-found",
+    "deleted", "too-long", "code-invalid", "extension", "too-costly", "business-rule", "conflict", "transient",
+    "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled", "informational"};
 
-// Removes what may be a patient's data from free text: see summarize_operation_outcome.
-std::string redact(std::string_view text) {
+template <std::size_t N>
+std::string_view allowed(std::string_view word, const std::string_view (&words)[N], std::string_view otherwise) {
+  for (auto w : words) {
+    if (w == word) return w;
+  }
+  return otherwise;
+}
+
+std::string_view text_of(const rapidjson::Value& object, const char* key) {
+  if (!object.IsObject()) return {};
+  const auto m = object.FindMember(key);
+  return m != object.MemberEnd() && m->value.IsString() ? std::string_view(m->value.GetString(), m->value.GetStringLength())
+                                                        : std::string_view();
+}
+
+// An element path up to the first character that could start a value: "Patient.name[0].given[0]"
+// stays whole, "Patient.identifier.where(value='123')" becomes "Patient.identifier.where".
+std::string path_only(std::string_view expression) {
   std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    // A quote opens only where a word cannot go on (so the apostrophe of "Patient's" does not),
-    // and closes at the first matching quote not followed by a letter or digit.
-    if ((c == '"' || c == '\'') && (i == 0 || !is_alnum(text[i - 1]))) {
-      std::size_t close = text.find(c, i + 1);
-      while (close != std::string_view::npos && close + 1 < text.size() && is_alnum(text[close + 1])) {
-        close = text.find(c, close + 1);
-      }
-      if (close != std::string_view::npos) {
-        out += "\u2026";
-        i = close;
-        continue;
-      }
-    }
-    // A run of digits joined by - / . : (a date, a time, an identifier) with four digits or more.
-    if (is_digit(c)) {
-      std::size_t end = i, digits = 0;
-      while (end < text.size() &&
-             (is_digit(text[end]) || ((text[end] == '-' || text[end] == '/' || text[end] == '.' || text[end] == ':') &&
-                                      end + 1 < text.size() && is_digit(text[end + 1])))) {
-        digits += is_digit(text[end]) ? 1 : 0;
-        ++end;
-      }
-      if (digits >= 4) {
-        out += '#';
-      } else {
-        out.append(text.substr(i, end - i));
-      }
-      i = end - 1;
-      continue;
-    }
-    out += (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
+  for (char c : expression) {
+    const bool path_char = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                           c == '_' || c == '[' || c == ']';
+    if (!path_char || out.size() == 120) break;
+    out += c;
   }
   return out;
 }
 
-std::string text_of(const rapidjson::Value& object, const char* key) {
-  if (!object.IsObject()) return {};
-  const auto m = object.FindMember(key);
-  return m != object.MemberEnd() && m->value.IsString() ? std::string(m->value.GetString(), m->value.GetStringLength())
-                                                        : std::string();
+// A machine code from details.coding (e.g. MSG_PARAM_INVALID): letters, digits, _ - . only.
+std::string message_code(const rapidjson::Value& issue) {
+  if (!issue.IsObject() || !issue.HasMember("details") || !issue["details"].IsObject()) return {};
+  const auto& details = issue["details"];
+  if (!details.HasMember("coding") || !details["coding"].IsArray() || details["coding"].Empty()) return {};
+  const std::string_view code = text_of(details["coding"][0], "code");
+  if (code.empty() || code.size() > 40) return {};
+  for (char c : code) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-' || c == '.';
+    if (!ok) return {};
+  }
+  return std::string(code);
 }
 
 }  // namespace
@@ -97,21 +99,21 @@ std::string summarize_operation_outcome(std::string_view json) {
       summary += "; and " + std::to_string(issues->value.Size() - 3) + " more";
       break;
     }
-    std::string one = text_of(issue, "severity") + " " + text_of(issue, "code");
-    std::string diagnostics = text_of(issue, "diagnostics");
-    if (diagnostics.empty() && issue.IsObject() && issue.HasMember("details")) diagnostics = text_of(issue["details"], "text");
-    if (!diagnostics.empty()) one += ": " + redact(diagnostics);
+    std::string one = std::string(allowed(text_of(issue, "severity"), severities, "unknown-severity")) + " " +
+                      std::string(allowed(text_of(issue, "code"), issue_types, "other"));
+    if (const std::string code = message_code(issue); !code.empty()) one += " " + code;
+    std::string where;
     if (issue.IsObject() && issue.HasMember("expression") && issue["expression"].IsArray() &&
         !issue["expression"].Empty() && issue["expression"][0].IsString()) {
-      one += " (" + redact(issue["expression"][0].GetString()) + ")";
+      where = path_only(issue["expression"][0].GetString());
+    } else if (issue.IsObject() && issue.HasMember("location") && issue["location"].IsArray() &&
+               !issue["location"].Empty() && issue["location"][0].IsString()) {
+      where = path_only(issue["location"][0].GetString());
     }
+    if (!where.empty()) one += " at " + where;
     summary += (shown++ > 0 ? "; " : "") + one;
   }
-  if (summary.size() > 300) {
-    std::size_t cut = 297;
-    while (cut > 0 && (static_cast<unsigned char>(summary[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
-    summary = summary.substr(0, cut) + "...";
-  }
+  if (summary.size() > 300) summary = summary.substr(0, 297) + "...";  // ASCII only: a safe cut
   return summary;
 }
 

@@ -21,11 +21,11 @@ std::optional<std::vector<entry_response>> read_transaction_response(std::string
 namespace fhir {
 
 // An OperationOutcome in one line for IT staff and the sync log: up to three issues as
-// "severity code: diagnostics (expression)", at most 300 characters. The EHR may quote the
-// offending value in its diagnostics, and that value may be patient data: anything in quotes
-// becomes "…", and every run of digits (joined by - / . :) with four digits or more, such as a
-// date or an identifier, becomes "#".
-// Empty when the text is not an OperationOutcome.
+// "severity code [MESSAGE_CODE] at element.path", at most 300 characters. Only words from FHIR's
+// value sets, machine message codes and element paths (cut before any value, e.g. where(...))
+// are kept; diagnostics and details.text are left out, because an EHR may quote the patient's
+// name, birth date or identifiers in them and no redaction of free text is safe. The full
+// OperationOutcome stays with the dead letter in the store. Empty when not an OperationOutcome.
 std::string summarize_operation_outcome(std::string_view json);
 
 }  // namespace fhir
