@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -40,13 +41,14 @@ fs::path free_name(const fs::path& dir, const std::string& name) {
   return target;
 }
 
-// The rejected records of a file, one per line for people, as JSON for tools.
-std::string errors_json(const std::string& name, const std::vector<intake_result>& results) {
-  fhir::json_writer head;
-  head.string(name);
+constexpr std::uintmax_t max_file_bytes = 64 * 1024 * 1024;
+
+// The rejected records of a file, one per line for people, as JSON for tools. `handle` is how the
+// sync log names the file.
+std::string errors_json(const std::string& handle, const std::vector<intake_result>& results) {
   std::size_t accepted = 0;
   for (const auto& r : results) accepted += r.accepted ? 1 : 0;
-  std::string text = "{\"file\":" + std::string(head.view()) + ",\"accepted\":" + std::to_string(accepted) +
+  std::string text = "{\"file\":\"" + handle + "\",\"accepted\":" + std::to_string(accepted) +
                      ",\"rejected\":[\n";
   bool first = true;
   for (const auto& r : results) {
@@ -108,33 +110,57 @@ int inbox::scan() {
     if (entry.is_regular_file(ec) && inbox_takes(name)) found.emplace_back(entry.last_write_time(ec), name);
   }
   std::sort(found.begin(), found.end());
-  for (const auto& [when, name] : found) take(name);
+  for (const auto& [when, name] : found) {
+    try {
+      take(name);
+    } catch (const std::exception& e) {  // the store busy or full: this file waits for the next scan
+      if (reported_.insert(name).second) {
+        std::fprintf(stderr, "migraine-connector: an inbox file could not be ingested (%s); will try again\n", e.what());
+      }
+    }
+  }
   return static_cast<int>(found.size());
+}
+
+void inbox::refuse_too_large(const std::string& name) {
+  const fs::path target = free_name(fs::path(dir_) / "rejected", name);
+  write_file_atomically(target.string() + ".errors.json",
+                        "{\"error\":\"larger than 64 MiB: split it into smaller files\"}\n");
+  fs::rename(fs::path(dir_) / name, target);
+  std::fprintf(stderr, "migraine-connector: an inbox file over 64 MiB was moved to rejected/ unread\n");
 }
 
 void inbox::take(const std::string& name) {
   const fs::path path = fs::path(dir_) / name;
+  std::error_code size_error;
+  if (fs::file_size(path, size_error) > max_file_bytes && !size_error) return refuse_too_large(name);
   const record_file file = read_record_file(path.string());
   if (!file.error.empty()) {
-    std::fprintf(stderr, "migraine-connector: inbox file %s %s; will try again\n", name.c_str(), file.error.c_str());
+    if (reported_.insert(name).second) {
+      std::fprintf(stderr, "migraine-connector: an inbox file cannot be read (check its permissions); will try again\n");
+    }
     return;
   }
-  const std::string intake_id = "inbox:" + sha256_hex(file.content);
+  const std::string digest = sha256_hex(file.content);
+  const std::string intake_id = "inbox:" + digest;
+  const std::string handle = "inbox:" + digest.substr(0, 12);
   const bool seen = store_.intake_seen(intake_id);
-  const auto results = seen ? intake_.read_only(file.records) : intake_.take(file.records, name, "inbox", intake_id);
+  const auto results = intake_.take(file.records, handle, "inbox", intake_id, !seen);
   if (!seen && std::getenv("MIGRAINE_TEST_CRASH_AFTER_INBOX_INGEST") != nullptr) std::_Exit(86);  // test hook: see tests/integration
   const bool any_rejected = std::any_of(results.begin(), results.end(), [](const auto& r) { return !r.accepted; });
   try {
     if (any_rejected) {
       const fs::path target = free_name(fs::path(dir_) / "rejected", name);
-      write_file_atomically(target.string() + ".errors.json", errors_json(name, results));
+      write_file_atomically(target.string() + ".errors.json", errors_json(handle, results));
       fs::rename(path, target);
     } else {
       fs::rename(path, free_name(fs::path(dir_) / "processed", name));
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "migraine-connector: inbox file %s is stored but could not be moved (%s); will try again\n",
-                 name.c_str(), e.what());
+  } catch (const std::exception&) {
+    if (reported_.insert(name).second) {
+      std::fprintf(stderr, "migraine-connector: inbox file %s is stored but could not be moved; will try again\n",
+                   handle.c_str());
+    }
   }
 }
 

@@ -5,10 +5,16 @@
 // rejected (the accepted ones of that file are stored all the same).
 //
 // Crash safety: the file's SHA-256 is stored in the same transaction as its records. A file
-// found again after a crash between that commit and the move is recognised: its records are not
-// stored twice, its errors are derived again, and it is moved.
+// found again (after a crash between that commit and the move, or dropped in again) is taken
+// again: its stored records come back as duplicates, records it now passes are stored, and its
+// rejected records are not quarantined a second time.
+//
+// File names may be made of patient data: the log, the quarantine and stderr name a file only by
+// its handle, "inbox:" and the first 12 hex digits of its SHA-256, which its errors file repeats.
+// Files over 64 MiB are moved to rejected/ unread, with an errors file asking to split them.
 #pragma once
 
+#include <set>
 #include <string>
 
 #include "connector/intake/intake.h"
@@ -27,10 +33,12 @@ class inbox {
 
  private:
   void take(const std::string& name);
+  void refuse_too_large(const std::string& name);
 
   std::string dir_;
   intake& intake_;
   outbox& store_;
+  std::set<std::string> reported_;  // files whose trouble was already reported (not printed)
 };
 
 // True for names the inbox takes: NAME.json or NAME.ndjson, not hidden.

@@ -9,28 +9,8 @@ intake::intake(outbox& store, const mappings::code_tables& tables, const patient
                event_sink& events, clock_ms now)
     : store_(store), tables_(tables), patients_(patients), events_(events), now_(std::move(now)) {}
 
-std::vector<intake_result> intake::read_only(const std::vector<record_text>& records) const {
-  std::vector<intake_result> results;
-  results.reserve(records.size());
-  for (const auto& text : records) {
-    auto read = mappings::read_record(text.json, tables_);
-    intake_result r;
-    r.line = text.line;
-    r.record_id = read.record_id;
-    if (read.record) {
-      r.accepted = true;
-      r.revision = read.record->revision;
-      r.record_type = read.record->type_name();
-    } else {
-      r.problems = std::move(read.problems);
-    }
-    results.push_back(std::move(r));
-  }
-  return results;
-}
-
 std::vector<intake_result> intake::take(const std::vector<record_text>& records, const std::string& source,
-                                        std::string_view channel, std::string_view intake_id) {
+                                        std::string_view channel, std::string_view intake_id, bool quarantine) {
   std::vector<intake_result> results;
   results.reserve(records.size());
   std::vector<inbound_record> accepted;
@@ -55,7 +35,7 @@ std::vector<intake_result> intake::take(const std::vector<record_text>& records,
     results.push_back(std::move(r));
   }
   const std::int64_t now = now_();
-  const auto stored = store_.enqueue(accepted, rejected, now, intake_id);
+  const auto stored = store_.enqueue(accepted, quarantine ? rejected : std::vector<quarantined_record>{}, now, intake_id);
 
   // Durable now: log each record.
   std::size_t next_stored = 0;

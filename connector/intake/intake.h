@@ -32,14 +32,13 @@ class intake {
   intake(outbox& store, const mappings::code_tables& tables, const patient_key& patients, event_sink& events,
          clock_ms now);
 
-  // `source` is kept with rejected records (a file name, "ingest API"); `channel` goes to the log
-  // (cli, inbox, api); `intake_id` see outbox::enqueue.
+  // `source` is kept with rejected records and named in the log (a file's handle, "ingest API"):
+  // never a file name, which a practice system may make of patient data. `channel` goes to the
+  // log (cli, inbox, api); `intake_id` see outbox::enqueue. With `quarantine` false, rejected
+  // records are reported but not quarantined again (a file already taken once).
   std::vector<intake_result> take(const std::vector<record_text>& records, const std::string& source,
-                                  std::string_view channel, std::string_view intake_id = {});
-
-  // Reads only: what take() would answer, storing nothing (the inbox re-derives a file's
-  // errors this way when the file was ingested before a crash).
-  std::vector<intake_result> read_only(const std::vector<record_text>& records) const;
+                                  std::string_view channel, std::string_view intake_id = {},
+                                  bool quarantine = true);
 
  private:
   outbox& store_;
