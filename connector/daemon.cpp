@@ -62,7 +62,7 @@ std::string url_of(const listen_address& a, bool tls) {
 // Built (and bound) on the main thread, so a port in use stops the daemon before it starts.
 class front_door {
  public:
-  front_door(const connector_config& config, event_sink& events, metrics& counters,
+  front_door(const connector_config& config, const sync_log& log, event_sink& events, metrics& counters,
              const mappings::code_tables& tables, const patient_key& patients, std::int64_t started_at_ms)
       : store_(config.store.path, config.store.full_sync), records_(store_, tables, patients, events, now_ms) {
     if (const auto& api = config.ingest_api; api.listen) {
@@ -71,7 +71,8 @@ class front_door {
       ingest_.emplace(records_, token);
       ingest_server_ = std::make_unique<http_server>(
           io_, server_settings{"ingest_api", *api.listen, api.cert_file, api.key_file, api.client_ca_file,
-                               api.max_body_bytes, std::chrono::seconds(30)},
+                               api.max_body_bytes, std::chrono::seconds(30),
+                               [this](const http_request& head) { return ingest_->screen(head); }},
           [this](const http_request& r) { return ingest_->handle(r); });
       std::fprintf(stderr, "migraine-connector: ingest API on %s:%u/v1/records (%s)\n",
                    url_of(*api.listen, api.cert_file.has_value()).c_str(), ingest_server_->port(),
@@ -83,15 +84,24 @@ class front_door {
       std::string ingest_address;
       if (ingest_server_) ingest_address = config.ingest_api.listen->host + ":" + std::to_string(ingest_server_->port());
       admin_.emplace(admin_context{store_, counters, events, config, now_ms, MIGRAINE_CONNECTOR_VERSION,
-                                   started_at_ms, token, ingest_address});
+                                   started_at_ms, token, ingest_address, &log});
       admin_server_ = std::make_unique<http_server>(
           io_, server_settings{"admin", *admin.listen, admin.cert_file, admin.key_file, std::nullopt, 64 * 1024,
-                               std::chrono::seconds(30)},
+                               std::chrono::seconds(30), [this](const http_request& head) { return admin_->screen(head); }},
           [this](const http_request& r) { return admin_->handle(r); });
       std::fprintf(stderr, "migraine-connector: status page and admin API on %s:%u/\n",
                    url_of(*admin.listen, admin.cert_file.has_value()).c_str(), admin_server_->port());
     }
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] {
+      for (;;) {  // a handler that throws must not end the API: report it and serve on
+        try {
+          io_.run();
+          return;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "migraine-connector: ingest/admin server: %s\n", e.what());
+        }
+      }
+    });
   }
 
   ~front_door() {
@@ -135,6 +145,11 @@ bool probe_ehr(delivery_setup& d, event_sink& events) {
   return reached;
 }
 
+void daemon_round(delivery_setup& d, std::optional<inbox>& folder, std::optional<alert_monitor>& alerts,
+           std::optional<alert_webhook>& webhook, event_sink& events, const connector_config& config,
+           std::int64_t& next_inbox, std::int64_t& next_sync, std::int64_t& next_alerts, std::int64_t& last_contact,
+           int& unreachable_rounds);
+
 }  // namespace
 
 int run_daemon(const std::vector<std::string>& args) {
@@ -156,7 +171,7 @@ int run_daemon(const std::vector<std::string>& args) {
     alerts.emplace(config.alerts, d.store, events);
     if (!config.alerts.webhook_url.empty()) webhook.emplace(config.alerts);
   }
-  front_door servers(config, events, counters, d.tables, patients, started_at);
+  front_door servers(config, log, events, counters, d.tables, patients, started_at);
 
   d.engine.recover();
   std::signal(SIGTERM, request_stop);
@@ -168,6 +183,30 @@ int run_daemon(const std::vector<std::string>& args) {
   std::int64_t next_inbox = 0, next_sync = 0, next_alerts = 0, last_contact = 0;
   int unreachable_rounds = 0;
   while (!stop_requested) {
+    try {
+      daemon_round(d, folder, alerts, webhook, events, config, next_inbox, next_sync, next_alerts, last_contact,
+            unreachable_rounds);
+    } catch (const std::exception& e) {
+      // The store busy past its timeout, a full disk: report (these messages carry no record
+      // data), wait a second, and go on; nothing was acknowledged that is not stored.
+      std::fprintf(stderr, "migraine-connector: %s; trying again in 1 s\n", e.what());
+      next_sync = next_inbox = next_alerts = now_ms() + 1000;
+    }
+    const std::int64_t next = std::min({next_sync, folder ? next_inbox : next_sync, alerts ? next_alerts : next_sync});
+    while (!stop_requested && now_ms() < next) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::fprintf(stderr, "migraine-connector: stopped; nothing in flight\n");
+  return exit_ok;
+}
+
+namespace {
+
+// One pass of the daemon's loop: the inbox, a delivery round, the alerts, whichever is due.
+void daemon_round(delivery_setup& d, std::optional<inbox>& folder, std::optional<alert_monitor>& alerts,
+           std::optional<alert_webhook>& webhook, event_sink& events, const connector_config& config,
+           std::int64_t& next_inbox, std::int64_t& next_sync, std::int64_t& next_alerts, std::int64_t& last_contact,
+           int& unreachable_rounds) {
+  {
     std::int64_t now = now_ms();
     if (folder && now >= next_inbox) {
       folder->scan();
@@ -209,11 +248,9 @@ int run_daemon(const std::vector<std::string>& args) {
       }
       next_alerts = now_ms() + alert_check_ms;
     }
-    const std::int64_t next = std::min({next_sync, folder ? next_inbox : next_sync, alerts ? next_alerts : next_sync});
-    while (!stop_requested && now_ms() < next) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  std::fprintf(stderr, "migraine-connector: stopped; nothing in flight\n");
-  return exit_ok;
 }
+
+}  // namespace
 
 }  // namespace connector

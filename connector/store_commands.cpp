@@ -251,7 +251,7 @@ int run_replay(const std::vector<std::string>& args) {
       e.name = event::replayed;
       e.record_id = l.record_id;
       e.revision = l.revision;
-      e.detail = "by " + who + " (command line): " + *reason + " (was: " + l.last_error + ")";
+      e.detail = "by " + who + " (command line; the reason is in the store's replay audit) (was: " + l.last_error + ")";
       log->emit(e);
     }
     std::printf("%s %s revision %d (was: %s)\n", dry_run ? "would replay" : "replayed", l.record_id.c_str(),

@@ -95,7 +95,32 @@ readiness check_readiness(outbox& store, const outbox_status& status,
   return r;
 }
 
+// The Host header without its port: "127.0.0.1", "localhost", "[::1]".
+std::string host_name(const std::string& host) {
+  if (!host.empty() && host[0] == '[') return host.substr(0, host.find(']') + 1);
+  return host.substr(0, host.rfind(':') == std::string::npos ? host.size() : host.rfind(':'));
+}
+
+std::optional<http_response> admin_api::screen(const http_request& head) const {
+  const auto& listen = c_.config.admin.listen;
+  if (listen && listen->loopback() && !c_.config.admin.cert_file) {
+    const std::string name = host_name(head.host);
+    const bool loopback_name = name == "localhost" || name == "[::1]" || name == listen->host ||
+                               (name.rfind("127.", 0) == 0 && name.find_first_not_of("0123456789.") == std::string::npos);
+    if (!loopback_name) return json_error(403, "Host not allowed: use http://127.0.0.1 or http://localhost");
+  }
+  const std::string& path = head.path;
+  const bool open_route = path == "/" || path == "/healthz" || path == "/readyz";
+  if (!open_route && c_.token && !bearer_matches(head.authorization, *c_.token)) {
+    auto r = json_error(401, "missing or wrong bearer token (admin.token_file)");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"migraine-connector admin\"");
+    return r;
+  }
+  return std::nullopt;
+}
+
 http_response admin_api::handle(const http_request& request) {
+  if (auto refusal = screen(request)) return *refusal;
   const std::string& path = request.path;
   if (request.method == "GET" && path == "/") {
     return {200, "text/html; charset=utf-8", status_page_html,
@@ -106,11 +131,6 @@ http_response admin_api::handle(const http_request& request) {
   if (request.method == "GET" && path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", {}};
   if (request.method == "GET" && path == "/readyz") return ready();
   if (path != "/metrics" && path.rfind("/api/", 0) != 0) return json_error(404, "not found");
-  if (c_.token && !bearer_matches(request.authorization, *c_.token)) {
-    auto r = json_error(401, "missing or wrong bearer token (admin.token_file)");
-    r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"migraine-connector admin\"");
-    return r;
-  }
   if (request.method == "POST") {
     const std::string prefix = "/api/records/", suffix = "/replay";
     if (path.size() > prefix.size() + suffix.size() && path.rfind(prefix, 0) == 0 &&
@@ -153,6 +173,7 @@ http_response admin_api::metrics_text() {
   s.status = c_.store.status(now);
   s.certificates = configured_certificates(c_.config, now / 1000);
   s.alerts = c_.store.open_alerts();
+  if (c_.log != nullptr) s.log_failed_writes = c_.log->failed_writes();
   s.ready = check_readiness(c_.store, s.status, s.certificates, now).ready();
   return {200, "text/plain; version=0.0.4; charset=utf-8", c_.counters.prometheus_text(s, now), {}};
 }
@@ -309,7 +330,9 @@ http_response admin_api::replay(const std::string& record_id, const http_request
     e.name = event::replayed;
     e.record_id = l.record_id;
     e.revision = l.revision;
-    e.detail = "by " + who + ": " + reason + " (was: " + l.last_error + ")";
+    // The reason is typed by a person and may name the patient: it stays in the store's replay
+    // audit (replays table), not in the log.
+    e.detail = "by " + who + " (was: " + l.last_error + ")";
     c_.events.emit(e);
   }
   out.end_array();

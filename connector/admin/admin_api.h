@@ -11,6 +11,8 @@
 //   GET  /api/quarantine?limit=N  rejected records with their problems
 //   POST /api/records/ID/replay   {"reason": "..."}: its dead letter back in its lane
 // With admin.token_file, everything but /, /healthz and /readyz needs "Authorization: Bearer".
+// On loopback, a request whose Host is not a loopback name or address is refused (403): a web page
+// whose domain an attacker points at 127.0.0.1 (DNS rebinding) cannot use the admin server.
 // POSTs need Content-Type: application/json, which a cross-site form cannot send without a CORS
 // preflight this server never grants. Answers never contain a record's body or patient data.
 #pragma once
@@ -39,6 +41,7 @@ struct admin_context {
   std::int64_t started_at_ms = 0;
   std::optional<std::string> token;
   std::string ingest_api_address;  // host:port as bound (the configured port may be 0); empty: off
+  const sync_log* log = nullptr;   // for its failed-write count in /metrics
 };
 
 struct readiness {
@@ -60,6 +63,8 @@ class admin_api {
  public:
   explicit admin_api(admin_context context) : c_(std::move(context)) {}
   http_response handle(const http_request& request);
+  // Before the body is read: the Host check and the token (see server_settings).
+  std::optional<http_response> screen(const http_request& head) const;
 
  private:
   http_response status();

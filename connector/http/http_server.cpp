@@ -3,11 +3,14 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <openssl/ssl.h>
+
+#include <cstdio>
 
 namespace connector {
 
@@ -18,6 +21,8 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 namespace {
+
+constexpr int max_sessions = 256;  // per listener: bounds descriptors and buffered bodies
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -86,7 +91,9 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   ssl::context tls;
   bool use_tls = false;
   std::int64_t handshake_failures = 0;
+  int sessions = 0;  // open connections (one io thread: no lock needed)
   bool stopped = false;
+  asio::steady_timer retry_accept{io};
 
   void accept();
 };
@@ -98,7 +105,10 @@ template <typename Stream>
 class session : public std::enable_shared_from_this<session<Stream>> {
  public:
   session(std::shared_ptr<http_server::impl> server, Stream stream)
-      : server_(std::move(server)), stream_(std::move(stream)) {}
+      : server_(std::move(server)), stream_(std::move(stream)) {
+    ++server_->sessions;
+  }
+  ~session() { --server_->sessions; }
 
   void start_tls() {
     beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout);
@@ -111,25 +121,20 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     });
   }
 
+  // The header first: the request is screened (authentication, Host) before its body is read,
+  // so nobody unauthenticated can make the server buffer up to body_limit.
   void read() {
     parser_.emplace();
     parser_->body_limit(static_cast<std::uint64_t>(server_->settings.body_limit));
     parser_->header_limit(16 * 1024);
     beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+      self->on_header(ec);
+    });
   }
 
  private:
-  void on_read(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof) return close();
-    if (ec == http::error::body_limit) {
-      return answer(error_response(413, "request body larger than " + std::to_string(server_->settings.body_limit) +
-                                             " bytes; send fewer records per request"),
-                    11, false);
-    }
-    if (ec) return answer(error_response(400, "malformed HTTP request"), 11, false);
-    auto req = parser_->release();
+  http_request request_of(const http::request<http::string_body>& req) {
     http_request r;
     r.method = std::string(req.method_string());
     const std::string_view target = req.target();
@@ -138,15 +143,56 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     if (q != std::string_view::npos) r.query = std::string(target.substr(q + 1));
     r.authorization = std::string(req[http::field::authorization]);
     r.content_type = std::string(req[http::field::content_type]);
-    r.body = std::move(req.body());
+    r.host = std::string(req[http::field::host]);
     beast::error_code peer_ec;
     const auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(peer_ec);
     if (!peer_ec) r.remote = peer.address().to_string();
+    return r;
+  }
+
+  bool read_failed(beast::error_code ec) {
+    if (!ec) return false;
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof) {
+      close();
+    } else if (ec == http::error::body_limit) {
+      answer(error_response(413, "request body larger than " + std::to_string(server_->settings.body_limit) +
+                                     " bytes; send fewer records per request"),
+             11, false);
+    } else {
+      answer(error_response(400, "malformed HTTP request"), 11, false);
+    }
+    return true;
+  }
+
+  void on_header(beast::error_code ec) {
+    if (read_failed(ec)) return;
+    const auto& head = parser_->get();
+    if (server_->settings.screen) {
+      if (auto refusal = server_->settings.screen(request_of(head))) {
+        return answer(*refusal, head.version(), false);  // closes: the body is never read
+      }
+    }
+    // The body gets the step timeout plus time for a slow link (64 KiB/s, about 0.5 Mbit/s).
+    const auto length = parser_->content_length().value_or(0);
+    beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout +
+                                                   std::chrono::seconds(length / (64 * 1024)));
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (read_failed(ec)) return;
+    auto req = parser_->release();
+    http_request r = request_of(req);
+    r.body = std::move(req.body());
     http_response response;
     try {
       response = server_->handler(r);
-    } catch (const std::exception&) {
-      response = error_response(500, "internal error; see the connector's log");
+    } catch (const std::exception& e) {
+      // Store and library messages name tables and limits, never values.
+      std::fprintf(stderr, "migraine-connector: %s %s failed: %s\n", server_->settings.section.c_str(), r.path.c_str(),
+                   e.what());
+      response = error_response(500, "internal error; see the connector's stderr");
     }
     answer(response, req.version(), req.keep_alive());
   }
@@ -180,7 +226,18 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 void http_server::impl::accept() {
   acceptor.async_accept(asio::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (self->stopped) return;
-    if (!ec) {
+    if (ec) {
+      // Out of descriptors, say: wait a little rather than spin on a failing accept.
+      self->retry_accept.expires_after(std::chrono::milliseconds(100));
+      self->retry_accept.async_wait([self](beast::error_code) {
+        if (!self->stopped) self->accept();
+      });
+      return;
+    }
+    if (self->sessions >= max_sessions) {
+      beast::error_code ignored;
+      socket.close(ignored);  // full: the client may try again; the ones connected go on
+    } else {
       if (self->use_tls) {
         std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
             self, beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), self->tls))
@@ -219,6 +276,14 @@ http_server::http_server(asio::io_context& io, server_settings settings, http_ha
   const auto endpoints = resolver.resolve(s.listen.host, std::to_string(s.listen.port), ec);
   if (ec || endpoints.empty()) throw config_error(where + ": cannot resolve the host");
   const tcp::endpoint endpoint = endpoints.begin()->endpoint();
+  // Plain HTTP only where nothing but this machine reaches it: checked on the address itself,
+  // whatever name the configuration used.
+  auto address = endpoint.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  if (!impl_->use_tls && !address.is_loopback()) {
+    throw config_error(where + " resolves to " + address.to_string() + ", not a loopback address: set " + s.section +
+                       ".cert_file and " + s.section + ".key_file to serve HTTPS there");
+  }
   auto& acceptor = impl_->acceptor;
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);

@@ -27,6 +27,7 @@ struct http_request {
   std::string content_type;
   std::string body;
   std::string remote;  // the peer's address, for audit ("replayed from 127.0.0.1")
+  std::string host;    // the Host header
 };
 
 struct http_response {
@@ -46,6 +47,9 @@ struct server_settings {
   std::optional<std::string> client_ca_file;  // require a client certificate issued by this CA
   std::int64_t body_limit = 1024 * 1024;
   std::chrono::seconds timeout{30};
+  // Looks at each request's header before its body is read: a response refuses the request
+  // (and the connection closes), nullopt lets it through to the handler.
+  std::function<std::optional<http_response>(const http_request& head)> screen;
 };
 
 class http_server {

@@ -47,13 +47,18 @@ bool bearer_matches(const std::string& authorization, const std::string& token) 
 ingest_api::ingest_api(intake& records, std::optional<std::string> token)
     : intake_(records), token_(std::move(token)) {}
 
-http_response ingest_api::handle(const http_request& request) {
-  if (request.path != "/v1/records") return json_error(404, "not found: records go to POST /v1/records");
-  if (token_ && !bearer_matches(request.authorization, *token_)) {
+std::optional<http_response> ingest_api::screen(const http_request& head) const {
+  if (token_ && !bearer_matches(head.authorization, *token_)) {
     auto r = json_error(401, "missing or wrong bearer token");
     r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"migraine-connector\"");
     return r;
   }
+  return std::nullopt;
+}
+
+http_response ingest_api::handle(const http_request& request) {
+  if (auto refusal = screen(request)) return *refusal;
+  if (request.path != "/v1/records") return json_error(404, "not found: records go to POST /v1/records");
   if (request.method != "POST") {
     auto r = json_error(405, "only POST is allowed here");
     r.headers.emplace_back("Allow", "POST");

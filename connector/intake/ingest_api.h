@@ -20,6 +20,8 @@ class ingest_api {
  public:
   ingest_api(intake& records, std::optional<std::string> token);
   http_response handle(const http_request& request);
+  // Before the body is read: a missing or wrong token is refused here (see server_settings).
+  std::optional<http_response> screen(const http_request& head) const;
 
  private:
   intake& intake_;

@@ -14,10 +14,10 @@ namespace {
 constexpr std::int64_t auth_pause_ms = 5 * 60 * 1000;  // a credentials fault needs a person
 
 // What the EHR made of each entry, kept with the record: ["201 Created Encounter/12/_history/1", ...].
-// The whole answer when it is not a transaction-response (kept for a person to read).
+// Only that: an answer that is not a transaction-response is not kept (it may echo the record).
 std::string what_the_ehr_made(const std::string& body) {
   const auto responses = fhir::read_transaction_response(body);
-  if (!responses) return body;
+  if (!responses) return "[\"accepted; the answer was not a transaction-response\"]";
   fhir::json_writer out;
   out.begin_array();
   for (const auto& r : *responses) out.string(r.location.empty() ? r.status : r.status + " " + r.location);

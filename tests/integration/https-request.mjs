@@ -1,6 +1,6 @@
 // Test helper: one HTTP(S) request, printing the status code on the first line and the body after.
 // node https-request.mjs METHOD URL [--ca F] [--cert F --key F] [--token T] [--type CONTENT_TYPE]
-//                        [--body-file F | --body TEXT]
+//                        [--body-file F | --body TEXT] [--host HOST_HEADER]
 // A TLS or connection failure prints "ERROR <code>: <message>" and exits 2.
 import http from 'node:http';
 import https from 'node:https';
@@ -14,6 +14,7 @@ const option = (name) => {
 const headers = {};
 if (option('--token')) headers.authorization = `Bearer ${option('--token')}`;
 if (option('--type')) headers['content-type'] = option('--type');
+if (option('--host')) headers.host = option('--host');
 let body;
 if (option('--body-file')) body = fs.readFileSync(option('--body-file'));
 if (option('--body') !== undefined) body = Buffer.from(option('--body'));

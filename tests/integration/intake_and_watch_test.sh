@@ -82,6 +82,8 @@ check "the ingest API listens" [ -n "$api" ]
 check "the admin server listens on loopback" [ "${admin#http://127.0.0.1:}" != "$admin" ]
 status_of() { get "$1" | head -1; }
 check "/healthz answers" [ "$(status_of /healthz)" = 200 ]
+check "a request for another Host (DNS rebinding) is refused" \
+  [ "$(node "$root/tests/integration/https-request.mjs" GET "$admin/api/status" --host evil.example | head -1)" = 403 ]
 
 # --- The inbox -----------------------------------------------------------------------------
 records --patients 2 --prefix INBOX --phi > "$d/inbox/a.ndjson.tmp"   # still being written
@@ -136,6 +138,7 @@ check "422 names the record and the field" grep -q '"line":2,"record_id":"APIBAD
 check "422 still says the good record was accepted" grep -q '"record_id":"APIOK-C-0","revision":1,"status":"accepted"' "$work/mixed.answer"
 head -c 70000 /dev/zero | tr '\0' ' ' > "$work/big.json"
 check "a body over ingest_api.max_body_bytes: 413" [ "$(post "$work/big.json" application/json | head -1)" = 413 ]
+check "... but without a token: 401, before the body is read" [ "$(request --cert "$certs/client.pem" --key "$certs/client.key")" = 401 ]
 check "another content type: 415" [ "$(post "$work/api.ndjson" text/plain | head -1)" = 415 ]
 check "the API's records reach the EHR" wait_for 60 settled
 
