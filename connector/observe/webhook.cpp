@@ -17,7 +17,7 @@ alert_webhook::alert_webhook(const alerts_config& config) {
   settings.url_key = "webhook_url";
   settings.ca_file = config.ca_file;
   settings.connections = 1;
-  settings.timeout = std::chrono::seconds(10);
+  settings.timeout = std::chrono::seconds(5);  // it runs on the delivery thread: keep a dead webhook short
   client_ = std::make_unique<ehr_client>(io_, settings);
 }
 
