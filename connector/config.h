@@ -67,11 +67,11 @@ struct admin_config {
   std::optional<std::string> key_file;
 };
 
-// The sync log (always on): JSON lines, rotated by size.
+// The sync log (always on): JSON lines, rotated by size (see observe/sync_log.h).
 struct log_config {
   std::string path;  // default: sync-log.jsonl beside the store
-  std::int64_t max_bytes = 10 * 1024 * 1024;
-  int keep_files = 5;
+  std::int64_t max_bytes = 10 * 1024 * 1024;  // rotate before the file would grow past this
+  int keep_files = 5;                         // PATH.1 (newest) ... PATH.N
 };
 
 // Alerts: each opens once per incident and closes once, in the log and to the webhook.

@@ -157,7 +157,7 @@ int run_daemon(const std::vector<std::string>& args) {
   const connector_config config = load_config(config_only(args, {}, seen));
   if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
   const std::int64_t started_at = now_ms();
-  sync_log log({config.log.path, config.log.max_bytes, config.log.keep_files});
+  sync_log log(config.log);
   metrics counters;
   daemon_events events(log, counters);
   delivery_setup d(config, events);

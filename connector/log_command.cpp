@@ -119,7 +119,7 @@ int run_log(const std::vector<std::string>& args) {
     return exit_usage;
   }
   const connector_config config = load_config(config_path);
-  const log_settings settings{config.log.path, config.log.max_bytes, config.log.keep_files};
+  const log_config& settings = config.log;
   for (const auto& file : log_files_oldest_first(settings)) {
     std::ifstream in(file, std::ios::binary);
     std::ostringstream text;

@@ -69,7 +69,7 @@ int run_ingest(const std::vector<std::string>& args) {
   const auto tables = mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
   const patient_key patients = patient_key::load(config.store.patient_key_file);
   sqlite_outbox store(config.store.path, config.store.full_sync);
-  sync_log log({config.log.path, config.log.max_bytes, config.log.keep_files});
+  sync_log log(config.log);
   intake records(store, tables, patients, log, now_ms);
 
   int exit_code = exit_ok;
@@ -204,7 +204,7 @@ int run_sync(const std::vector<std::string>& args) {
   }
   const connector_config config = load_config(config_path);
   if (config.ehr.base_url.empty()) throw config_error("setting ehr.base_url is required to deliver");
-  sync_log log({config.log.path, config.log.max_bytes, config.log.keep_files});
+  sync_log log(config.log);
   delivery_setup d(config, log);
   d.engine.recover();
   const sync_report report = d.engine.run_once();
@@ -243,7 +243,7 @@ int run_replay(const std::vector<std::string>& args) {
   const std::int64_t now = now_ms();
   const auto letters = store.replay(record_id.value_or(""), *reason, who, dry_run, now);
   std::optional<sync_log> log;
-  if (!dry_run) log.emplace(log_settings{config.log.path, config.log.max_bytes, config.log.keep_files});
+  if (!dry_run) log.emplace(config.log);
   for (const auto& l : letters) {
     if (log) {
       sync_event e;

@@ -14,14 +14,6 @@ namespace {
 
 http_response json(int status, const fhir::json_writer& body) { return {status, "application/json", std::string(body.view()), {}}; }
 
-http_response json_error(int status, const std::string& message) {
-  fhir::json_writer out;
-  out.begin_object();
-  out.member("error", message);
-  out.end_object();
-  return json(status, out);
-}
-
 int limit_of(const std::string& query, int fallback, int max) {
   const std::string text = query_value(query, "limit");
   if (text.empty()) return fallback;
@@ -264,7 +256,7 @@ http_response admin_api::record(const std::string& record_id) {
   out.begin_array();
   for (const auto& r : revisions) write_summary(out, r);
   out.end_array();
-  write_events(out, recent_event_lines({c_.config.log.path, c_.config.log.max_bytes, c_.config.log.keep_files}, 200,
+  write_events(out, recent_event_lines(c_.config.log, 200,
                                        record_id));
   out.end_object();
   return json(200, out);
@@ -273,7 +265,7 @@ http_response admin_api::record(const std::string& record_id) {
 http_response admin_api::events(const std::string& query) {
   fhir::json_writer out;
   out.begin_object();
-  write_events(out, recent_event_lines({c_.config.log.path, c_.config.log.max_bytes, c_.config.log.keep_files},
+  write_events(out, recent_event_lines(c_.config.log,
                                        static_cast<std::size_t>(limit_of(query, 50, 1000)), query_value(query, "record")));
   out.end_object();
   return json(200, out);

@@ -12,6 +12,8 @@
 
 #include <cstdio>
 
+#include "fhir/json_writer.h"
+
 namespace connector {
 
 namespace asio = boost::asio;
@@ -44,11 +46,15 @@ http::response<http::string_body> to_beast(const http_response& r, unsigned vers
   return res;
 }
 
-http_response error_response(int status, const std::string& message) {
-  return {status, "application/json", "{\"error\":\"" + message + "\"}", {}};
-}
-
 }  // namespace
+
+http_response json_error(int status, const std::string& message) {
+  fhir::json_writer out;
+  out.begin_object();
+  out.member("error", message);
+  out.end_object();
+  return {status, "application/json", std::string(out.view()), {}};
+}
 
 std::string percent_decode(std::string_view text, bool plus_is_space) {
   std::string out;
@@ -155,11 +161,11 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof) {
       close();
     } else if (ec == http::error::body_limit) {
-      answer(error_response(413, "request body larger than " + std::to_string(server_->settings.body_limit) +
+      answer(json_error(413, "request body larger than " + std::to_string(server_->settings.body_limit) +
                                      " bytes; send fewer records per request"),
              11, false);
     } else {
-      answer(error_response(400, "malformed HTTP request"), 11, false);
+      answer(json_error(400, "malformed HTTP request"), 11, false);
     }
     return true;
   }
@@ -192,7 +198,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
       // Store and library messages name tables and limits, never values.
       std::fprintf(stderr, "migraine-connector: %s %s failed: %s\n", server_->settings.section.c_str(), r.path.c_str(),
                    e.what());
-      response = error_response(500, "internal error; see the connector's stderr");
+      response = json_error(500, "internal error; see the connector's stderr");
     }
     answer(response, req.version(), req.keep_alive());
   }

@@ -68,6 +68,9 @@ class http_server {
   std::shared_ptr<impl> impl_;
 };
 
+// {"error": message} with the status: every JSON error answer of both listeners.
+http_response json_error(int status, const std::string& message);
+
 // The value of `name` in a query string (a=1&b=2), percent-decoded; empty when absent.
 std::string query_value(const std::string& query, const std::string& name);
 // Percent-decodes a path segment or query value ('+' is a space only in queries).

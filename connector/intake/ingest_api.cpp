@@ -8,14 +8,6 @@
 namespace connector {
 namespace {
 
-http_response json_error(int status, const std::string& message) {
-  fhir::json_writer out;
-  out.begin_object();
-  out.member("error", message);
-  out.end_object();
-  return {status, "application/json", std::string(out.view()), {}};
-}
-
 std::string_view media_type(const std::string& content_type) {
   std::string_view t = content_type;
   t = t.substr(0, t.find(';'));

@@ -143,7 +143,7 @@ std::string event_json(const sync_event& e) {
   return std::string(out.view());
 }
 
-sync_log::sync_log(log_settings settings) : settings_(std::move(settings)) {
+sync_log::sync_log(log_config settings) : settings_(std::move(settings)) {
   fd_ = ::open(settings_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (fd_ < 0) throw config_error("setting log.path: cannot open " + settings_.path + " for appending");
 }
@@ -206,7 +206,7 @@ void sync_log::emit(const sync_event& e) {
   if (fd_ < 0 || ::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) ++failed_writes_;
 }
 
-std::vector<std::string> log_files_oldest_first(const log_settings& settings) {
+std::vector<std::string> log_files_oldest_first(const log_config& settings) {
   std::vector<std::string> files;
   std::error_code ec;
   for (int i = settings.keep_files; i >= 1; --i) {
@@ -217,7 +217,7 @@ std::vector<std::string> log_files_oldest_first(const log_settings& settings) {
   return files;
 }
 
-std::vector<std::string> recent_event_lines(const log_settings& settings, std::size_t limit,
+std::vector<std::string> recent_event_lines(const log_config& settings, std::size_t limit,
                                             std::string_view record_id) {
   std::string needle;
   if (!record_id.empty()) {

@@ -11,20 +11,15 @@
 #include <string_view>
 #include <vector>
 
+#include "connector/config.h"
 #include "connector/observe/sync_event.h"
 
 namespace connector {
 
-struct log_settings {
-  std::string path;
-  std::int64_t max_bytes = 10 * 1024 * 1024;  // rotate before the file would grow past this
-  int keep_files = 5;
-};
-
 class sync_log : public event_sink {
  public:
   // Opens (creates, mode 0640) the log. Throws config_error when it cannot.
-  explicit sync_log(log_settings settings);
+  explicit sync_log(log_config settings);
   ~sync_log() override;
   sync_log(const sync_log&) = delete;
   sync_log& operator=(const sync_log&) = delete;
@@ -34,13 +29,13 @@ class sync_log : public event_sink {
   void emit(const sync_event& e) override;
   std::int64_t failed_writes() const;
 
-  const log_settings& settings() const { return settings_; }
+  const log_config& settings() const { return settings_; }
 
  private:
   void reopen_if_rotated();
   void rotate();
 
-  log_settings settings_;
+  log_config settings_;
   mutable std::mutex mutex_;
   int fd_ = -1;
   std::int64_t failed_writes_ = 0;
@@ -56,10 +51,10 @@ std::string utc_text(std::int64_t ms);
 std::optional<std::int64_t> parse_time_or_age(std::string_view text, std::int64_t now_ms);
 
 // The log's files, oldest first: PATH.N ... PATH.1, PATH (those that exist).
-std::vector<std::string> log_files_oldest_first(const log_settings& settings);
+std::vector<std::string> log_files_oldest_first(const log_config& settings);
 
 // The newest `limit` event lines, newest first; only those of `record_id` when it is given.
-std::vector<std::string> recent_event_lines(const log_settings& settings, std::size_t limit,
+std::vector<std::string> recent_event_lines(const log_config& settings, std::size_t limit,
                                             std::string_view record_id = {});
 
 }  // namespace connector

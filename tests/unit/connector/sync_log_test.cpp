@@ -57,7 +57,7 @@ class sync_log_test : public testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Settings that rotate after exactly `lines_per_file` lines as long as `delivered(id)`.
-  log_settings rotating(int lines_per_file, int keep_files) const {
+  log_config rotating(int lines_per_file, int keep_files) const {
     const auto line_size = static_cast<std::int64_t>(event_json(delivered("R-00")).size() + 1);
     return {path_, line_size * lines_per_file, keep_files};
   }
@@ -189,8 +189,8 @@ TEST_F(sync_log_test, writes_one_line_per_event) {
 }
 
 TEST_F(sync_log_test, appends_to_an_existing_log) {
-  { sync_log(log_settings{path_, 1 << 20, 3}).emit(delivered("R-1")); }
-  { sync_log(log_settings{path_, 1 << 20, 3}).emit(delivered("R-2")); }
+  { sync_log(log_config{path_, 1 << 20, 3}).emit(delivered("R-1")); }
+  { sync_log(log_config{path_, 1 << 20, 3}).emit(delivered("R-2")); }
   EXPECT_EQ(ids_in(path_), (std::vector<std::string>{"R-1", "R-2"}));
 }
 
@@ -304,7 +304,7 @@ TEST_F(sync_log_test, recent_lines_honour_the_limit) {
 }
 
 TEST_F(sync_log_test, recent_lines_of_one_record_match_its_id_exactly) {
-  const log_settings settings{path_, 300, 10};  // rotates every line or two
+  const log_config settings{path_, 300, 10};  // rotates every line or two
   {
     sync_log log(settings);
     log.emit(delivered("R-1", 1000, 1));
@@ -333,7 +333,7 @@ TEST_F(sync_log_test, recent_lines_of_one_record_match_its_id_exactly) {
 }
 
 TEST_F(sync_log_test, recent_lines_skip_a_torn_last_line) {
-  const log_settings settings{path_, 1 << 20, 3};
+  const log_config settings{path_, 1 << 20, 3};
   {
     sync_log log(settings);
     log.emit(delivered("R-1"));
