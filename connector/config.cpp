@@ -121,6 +121,14 @@ listen_address parse_listen(const std::string& setting, const std::string& text)
   return a;
 }
 
+// SECTION.listen, which a listener's section must have.
+listen_address required_listen(const fhir::json_value& section, const std::string& name) {
+  std::string listen;
+  read_string(section, name, "listen", listen);
+  if (listen.empty()) throw config_error("setting " + name + ".listen is required in section " + name);
+  return parse_listen(name + ".listen", listen);
+}
+
 // A listener without a certificate serves plain HTTP: only where nothing but this machine can reach it.
 void check_plain_only_on_loopback(const std::string& section, const listen_address& a,
                                   const std::optional<std::string>& cert, const std::optional<std::string>& key) {
@@ -149,10 +157,7 @@ void read_intake_and_watch(const fhir::json_value& root, const Relative& relativ
   if (const auto* s = section(root, "ingest_api", {"listen", "token_file", "client_ca_file", "cert_file", "key_file",
                                                    "max_body_bytes"})) {
     auto& api = config.ingest_api;
-    std::string listen;
-    read_string(*s, "ingest_api", "listen", listen);
-    if (listen.empty()) throw config_error("setting ingest_api.listen is required in section ingest_api");
-    api.listen = parse_listen("ingest_api.listen", listen);
+    api.listen = required_listen(*s, "ingest_api");
     optional_file(*s, "ingest_api", "token_file", api.token_file);
     optional_file(*s, "ingest_api", "client_ca_file", api.client_ca_file);
     optional_file(*s, "ingest_api", "cert_file", api.cert_file);
@@ -175,10 +180,7 @@ void read_intake_and_watch(const fhir::json_value& root, const Relative& relativ
   }
   if (const auto* s = section(root, "admin", {"listen", "token_file", "cert_file", "key_file"})) {
     auto& admin = config.admin;
-    std::string listen;
-    read_string(*s, "admin", "listen", listen);
-    if (listen.empty()) throw config_error("setting admin.listen is required in section admin");
-    admin.listen = parse_listen("admin.listen", listen);
+    admin.listen = required_listen(*s, "admin");
     optional_file(*s, "admin", "token_file", admin.token_file);
     optional_file(*s, "admin", "cert_file", admin.cert_file);
     optional_file(*s, "admin", "key_file", admin.key_file);
