@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "connector/commands.h"
-#include "connector/config.h"
+#include "connector/cli/commands.h"
+#include "connector/config/config.h"
 
 #ifndef MIGRAINE_CONNECTOR_VERSION
 #define MIGRAINE_CONNECTOR_VERSION "unknown"

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "connector/certificate_files.h"
+#include "connector/config/certificate_files.h"
 #include "connector/intake/ingest_api.h"
 #include "fhir/json_value.h"
 #include "fhir/json_writer.h"

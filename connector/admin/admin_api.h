@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "connector/config.h"
-#include "connector/http/http_server.h"
+#include "connector/config/config.h"
+#include "connector/net/http_server.h"
 #include "connector/observe/metrics.h"
 #include "connector/observe/sync_log.h"
 #include "connector/outbox/outbox.h"

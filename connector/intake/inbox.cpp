@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 #include "connector/observe/sync_log.h"
 #include "fhir/json_writer.h"
 

@@ -11,7 +11,7 @@
 #include <optional>
 #include <string>
 
-#include "connector/http/http_server.h"
+#include "connector/net/http_server.h"
 #include "connector/intake/intake.h"
 
 namespace connector {

@@ -10,8 +10,8 @@
 
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/outbox.h"
-#include "connector/patient_key.h"
-#include "connector/record_files.h"
+#include "connector/config/patient_key.h"
+#include "connector/intake/record_files.h"
 #include "fhir/issue.h"
 #include "mappings/code_tables.h"
 

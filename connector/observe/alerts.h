@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 #include "connector/observe/metrics.h"
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/outbox.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "connector/certificate_files.h"
+#include "connector/config/certificate_files.h"
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/outbox.h"
 

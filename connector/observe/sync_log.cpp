@@ -13,7 +13,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 #include "fhir/json_writer.h"
 
 namespace connector {

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 #include "connector/observe/sync_event.h"
 
 namespace connector {

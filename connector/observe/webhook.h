@@ -10,9 +10,9 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 #include "connector/observe/alerts.h"
-#include "connector/sync/ehr_client.h"
+#include "connector/net/ehr_client.h"
 
 namespace connector {
 

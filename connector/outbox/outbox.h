@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "connector/clock.h"
 #include "fhir/issue.h"
 
 namespace connector {
@@ -118,9 +119,6 @@ struct dead_letter {
   int revision = 1;
   std::string last_error;
 };
-
-// Milliseconds since the epoch; injected so tests can set the time.
-using clock_ms = std::function<std::int64_t()>;
 
 class outbox {
  public:

@@ -14,7 +14,7 @@
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/outbox.h"
 #include "connector/sync/delivery_policy.h"
-#include "connector/sync/ehr_client.h"
+#include "connector/net/ehr_client.h"
 #include "mappings/bundle_mapper.h"
 
 namespace connector {

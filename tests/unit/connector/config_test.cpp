@@ -1,5 +1,5 @@
 // The configuration file: defaults, relative paths, and clear refusals.
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 #include <filesystem>
 #include <fstream>

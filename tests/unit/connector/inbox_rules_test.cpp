@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "connector/record_files.h"
+#include "connector/intake/record_files.h"
 
 namespace {
 

@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 namespace {
 

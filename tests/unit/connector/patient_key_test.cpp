@@ -1,5 +1,5 @@
 // Keyed patient hashes: stable, secret-dependent, and a key file only its owner can read.
-#include "connector/patient_key.h"
+#include "connector/config/patient_key.h"
 
 #include <sys/stat.h>
 

@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 namespace {
 

@@ -8,7 +8,8 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "connector/config.h"
+#include "connector/clock.h"
+#include "connector/config/config.h"
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/sqlite_outbox.h"
 #include "connector/sync/sync_engine.h"
@@ -16,11 +17,6 @@
 #include "mappings/code_tables.h"
 
 namespace connector {
-
-inline std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 inline ehr_settings ehr_settings_of(const ehr_config& e) {
   ehr_settings s;

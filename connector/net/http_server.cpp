@@ -1,5 +1,5 @@
 // The listener and one session per connection, for plain TCP and TLS streams alike.
-#include "connector/http/http_server.h"
+#include "connector/net/http_server.h"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>

@@ -11,11 +11,11 @@
 #include <thread>
 
 #include "connector/admin/admin_api.h"
-#include "connector/certificate_files.h"
-#include "connector/commands.h"
-#include "connector/config.h"
-#include "connector/delivery_setup.h"
-#include "connector/http/http_server.h"
+#include "connector/config/certificate_files.h"
+#include "connector/cli/commands.h"
+#include "connector/config/config.h"
+#include "connector/daemon/delivery_setup.h"
+#include "connector/net/http_server.h"
 #include "connector/intake/inbox.h"
 #include "connector/intake/ingest_api.h"
 #include "connector/intake/intake.h"
@@ -23,7 +23,7 @@
 #include "connector/observe/metrics.h"
 #include "connector/observe/sync_log.h"
 #include "connector/observe/webhook.h"
-#include "connector/patient_key.h"
+#include "connector/config/patient_key.h"
 
 #ifndef MIGRAINE_CONNECTOR_VERSION
 #define MIGRAINE_CONNECTOR_VERSION "unknown"

@@ -3,9 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "connector/intake/record_files.h"
+#include "fhir/issue.h"
+#include "mappings/record_reader.h"
 
 namespace connector {
 
@@ -28,6 +33,21 @@ int run_log(const std::vector<std::string>& args);
 // flags seen in `seen`, and throws config_error for anything else.
 std::optional<std::string> config_only(const std::vector<std::string>& args, const std::vector<std::string>& flags,
                                        std::vector<std::string>& seen);
+
+// --config, files (with `takes_files`) or --json (without): what `ingest` and `status` take.
+struct store_options {
+  std::optional<std::string> config_path;
+  std::vector<std::string> files;
+  bool json = false;
+};
+std::optional<store_options> parse_store_args(const std::vector<std::string>& args, bool takes_files);
+
+// "file:record_id" for messages; NDJSON records without a readable id are named by line.
+std::string record_label(const record_file& file, const record_text& text, const mappings::read_result& result);
+// One line per problem: label: path: message.
+void print_problems(std::FILE* to, const std::string& label, const fhir::issues& problems);
+// "42 s", "17 min", "3 h 5 min".
+std::string duration_text(std::int64_t ms);
 
 struct sync_report;
 // One line of what a delivery round did, and the EHR's state when it failed.

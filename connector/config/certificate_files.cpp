@@ -1,7 +1,7 @@
 // Certificate file checks with OpenSSL.
-#include "connector/certificate_files.h"
+#include "connector/config/certificate_files.h"
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 #include <cstdio>
 #include <memory>

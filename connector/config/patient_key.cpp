@@ -1,5 +1,5 @@
 // Keyed hashing of MRNs with OpenSSL.
-#include "connector/patient_key.h"
+#include "connector/config/patient_key.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,7 +13,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 namespace connector {
 namespace {

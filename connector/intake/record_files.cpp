@@ -1,5 +1,5 @@
 // Splitting record files into records.
-#include "connector/record_files.h"
+#include "connector/intake/record_files.h"
 
 #include <fstream>
 #include <sstream>

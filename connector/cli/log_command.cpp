@@ -10,9 +10,9 @@
 #include <sstream>
 #include <thread>
 
-#include "connector/commands.h"
-#include "connector/config.h"
-#include "connector/delivery_setup.h"
+#include "connector/cli/commands.h"
+#include "connector/config/config.h"
+#include "connector/clock.h"
 #include "connector/observe/sync_log.h"
 #include "fhir/json_value.h"
 

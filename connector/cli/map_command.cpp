@@ -1,14 +1,12 @@
-// `map` and `check`: the offline path from record files through the reader, the checks and the
-// mapper to transaction Bundles, with every problem named by file, record and field.
-#include "connector/commands.h"
-
+// `map`: the offline path from record files through the reader, the checks and the mapper to
+// transaction Bundles, with every problem named by file, record and field.
 #include <cstdio>
-#include <iostream>
 #include <optional>
 #include <unordered_map>
 
-#include "connector/config.h"
-#include "connector/record_files.h"
+#include "connector/cli/commands.h"
+#include "connector/config/config.h"
+#include "connector/intake/record_files.h"
 #include "fhir/issue.h"
 #include "fhir/json_writer.h"
 #include "mappings/bundle_mapper.h"
@@ -17,24 +15,6 @@
 
 namespace connector {
 namespace {
-
-// "file:record_id" for messages; NDJSON records without a readable id are named by line.
-std::string record_label(const record_file& file, const record_text& text,
-                         const mappings::read_result& result) {
-  std::string label = file.path + ":";
-  if (!result.record_id.empty()) return label + result.record_id;
-  return label + "line " + std::to_string(text.line);
-}
-
-void print_problems(std::FILE* to, const std::string& label, const fhir::issues& problems) {
-  for (const auto& p : problems) {
-    if (p.path.empty()) {
-      std::fprintf(to, "%s: %s\n", label.c_str(), p.message.c_str());
-    } else {
-      std::fprintf(to, "%s: %s: %s\n", label.c_str(), p.path.c_str(), p.message.c_str());
-    }
-  }
-}
 
 void write_line(std::string_view text) {
   std::fwrite(text.data(), 1, text.size(), stdout);
@@ -252,49 +232,6 @@ int run_map(const std::vector<std::string>& args) {
   std::fflush(stdout);
   if (rejected) return exit_rejected;
   return waiting ? exit_waiting : exit_ok;
-}
-
-int run_check(const std::vector<std::string>& args) {
-  std::optional<std::string> config_path;
-  std::vector<std::string> files;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--config" && i + 1 < args.size()) {
-      config_path = args[++i];
-    } else if (!args[i].empty() && args[i][0] == '-') {
-      files.clear();
-      break;
-    } else {
-      files.push_back(args[i]);
-    }
-  }
-  if (files.empty()) {
-    std::fprintf(stderr, "usage: migraine-connector check [--config FILE] RECORD_FILE...\n");
-    return exit_usage;
-  }
-  const connector_config config = load_config(config_path);
-  const auto tables = mappings::code_tables::load(config.code_tables_path,
-                                                  config.mapping.local_code_system);
-  std::size_t checked = 0;
-  std::size_t rejected = 0;
-  int exit_code = exit_ok;
-  for (const auto& path : files) {
-    const record_file file = read_record_file(path);
-    if (!file.error.empty()) {
-      std::fprintf(stderr, "%s: %s\n", path.c_str(), file.error.c_str());
-      exit_code = exit_usage;
-      continue;
-    }
-    for (const auto& text : file.records) {
-      ++checked;
-      const auto result = mappings::read_record(text.json, tables);
-      if (result.record) continue;
-      ++rejected;
-      if (exit_code == exit_ok) exit_code = exit_rejected;
-      print_problems(stdout, record_label(file, text, result), result.problems);
-    }
-  }
-  std::fprintf(stderr, "%zu record(s) checked, %zu rejected\n", checked, rejected);
-  return exit_code;
 }
 
 }  // namespace connector

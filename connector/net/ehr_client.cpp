@@ -1,6 +1,6 @@
 // The EHR client: Boost.Beast async HTTPS after Beast's async-ssl client example. Every step is a
 // do_x / on_x pair with its own timeout, and the first thing each handler checks is its error.
-#include "connector/sync/ehr_client.h"
+#include "connector/net/ehr_client.h"
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -15,7 +15,7 @@
 #include <deque>
 #include <vector>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 namespace connector {
 namespace {

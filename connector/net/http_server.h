@@ -15,7 +15,7 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 namespace connector {
 

@@ -1,5 +1,5 @@
 // Configuration loading and checking.
-#include "connector/config.h"
+#include "connector/config/config.h"
 
 #include <algorithm>
 #include <filesystem>

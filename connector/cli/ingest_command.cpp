@@ -1,0 +1,57 @@
+// `ingest`: records stored durably in the outbox from the command line, with their events in the
+// sync log.
+#include <cstdio>
+
+#include "connector/cli/commands.h"
+#include "connector/config/config.h"
+#include "connector/config/patient_key.h"
+#include "connector/daemon/delivery_setup.h"
+#include "connector/intake/intake.h"
+#include "connector/intake/record_files.h"
+#include "connector/observe/sync_log.h"
+#include "connector/outbox/sqlite_outbox.h"
+#include "mappings/code_tables.h"
+
+namespace connector {
+
+int run_ingest(const std::vector<std::string>& args) {
+  const auto options = parse_store_args(args, true);
+  if (!options) {
+    std::fprintf(stderr, "usage: migraine-connector ingest [--config FILE] RECORD_FILE...\n");
+    return exit_usage;
+  }
+  const connector_config config = load_config(options->config_path);
+  const auto tables = mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
+  const patient_key patients = patient_key::load(config.store.patient_key_file);
+  sqlite_outbox store(config.store.path, config.store.full_sync);
+  sync_log log(config.log);
+  intake records(store, tables, patients, log, now_ms);
+
+  int exit_code = exit_ok;
+  for (const auto& path : options->files) {
+    const record_file file = read_record_file(path);
+    if (!file.error.empty()) {
+      std::fprintf(stderr, "%s: %s\n", path.c_str(), file.error.c_str());
+      exit_code = exit_usage;
+      continue;
+    }
+    // One transaction per file: nothing below is printed before it is durable.
+    const auto results = records.take(file.records, path, "cli");
+    std::printf("%s: %s\n", path.c_str(), describe_batch(results).c_str());
+    for (const auto& r : results) {
+      if (r.accepted) continue;
+      const std::string label = path + ":" + (r.record_id.empty() ? "line " + std::to_string(r.line) : r.record_id);
+      for (const auto& p : r.problems) {
+        if (p.path.empty()) {
+          std::printf("  rejected %s: %s\n", label.c_str(), p.message.c_str());
+        } else {
+          std::printf("  rejected %s: %s: %s\n", label.c_str(), p.path.c_str(), p.message.c_str());
+        }
+      }
+      if (exit_code == exit_ok) exit_code = exit_rejected;
+    }
+  }
+  return exit_code;
+}
+
+}  // namespace connector
