@@ -68,10 +68,12 @@ bundle_mapper::bundle_mapper(mapping_config config, const code_tables& tables)
   }
 }
 
-// What the earlier revision created and this one no longer does (a side effect removed, nothing
+// What an earlier revision created and this one no longer does (a side effect removed, nothing
 // discarded any more, a flag that no longer applies) is retracted in the same transaction, so an
 // amendment leaves nothing stale behind. The earlier revision is mapped as a retraction into a
-// scratch bundle, and its entries this revision did not write are copied over.
+// scratch bundle, and its entries this revision did not write are copied over. Called for every
+// earlier revision in the history, newest first: a revision that was sent but never answered may
+// or may not be at the EHR, so what it made and what the revision before it made are both retracted.
 void bundle_mapper::retract_dropped(record_context& ctx, const clinic_record& earlier) const {
   clinic_record retraction = earlier;
   retraction.status = record_status::entered_in_error;
@@ -126,7 +128,7 @@ mapping_outcome bundle_mapper::map(const clinic_record& record, const patient_hi
   ctx.bundle.begin_bundle(systems_.record,
                           record.record_id + "/r" + std::to_string(record.revision));
   write_record(ctx, outcome.flags);
-  if (earlier != nullptr) retract_dropped(ctx, *earlier);
+  for (const clinic_record* r : history.revisions(record.record_id)) retract_dropped(ctx, *r);
   write_provenance(ctx);
   ctx.bundle.end_bundle();
 

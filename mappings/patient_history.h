@@ -21,6 +21,9 @@ class patient_history {
   // The highest revision of record_id whatever its status (a retraction included), or nullptr.
   const clinic_record* latest_revision(std::string_view record_id) const;
 
+  // Every revision of record_id in the history, newest first (duplicates of one revision once).
+  std::vector<const clinic_record*> revisions(std::string_view record_id) const;
+
   // The latest revision of every live (not entered-in-error) record of this kind, except
   // `excluded_id` (the record being mapped), in no particular order.
   std::vector<const clinic_record*> live(std::size_t kind_index, std::string_view excluded_id) const;

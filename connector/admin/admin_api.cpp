@@ -49,6 +49,7 @@ void write_summary(fhir::json_writer& out, const record_summary& r) {
     out.raw(r.ehr_response);
   }
   out.member("patient", r.patient_key);
+  if (r.maybe_at_ehr) out.member_bool("maybe_at_ehr", true);  // sent, no answer: possibly delivered
   out.member("received_at", utc_text(r.received_at_ms));
   out.member("updated_at", utc_text(r.updated_at_ms));
   out.end_object();
@@ -64,15 +65,17 @@ void write_events(fhir::json_writer& out, const std::vector<std::string>& lines)
 }  // namespace
 
 readiness check_readiness(outbox& store, const outbox_status& status,
-                          const std::vector<certificate_days>& certificates, std::int64_t now_ms) {
+                          const std::vector<certificate_days>& certificates, std::int64_t now_ms,
+                          const delivery_health& delivery) {
   readiness r;
-  r.store_writable = store.writable();
+  r.store_writable = !delivery.store_degraded && store.writable();
   r.ehr_reached_recently = status.ehr_reached && status.ehr_last_contact_ms &&
                            now_ms - *status.ehr_last_contact_ms <= ehr_recent_ms;
   r.certificates_valid = std::all_of(certificates.begin(), certificates.end(),
                                      [](const certificate_days& c) { return c.days_left && *c.days_left >= 0; });
   if (!r.store_writable) {
-    r.detail = "the store cannot be written (disk full, permissions, or another process holds it)";
+    r.detail = delivery.store_degraded ? delivery.store_problem
+                                       : "the store cannot be written (disk full, permissions, or another process holds it)";
   } else if (!r.ehr_reached_recently) {
     r.detail = status.ehr_last_contact_ms ? "the EHR was not reached in the last 5 minutes: " + status.ehr_detail
                                           : "the EHR has not been contacted yet";
@@ -111,40 +114,73 @@ std::optional<http_response> admin_api::screen(const http_request& head) const {
   return std::nullopt;
 }
 
-http_response admin_api::handle(const http_request& request) {
-  if (auto refusal = screen(request)) return *refusal;
+namespace {
+http_response store_unavailable(const store_error& e) {
+  auto r = json_error(503, std::string("the store could not answer: ") + e.what());
+  r.headers.emplace_back("Retry-After", "5");
+  return r;
+}
+}  // namespace
+
+void admin_api::handle(const http_request& request, http_respond respond) {
+  if (auto refusal = screen(request)) return respond(*refusal);
   const std::string& path = request.path;
   if (request.method == "GET" && path == "/") {
-    return {200, "text/html; charset=utf-8", status_page_html,
-            {{"Content-Security-Policy",
-              "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
-              "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"}}};
+    return respond({200, "text/html; charset=utf-8", status_page_html,
+                    {{"Content-Security-Policy",
+                      "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+                      "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"}}});
   }
-  if (request.method == "GET" && path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", {}};
-  if (request.method == "GET" && path == "/readyz") return ready();
-  if (path != "/metrics" && path.rfind("/api/", 0) != 0) return json_error(404, "not found");
+  if (request.method == "GET" && path == "/healthz") return respond({200, "text/plain; charset=utf-8", "ok\n", {}});
+  if (path != "/readyz" && path != "/metrics" && path.rfind("/api/", 0) != 0) return respond(json_error(404, "not found"));
   if (request.method == "POST") {
     const std::string prefix = "/api/records/", suffix = "/replay";
-    if (path.size() > prefix.size() + suffix.size() && path.rfind(prefix, 0) == 0 &&
-        path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      return replay(path.substr(prefix.size(), path.size() - prefix.size() - suffix.size()), request);
+    if (!(path.size() > prefix.size() + suffix.size() && path.rfind(prefix, 0) == 0 &&
+          path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0)) {
+      return respond(json_error(404, "not found"));
     }
-    return json_error(404, "not found");
+    std::string_view type = request.content_type;
+    type = type.substr(0, type.find(';'));
+    if (type != "application/json") return respond(json_error(415, "Content-Type must be application/json"));
+    fhir::json_value body;
+    std::string reason;
+    if (fhir::parse_json_value(request.body, body, false).empty() && body.is_object()) {
+      if (const auto* r = body.find("reason"); r != nullptr && r->is_string()) reason = r->text;
+    }
+    if (reason.find_first_not_of(" \t\r\n") == std::string::npos) {
+      return respond(json_error(400, "say why in {\"reason\": \"...\"}: it is kept with the replay"));
+    }
+    const std::string record_id = path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
+    const std::string who = "admin API" + (request.remote.empty() ? "" : " from " + request.remote);
+    return c_.writer.run([this, record_id, reason, who](outbox& s) { return replay(s, record_id, reason, who); },
+                         [respond](store_result<http_response> r) {
+                           respond(r.ok() ? std::move(*r.value) : store_unavailable(*r.error));
+                         });
   }
-  if (request.method != "GET") return json_error(405, "method not allowed");
-  if (path == "/metrics") return metrics_text();
-  if (path == "/api/status") return status();
-  if (path == "/api/records") return records(request.query);
-  if (path.rfind("/api/records/", 0) == 0) return record(path.substr(13));
+  if (request.method != "GET") return respond(json_error(405, "method not allowed"));
+  c_.reader.run([this, request](outbox& s) { return read_route(s, request); },
+                [respond](store_result<http_response> r) {
+                  respond(r.ok() ? std::move(*r.value) : store_unavailable(*r.error));
+                });
+}
+
+http_response admin_api::read_route(outbox& store, const http_request& request) {
+  const std::string& path = request.path;
+  if (path == "/readyz") return ready(store);
+  if (path == "/metrics") return metrics_text(store);
+  if (path == "/api/status") return status(store);
+  if (path == "/api/records") return records(store, request.query);
+  if (path.rfind("/api/records/", 0) == 0) return record(store, path.substr(13));
   if (path == "/api/events") return events(request.query);
-  if (path == "/api/quarantine") return quarantine(request.query);
+  if (path == "/api/quarantine") return quarantine(store, request.query);
   return json_error(404, "not found");
 }
 
-http_response admin_api::ready() {
+http_response admin_api::ready(outbox& store) {
   const std::int64_t now = c_.now();
-  const auto status = c_.store.status(now);
-  const auto r = check_readiness(c_.store, status, configured_certificates(c_.config, now / 1000), now);
+  const auto status = store.status(now);
+  const auto r = check_readiness(store, status, configured_certificates(c_.config, now / 1000), now,
+                                 c_.delivery ? c_.delivery() : delivery_health{});
   fhir::json_writer out;
   out.begin_object();
   out.member_bool("ready", r.ready());
@@ -159,20 +195,23 @@ http_response admin_api::ready() {
   return json(r.ready() ? 200 : 503, out);
 }
 
-http_response admin_api::metrics_text() {
+http_response admin_api::metrics_text(outbox& store) {
   const std::int64_t now = c_.now();
   metrics_snapshot s;
-  s.status = c_.store.status(now);
+  s.status = store.status(now);
   s.certificates = configured_certificates(c_.config, now / 1000);
-  s.alerts = c_.store.open_alerts();
+  s.alerts = store.open_alerts();
   if (c_.log != nullptr) s.log_failed_writes = c_.log->failed_writes();
-  s.ready = check_readiness(c_.store, s.status, s.certificates, now).ready();
+  const delivery_health health = c_.delivery ? c_.delivery() : delivery_health{};
+  s.store_degraded = health.store_degraded;
+  s.ready = check_readiness(store, s.status, s.certificates, now, health).ready();
   return {200, "text/plain; version=0.0.4; charset=utf-8", c_.counters.prometheus_text(s, now), {}};
 }
 
-http_response admin_api::status() {
+http_response admin_api::status(outbox& store) {
   const std::int64_t now = c_.now();
-  const auto s = c_.store.status(now);
+  const auto s = store.status(now);
+  const delivery_health health = c_.delivery ? c_.delivery() : delivery_health{};
   fhir::json_writer out;
   out.begin_object();
   out.member("version", c_.version);
@@ -182,6 +221,24 @@ http_response admin_api::status() {
   for (const auto& [state, n] : s.records) out.member(to_string(state), n);
   out.end_object();
   out.member("quarantined", s.quarantined);
+  out.member("maybe_at_ehr", s.maybe_at_ehr);
+  out.key("store");
+  out.begin_object();
+  out.member_bool("degraded", health.store_degraded);
+  if (health.store_degraded) out.member("problem", health.store_problem);
+  out.end_object();
+  out.key("processes");
+  out.begin_array();
+  for (const auto& o : s.owners) {
+    out.begin_object();
+    out.member("kind", o.kind);
+    out.member("pid", o.pid);
+    out.member("since", utc_text(o.started_at_ms));
+    out.member_bool("alive", o.alive);
+    out.member("in_flight", o.claims);
+    out.end_object();
+  }
+  out.end_array();
   out.key("oldest_pending_age_s");
   s.oldest_pending_age_ms ? out.integer(*s.oldest_pending_age_ms / 1000) : out.raw("null");
   out.key("last_error");
@@ -212,7 +269,7 @@ http_response admin_api::status() {
   out.end_array();
   out.key("alerts");
   out.begin_array();
-  for (const auto& a : c_.store.open_alerts()) {
+  for (const auto& a : store.open_alerts()) {
     out.begin_object();
     out.member("alert", a.key);
     out.member("since", utc_text(a.opened_at_ms));
@@ -231,7 +288,7 @@ http_response admin_api::status() {
   return json(200, out);
 }
 
-http_response admin_api::records(const std::string& query) {
+http_response admin_api::records(outbox& store, const std::string& query) {
   const std::string name = query_value(query, "state");
   const auto state = state_named(name.empty() ? "dead" : name);
   if (!state) return json_error(400, "unknown state; one of pending, in_flight, retry_scheduled, delivered, dead, superseded, held");
@@ -240,14 +297,14 @@ http_response admin_api::records(const std::string& query) {
   out.member("state", to_string(*state));
   out.key("records");
   out.begin_array();
-  for (const auto& r : c_.store.records_in_state(*state, limit_of(query, 100, 1000))) write_summary(out, r);
+  for (const auto& r : store.records_in_state(*state, limit_of(query, 100, 1000))) write_summary(out, r);
   out.end_array();
   out.end_object();
   return json(200, out);
 }
 
-http_response admin_api::record(const std::string& record_id) {
-  const auto revisions = c_.store.record_history(record_id);
+http_response admin_api::record(outbox& store, const std::string& record_id) {
+  const auto revisions = store.record_history(record_id);
   if (revisions.empty()) return json_error(404, "no record " + record_id);
   fhir::json_writer out;
   out.begin_object();
@@ -271,12 +328,12 @@ http_response admin_api::events(const std::string& query) {
   return json(200, out);
 }
 
-http_response admin_api::quarantine(const std::string& query) {
+http_response admin_api::quarantine(outbox& store, const std::string& query) {
   fhir::json_writer out;
   out.begin_object();
   out.key("records");
   out.begin_array();
-  for (const auto& q : c_.store.quarantined(limit_of(query, 100, 1000))) {
+  for (const auto& q : store.quarantined(limit_of(query, 100, 1000))) {
     out.begin_object();
     out.member("id", q.id);
     out.member("source", q.source);
@@ -291,21 +348,10 @@ http_response admin_api::quarantine(const std::string& query) {
   return json(200, out);
 }
 
-http_response admin_api::replay(const std::string& record_id, const http_request& request) {
-  std::string_view type = request.content_type;
-  type = type.substr(0, type.find(';'));
-  if (type != "application/json") return json_error(415, "Content-Type must be application/json");
-  fhir::json_value body;
-  std::string reason;
-  if (fhir::parse_json_value(request.body, body, false).empty() && body.is_object()) {
-    if (const auto* r = body.find("reason"); r != nullptr && r->is_string()) reason = r->text;
-  }
-  if (reason.find_first_not_of(" \t\r\n") == std::string::npos) {
-    return json_error(400, "say why in {\"reason\": \"...\"}: it is kept with the replay");
-  }
-  const std::string who = "admin API" + (request.remote.empty() ? "" : " from " + request.remote);
+http_response admin_api::replay(outbox& store, const std::string& record_id, const std::string& reason,
+                                const std::string& who) {
   const std::int64_t now = c_.now();
-  const auto letters = c_.store.replay(record_id, reason, who, false, now);
+  const auto letters = store.replay(record_id, reason, who, false, now);
   if (letters.empty()) return json_error(404, "no dead letter for record " + record_id);
   fhir::json_writer out;
   out.begin_object();

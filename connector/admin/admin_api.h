@@ -28,11 +28,22 @@
 #include "connector/observe/metrics.h"
 #include "connector/observe/sync_log.h"
 #include "connector/outbox/outbox.h"
+#include "connector/outbox/store_worker.h"
 
 namespace connector {
 
+// The delivery side's own state, which the store cannot tell (read from any thread).
+struct delivery_health {
+  bool store_degraded = false;  // delivery waits for the store to take writes again
+  std::string store_problem;
+};
+
+// Routes that read the store run on `reader` (a worker with its own connection, so a slow scan or
+// a busy store never holds up /healthz); replays, which write, on `writer`.
 struct admin_context {
-  outbox& store;         // the admin thread's own connection
+  store_worker& reader;
+  store_worker& writer;
+  std::function<delivery_health()> delivery;
   metrics& counters;
   event_sink& events;    // replays are events too
   const connector_config& config;
@@ -57,24 +68,28 @@ struct readiness {
 inline constexpr std::int64_t ehr_recent_ms = 5 * 60 * 1000;
 
 readiness check_readiness(outbox& store, const outbox_status& status,
-                          const std::vector<certificate_days>& certificates, std::int64_t now_ms);
+                          const std::vector<certificate_days>& certificates, std::int64_t now_ms,
+                          const delivery_health& delivery = {});
 
 class admin_api {
  public:
   explicit admin_api(admin_context context) : c_(std::move(context)) {}
-  http_response handle(const http_request& request);
+  void handle(const http_request& request, http_respond respond);
   // Before the body is read: the Host check and the token (see server_settings).
   std::optional<http_response> screen(const http_request& head) const;
 
  private:
-  http_response status();
-  http_response records(const std::string& query);
-  http_response record(const std::string& record_id);
+  // On the reader's thread.
+  http_response read_route(outbox& store, const http_request& request);
+  http_response status(outbox& store);
+  http_response records(outbox& store, const std::string& query);
+  http_response record(outbox& store, const std::string& record_id);
   http_response events(const std::string& query);
-  http_response quarantine(const std::string& query);
-  http_response replay(const std::string& record_id, const http_request& request);
-  http_response metrics_text();
-  http_response ready();
+  http_response quarantine(outbox& store, const std::string& query);
+  http_response metrics_text(outbox& store);
+  http_response ready(outbox& store);
+  // On the writer's thread.
+  http_response replay(outbox& store, const std::string& record_id, const std::string& reason, const std::string& who);
 
   admin_context c_;
 };

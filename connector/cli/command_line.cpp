@@ -57,6 +57,10 @@ void print_report(const sync_report& report, std::int64_t waiting, std::int64_t 
               report.delivered, report.retries_scheduled, report.dead, report.held,
               static_cast<long long>(waiting));
   std::printf("TLS handshakes: %lld\n", static_cast<long long>(handshakes));
+  if (report.claims_recovered > 0) {
+    std::printf("taken back from processes that died or stalled: %d\n", report.claims_recovered);
+  }
+  if (report.claims_lost > 0) std::printf("answers not recorded (claim taken over): %d\n", report.claims_lost);
   if (report.auth_fault) {
     std::printf("EHR: authentication fault, delivery paused: %s\n", report.last_error->c_str());
   } else if (report.ehr_unreachable) {

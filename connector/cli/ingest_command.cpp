@@ -22,10 +22,10 @@ int run_ingest(const std::vector<std::string>& args) {
   }
   const connector_config config = load_config(options->config_path);
   const auto tables = mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
-  const patient_key patients = patient_key::load(config.store.patient_key_file);
-  sqlite_outbox store(config.store.path, config.store.full_sync);
   sync_log log(config.log);
-  intake records(store, tables, patients, log, now_ms);
+  sqlite_outbox store(config.store.path, store_options_of(config.store, log));
+  const patient_key patients = patient_key::open_for(store, config.store.patient_key_file);
+  intake records(tables, patients, log, now_ms);
 
   int exit_code = exit_ok;
   for (const auto& path : options->files) {
@@ -36,7 +36,7 @@ int run_ingest(const std::vector<std::string>& args) {
       continue;
     }
     // One transaction per file: nothing below is printed before it is durable.
-    const auto results = records.take(file.records, path, "cli");
+    const auto results = records.take(store, file.records, path, "cli");
     std::printf("%s: %s\n", path.c_str(), describe_batch(results).c_str());
     for (const auto& r : results) {
       if (r.accepted) continue;

@@ -266,7 +266,8 @@ connector_config load_config(const std::optional<std::string>& path) {
   }
   if (const auto* st = root.find("store")) {
     if (!st->is_object()) throw config_error("setting store must be an object");
-    refuse_unknown(*st, "store", {"path", "patient_key_file", "synchronous"});
+    refuse_unknown(*st, "store", {"path", "patient_key_file", "synchronous", "busy_timeout_ms"});
+    read_int(*st, "store", "busy_timeout_ms", 10, 600000, config.store.busy_timeout_ms);
     auto& sc = config.store;
     std::string store_path, key_file, synchronous;
     read_string(*st, "store", "path", store_path);
@@ -301,7 +302,8 @@ connector_config load_config(const std::optional<std::string>& path) {
   }
   if (const auto* y = root.find("sync")) {
     if (!y->is_object()) throw config_error("setting sync must be an object");
-    refuse_unknown(*y, "sync", {"max_attempts", "base_delay_ms", "max_delay_ms"});
+    refuse_unknown(*y, "sync", {"max_attempts", "base_delay_ms", "max_delay_ms", "lease_seconds"});
+    read_int(*y, "sync", "lease_seconds", 5, 3600, config.sync.lease_seconds);
     read_int(*y, "sync", "max_attempts", 1, 1000, config.sync.max_attempts);
     read_int(*y, "sync", "base_delay_ms", 1, 3600000, config.sync.base_delay_ms);
     read_int(*y, "sync", "max_delay_ms", 1, 86400000, config.sync.max_delay_ms);

@@ -18,6 +18,9 @@ struct store_config {
   std::string path = "migraine-connector.db";  // the outbox's SQLite file
   std::string patient_key_file;                 // default: <path>.key, created on first use
   bool full_sync = true;                        // synchronous = FULL: "full" (default) or "normal"
+  // A write waits this long for another process's lock on the store, three times, before the
+  // store counts as busy (delivery then waits, and recovers by itself when the lock is released).
+  int busy_timeout_ms = 2000;
 };
 
 // The EHR's FHIR endpoint and how to reach it (paths relative to the configuration file).
@@ -33,7 +36,10 @@ struct ehr_config {
 struct sync_config {
   int max_attempts = 10;
   int base_delay_ms = 1000;
-  int max_delay_ms = 10 * 60 * 1000;
+  int max_delay_ms = 10 * 60 * 1000;  // also caps an EHR's Retry-After
+  // A claim holds this long unless renewed (every third of it, while its request is out): a
+  // process that stalls longer has its records taken over; one that dies, at once.
+  int lease_seconds = 60;
 };
 
 // host:port for a listener. Plain HTTP is allowed only on a loopback address.

@@ -1,17 +1,21 @@
 // Everything delivery needs, built from the configuration once: shared by `sync --once` and the
-// daemon (`run`).
+// daemon (`run`). The delivery side has its own connection to the store, used only by its worker
+// thread, and registers this process as a claim holder for as long as it lives.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <random>
+#include <string_view>
 
 #include <boost/asio/io_context.hpp>
 
 #include "connector/clock.h"
 #include "connector/config/config.h"
+#include "connector/net/ehr_client.h"
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/sqlite_outbox.h"
+#include "connector/outbox/store_worker.h"
 #include "connector/sync/sync_engine.h"
 #include "mappings/bundle_mapper.h"
 #include "mappings/code_tables.h"
@@ -29,32 +33,60 @@ inline ehr_settings ehr_settings_of(const ehr_config& e) {
   return s;
 }
 
+// The store as every process opens it: a busy store is reported to the sync log as it happens.
+inline sqlite_options store_options_of(const store_config& s, event_sink& events) {
+  sqlite_options o;
+  o.full_sync = s.full_sync;
+  o.busy_timeout_ms = s.busy_timeout_ms;
+  o.on_busy = [&events, timeout = s.busy_timeout_ms](std::string_view operation, int attempt) {
+    sync_event e;
+    e.time_ms = now_ms();
+    e.name = event::store_busy;
+    e.detail = std::string(operation) + ": the store stayed locked by another process for " +
+               std::to_string(timeout) + " ms (try " + std::to_string(attempt) + ")";
+    events.emit(e);
+  };
+  return o;
+}
+
+inline engine_settings engine_settings_of(const connector_config& config, bool until_idle) {
+  engine_settings s;
+  s.lease = std::chrono::seconds(config.sync.lease_seconds);
+  s.until_idle = until_idle;
+  return s;
+}
+
 struct delivery_setup {
-  delivery_setup(const connector_config& config, event_sink& events)
+  // `owner_kind`: "daemon" (one per store) or "sync". Throws config_error or store_error.
+  delivery_setup(const connector_config& config, boost::asio::io_context& loop, event_sink& events,
+                 std::string_view owner_kind)
       : tables(mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system)),
         mapper(config.mapping, tables),
-        store(config.store.path, config.store.full_sync),
-        ehr(io, ehr_settings_of(config.ehr)),
+        store(config.store.path, store_options_of(config.store, events)),
+        owner(store.register_owner(owner_kind, now_ms())),
+        ehr(loop, ehr_settings_of(config.ehr)),
         random(std::random_device{}()),
-        engine(io, store, ehr, mapper, tables,
+        worker(loop, store),
+        engine(loop, worker, ehr, mapper, tables,
                delivery_policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
                                 std::chrono::milliseconds(config.sync.max_delay_ms)},
                                [this] { return std::uniform_real_distribution<double>(0.0, 1.0)(random); }),
-               events, now_ms) {}
+               events, now_ms, engine_settings_of(config, owner_kind != "daemon")) {}
 
-  // Records not yet settled: pending, in flight, retry scheduled or held.
-  std::int64_t waiting() {
-    const outbox_status s = store.status(now_ms());
-    return s.records.at(record_state::pending) + s.records.at(record_state::retry_scheduled) +
-           s.records.at(record_state::in_flight) + s.records.at(record_state::held);
+  // On the way out: the worker finishes its jobs, then this process stops being a claim holder
+  // (anything still claimed goes back to its lane, marked possibly at the EHR).
+  ~delivery_setup() {
+    const std::int64_t me = owner;
+    worker.run([me](outbox& s) { s.release_owner(me, now_ms()); }, [](store_result<bool>) {});
   }
 
-  boost::asio::io_context io;
   mappings::code_tables tables;
   mappings::bundle_mapper mapper;
   sqlite_outbox store;
+  std::int64_t owner;
   ehr_client ehr;
   std::mt19937_64 random;
+  store_worker worker;
   sync_engine engine;
 };
 

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "connector/config/config.h"
+#include "connector/failpoint.h"
 #include "connector/observe/sync_log.h"
 #include "fhir/json_writer.h"
 
@@ -93,8 +94,7 @@ bool inbox_takes(const std::string& name) {
   return ends_with(".json") || ends_with(".ndjson");
 }
 
-inbox::inbox(std::string dir, intake& records, outbox& store)
-    : dir_(std::move(dir)), intake_(records), store_(store) {
+inbox::inbox(std::string dir, intake& records) : dir_(std::move(dir)), intake_(records) {
   std::error_code ec;
   for (const char* sub : {"processed", "rejected"}) {
     fs::create_directories(fs::path(dir_) / sub, ec);
@@ -102,7 +102,7 @@ inbox::inbox(std::string dir, intake& records, outbox& store)
   }
 }
 
-int inbox::scan() {
+int inbox::scan(outbox& store) {
   std::vector<std::pair<fs::file_time_type, std::string>> found;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
@@ -110,16 +110,17 @@ int inbox::scan() {
     if (entry.is_regular_file(ec) && inbox_takes(name)) found.emplace_back(entry.last_write_time(ec), name);
   }
   std::sort(found.begin(), found.end());
+  int taken = 0;
   for (const auto& [when, name] : found) {
     try {
-      take(name);
+      taken += take(store, name) ? 1 : 0;
     } catch (const std::exception& e) {  // the store busy or full: this file waits for the next scan
       if (reported_.insert(name).second) {
         std::fprintf(stderr, "migraine-connector: an inbox file could not be ingested (%s); will try again\n", e.what());
       }
     }
   }
-  return static_cast<int>(found.size());
+  return taken;
 }
 
 void inbox::refuse_too_large(const std::string& name) {
@@ -130,23 +131,27 @@ void inbox::refuse_too_large(const std::string& name) {
   std::fprintf(stderr, "migraine-connector: an inbox file over 64 MiB was moved to rejected/ unread\n");
 }
 
-void inbox::take(const std::string& name) {
+// True when the file's records are in the store.
+bool inbox::take(outbox& store, const std::string& name) {
   const fs::path path = fs::path(dir_) / name;
   std::error_code size_error;
-  if (fs::file_size(path, size_error) > max_file_bytes && !size_error) return refuse_too_large(name);
+  if (fs::file_size(path, size_error) > max_file_bytes && !size_error) {
+    refuse_too_large(name);
+    return false;
+  }
   const record_file file = read_record_file(path.string());
   if (!file.error.empty()) {
     if (reported_.insert(name).second) {
       std::fprintf(stderr, "migraine-connector: an inbox file cannot be read (check its permissions); will try again\n");
     }
-    return;
+    return false;
   }
   const std::string digest = sha256_hex(file.content);
   const std::string intake_id = "inbox:" + digest;
   const std::string handle = "inbox:" + digest.substr(0, 12);
-  const bool seen = store_.intake_seen(intake_id);
-  const auto results = intake_.take(file.records, handle, "inbox", intake_id, !seen);
-  if (!seen && std::getenv("MIGRAINE_TEST_CRASH_AFTER_INBOX_INGEST") != nullptr) std::_Exit(86);  // test hook: see tests/integration
+  const bool seen = store.intake_seen(intake_id);
+  const auto results = intake_.take(store, file.records, handle, "inbox", intake_id, !seen);
+  if (!seen) failpoint("after_inbox_commit");
   const bool any_rejected = std::any_of(results.begin(), results.end(), [](const auto& r) { return !r.accepted; });
   try {
     if (any_rejected) {
@@ -162,6 +167,7 @@ void inbox::take(const std::string& name) {
                    handle.c_str());
     }
   }
+  return true;
 }
 
 }  // namespace connector

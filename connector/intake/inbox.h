@@ -24,20 +24,19 @@ namespace connector {
 class inbox {
  public:
   // Creates DIR/processed and DIR/rejected when missing. Throws config_error when it cannot.
-  inbox(std::string dir, intake& records, outbox& store);
+  inbox(std::string dir, intake& records);
 
-  // Takes every complete file now in the folder, oldest first. Returns how many it took.
-  // Problems with one file (unreadable, cannot be moved) are reported on stderr without its
-  // content, and the file is tried again next time.
-  int scan();
+  // Takes every complete file now in the folder, oldest first, into `store`. Returns how many it
+  // took. Problems with one file (unreadable, cannot be moved, the store busy) are reported on
+  // stderr without its content, and the file is tried again next time.
+  int scan(outbox& store);
 
  private:
-  void take(const std::string& name);
+  bool take(outbox& store, const std::string& name);
   void refuse_too_large(const std::string& name);
 
   std::string dir_;
   intake& intake_;
-  outbox& store_;
   std::set<std::string> reported_;  // files whose trouble was already reported (not printed)
 };
 

@@ -3,6 +3,7 @@
 
 #include <openssl/crypto.h>
 
+#include "connector/failpoint.h"
 #include "fhir/json_writer.h"
 
 namespace connector {
@@ -36,8 +37,9 @@ bool bearer_matches(const std::string& authorization, const std::string& token) 
   return CRYPTO_memcmp(authorization.data() + prefix.size(), token.data(), token.size()) == 0;
 }
 
-ingest_api::ingest_api(intake& records, std::optional<std::string> token)
-    : intake_(records), token_(std::move(token)) {}
+ingest_api::ingest_api(store_worker& store, intake& records, std::optional<std::string> token,
+                       std::function<void()> on_stored)
+    : store_(store), intake_(records), token_(std::move(token)), on_stored_(std::move(on_stored)) {}
 
 std::optional<http_response> ingest_api::screen(const http_request& head) const {
   if (token_ && !bearer_matches(head.authorization, *token_)) {
@@ -48,25 +50,49 @@ std::optional<http_response> ingest_api::screen(const http_request& head) const 
   return std::nullopt;
 }
 
-http_response ingest_api::handle(const http_request& request) {
-  if (auto refusal = screen(request)) return *refusal;
-  if (request.path != "/v1/records") return json_error(404, "not found: records go to POST /v1/records");
+void ingest_api::handle(const http_request& request, http_respond respond) {
+  if (auto refusal = screen(request)) return respond(*refusal);
+  if (request.path != "/v1/records") return respond(json_error(404, "not found: records go to POST /v1/records"));
   if (request.method != "POST") {
     auto r = json_error(405, "only POST is allowed here");
     r.headers.emplace_back("Allow", "POST");
-    return r;
+    return respond(r);
   }
   const auto type = media_type(request.content_type);
   const bool ndjson = type == "application/x-ndjson" || type == "application/ndjson";
   if (!ndjson && type != "application/json") {
-    return json_error(415, "Content-Type must be application/json (one record) or application/x-ndjson");
+    return respond(json_error(415, "Content-Type must be application/json (one record) or application/x-ndjson"));
   }
-  const auto texts = split_records(request.body, ndjson);
-  if (texts.empty() || request.body.find_first_not_of(" \t\r\n") == std::string::npos) {
-    return json_error(400, "the request has no record");
+  if (request.body.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return respond(json_error(400, "the request has no record"));
   }
-  const auto results = intake_.take(texts, "ingest API" + (request.remote.empty() ? "" : " from " + request.remote), "api");
+  const std::string source = "ingest API" + (request.remote.empty() ? "" : " from " + request.remote);
+  // The body moves to the worker; the records are split, read and committed there.
+  auto body = std::make_shared<std::string>(request.body);
+  store_.run(
+      [this, body, ndjson, source](outbox& s) {
+        const auto texts = split_records(*body, ndjson);
+        if (texts.empty()) return json_error(400, "the request has no record");
+        const auto results = intake_.take(s, texts, source, "api");
+        failpoint("after_ingest_commit");
+        return ingest_answer(results);
+      },
+      [this, respond](store_result<http_response> r) {
+        if (!r.ok()) {
+          // Nothing was stored: the practice system keeps the records and sends them again.
+          auto answer = json_error(503, std::string("the records were not stored: ") + r.error->what() +
+                                            "; send them again");
+          answer.headers.emplace_back("Retry-After", "5");
+          return respond(answer);
+        }
+        if (r.value->status == 202 || r.value->status == 422) {
+          if (on_stored_) on_stored_();
+        }
+        respond(std::move(*r.value));
+      });
+}
 
+http_response ingest_answer(const std::vector<intake_result>& results) {
   fhir::json_writer out;
   std::size_t rejected = 0;
   out.begin_object();

@@ -11,22 +11,31 @@
 #include <optional>
 #include <string>
 
-#include "connector/net/http_server.h"
 #include "connector/intake/intake.h"
+#include "connector/net/http_server.h"
+#include "connector/outbox/store_worker.h"
 
 namespace connector {
 
+// The commit runs on `store` (a worker with its own connection): the thread that accepts requests
+// never waits for the disk. `on_stored` runs on the loop after a commit (the daemon wakes delivery).
 class ingest_api {
  public:
-  ingest_api(intake& records, std::optional<std::string> token);
-  http_response handle(const http_request& request);
+  ingest_api(store_worker& store, intake& records, std::optional<std::string> token,
+             std::function<void()> on_stored = nullptr);
+  void handle(const http_request& request, http_respond respond);
   // Before the body is read: a missing or wrong token is refused here (see server_settings).
   std::optional<http_response> screen(const http_request& head) const;
 
  private:
+  store_worker& store_;
   intake& intake_;
   std::optional<std::string> token_;
+  std::function<void()> on_stored_;
 };
+
+// The answer to a batch: each record's status by line, 202 when all were stored, 422 otherwise.
+http_response ingest_answer(const std::vector<intake_result>& results);
 
 // True when `authorization` is "Bearer <token>"; compared in constant time.
 bool bearer_matches(const std::string& authorization, const std::string& token);

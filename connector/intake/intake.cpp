@@ -5,11 +5,11 @@
 
 namespace connector {
 
-intake::intake(outbox& store, const mappings::code_tables& tables, const patient_key& patients,
-               event_sink& events, clock_ms now)
-    : store_(store), tables_(tables), patients_(patients), events_(events), now_(std::move(now)) {}
+intake::intake(const mappings::code_tables& tables, const patient_key& patients, event_sink& events, clock_ms now)
+    : tables_(tables), patients_(patients), events_(events), now_(std::move(now)) {}
 
-std::vector<intake_result> intake::take(const std::vector<record_text>& records, const std::string& source,
+std::vector<intake_result> intake::take(outbox& store, const std::vector<record_text>& records,
+                                        const std::string& source,
                                         std::string_view channel, std::string_view intake_id, bool quarantine) {
   std::vector<intake_result> results;
   results.reserve(records.size());
@@ -35,7 +35,7 @@ std::vector<intake_result> intake::take(const std::vector<record_text>& records,
     results.push_back(std::move(r));
   }
   const std::int64_t now = now_();
-  const auto stored = store_.enqueue(accepted, quarantine ? rejected : std::vector<quarantined_record>{}, now, intake_id);
+  const auto stored = store.enqueue(accepted, quarantine ? rejected : std::vector<quarantined_record>{}, now, intake_id);
 
   // Durable now: log each record.
   std::size_t next_stored = 0;

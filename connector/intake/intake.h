@@ -2,6 +2,7 @@
 // command, the inbox folder, the HTTPS ingest API). Each record is read against the contract;
 // the accepted ones are stored and the rejected ones quarantined in one transaction, and each
 // becomes a `received` or `rejected` event. When take() returns, the batch is durable.
+// An intake holds no connection: each take() is given the outbox of the thread it runs on.
 #pragma once
 
 #include <string>
@@ -29,19 +30,17 @@ struct intake_result {
 
 class intake {
  public:
-  intake(outbox& store, const mappings::code_tables& tables, const patient_key& patients, event_sink& events,
-         clock_ms now);
+  intake(const mappings::code_tables& tables, const patient_key& patients, event_sink& events, clock_ms now);
 
   // `source` is kept with rejected records and named in the log (a file's handle, "ingest API"):
   // never a file name, which a practice system may make of patient data. `channel` goes to the
   // log (cli, inbox, api); `intake_id` see outbox::enqueue. With `quarantine` false, rejected
   // records are reported but not quarantined again (a file already taken once).
-  std::vector<intake_result> take(const std::vector<record_text>& records, const std::string& source,
+  std::vector<intake_result> take(outbox& store, const std::vector<record_text>& records, const std::string& source,
                                   std::string_view channel, std::string_view intake_id = {},
                                   bool quarantine = true);
 
  private:
-  outbox& store_;
   const mappings::code_tables& tables_;
   const patient_key& patients_;
   event_sink& events_;

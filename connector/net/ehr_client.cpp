@@ -5,6 +5,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -12,10 +13,14 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <deque>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <vector>
 
+#include "connector/clock.h"
 #include "connector/config/config.h"
+#include "connector/net/http_dates.h"
 
 namespace connector {
 namespace {
@@ -81,15 +86,21 @@ void configure_tls(ssl::context& ctx, const ehr_settings& s) {
 // One keep-alive TLS connection, one request at a time.
 class connection : public std::enable_shared_from_this<connection> {
  public:
+  struct counters {
+    std::int64_t handshakes = 0;
+    std::int64_t fresh_resends = 0;
+  };
+
   connection(asio::io_context& io, ssl::context& tls, const endpoint& ep, std::chrono::seconds timeout,
-             std::int64_t& handshakes)
-      : io_(io), tls_(tls), endpoint_(ep), timeout_(timeout), resolver_(io), handshakes_(handshakes) {}
+             counters& counts)
+      : io_(io), tls_(tls), endpoint_(ep), timeout_(timeout), resolver_(io), resolve_timer_(io), counts_(counts) {}
 
   bool busy() const { return busy_; }
 
   void send(ehr_request r, std::function<void(ehr_answer)> done) {
     busy_ = true;
     done_ = std::move(done);
+    may_send_ = std::move(r.may_send);
     std::string target = endpoint_.target;
     if (!r.path.empty()) target = (target.back() == '/' ? target.substr(0, target.size() - 1) : target) + r.path;
     request_ = {r.body.empty() ? http::verb::get : http::verb::post, target, 11};
@@ -102,15 +113,38 @@ class connection : public std::enable_shared_from_this<connection> {
     request_.body() = std::move(r.body);
     request_.prepare_payload();
     started_ = std::chrono::steady_clock::now();
-    sent_ = false;
-    if (stream_ && connected_) {
-      do_write();
-    } else {
-      do_resolve();
-    }
+    retried_ = false;
+    sent_any_ = false;
+    start();
+  }
+
+  // Closes the connection politely when it is not in use.
+  void close_idle() {
+    if (!busy_) retire();
   }
 
  private:
+  void start() {
+    sent_ = false;
+    if (stream_ && connected_ && !closed_while_idle()) {
+      reused_ = true;
+      return do_write();
+    }
+    abort();
+    reused_ = false;
+    do_resolve();
+  }
+
+  // A kept-alive connection the EHR closed (or wrote anything to) while it sat idle is not worth
+  // a request: peek at the socket without blocking before reusing it.
+  bool closed_while_idle() {
+    char byte = 0;
+    const ssize_t n = ::recv(beast::get_lowest_layer(*stream_).socket().native_handle(), &byte, 1,
+                             MSG_PEEK | MSG_DONTWAIT);
+    if (n >= 0) return true;  // 0: the EHR closed it; > 0: a close_notify or stray bytes
+    return errno != EAGAIN && errno != EWOULDBLOCK;  // reset, or another error
+  }
+
   void do_resolve() {
     stream_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io_, tls_);
     SSL* ssl = stream_->native_handle();
@@ -123,11 +157,21 @@ class connection : public std::enable_shared_from_this<connection> {
     } else {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), endpoint_.host.c_str());
     }
+    // The resolver has no timeout of its own: a timer cancels it.
+    resolve_timed_out_ = false;
+    resolve_timer_.expires_after(timeout_);
+    resolve_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec) return;  // cancelled: the resolve finished first
+      self->resolve_timed_out_ = true;
+      self->resolver_.cancel();
+    });
     resolver_.async_resolve(endpoint_.host, endpoint_.port,
                             beast::bind_front_handler(&connection::on_resolve, shared_from_this()));
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    resolve_timer_.cancel();
+    if (resolve_timed_out_) return fail(attempt_outcome::kind::timed_out, "resolving the EHR's host name timed out");
     if (ec) return fail(attempt_outcome::kind::connection_failed, "resolve: " + ec.message());
     beast::get_lowest_layer(*stream_).expires_after(timeout_);
     beast::get_lowest_layer(*stream_).async_connect(
@@ -148,20 +192,33 @@ class connection : public std::enable_shared_from_this<connection> {
       tls_failure_ = true;
       return fail(attempt_outcome::kind::connection_failed, "TLS handshake: " + tls_reason(ec));
     }
-    ++handshakes_;
+    ++counts_.handshakes;
     connected_ = true;
     do_write();
   }
 
   void do_write() {
+    if (may_send_ && !may_send_()) {
+      ehr_answer answer;
+      // Withheld; unless an earlier try of this request went out, whose fate is then unknown.
+      answer.outcome.what = sent_any_ ? attempt_outcome::kind::connection_failed : attempt_outcome::kind::withheld;
+      answer.outcome.request_sent = sent_any_;
+      answer.error = "not sent again: the claim's lease ran out";
+      return finish(std::move(answer));  // the connection stays usable
+    }
     beast::get_lowest_layer(*stream_).expires_after(timeout_);
     http::async_write(*stream_, request_, beast::bind_front_handler(&connection::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t) {
-    if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "sending timed out");
-    if (ec) return fail(attempt_outcome::kind::connection_failed, "send: " + ec.message());
-    sent_ = true;  // from here on the outcome is unknown if anything fails: safe, writes are conditional
+    if (ec) {
+      // The request did not go out whole, so the EHR cannot have processed it. On a reused
+      // connection that is the EHR having closed it: send again at once on a fresh one.
+      if (reused_ && !retried_) return resend_on_fresh_connection();
+      if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "sending timed out");
+      return fail(attempt_outcome::kind::connection_failed, "send: " + ec.message());
+    }
+    sent_ = sent_any_ = true;  // from here on the EHR may have it: an unanswered request is "possibly delivered"
     response_ = {};
     parser_.emplace();
     parser_->body_limit(64 * 1024 * 1024);
@@ -171,22 +228,32 @@ class connection : public std::enable_shared_from_this<connection> {
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "waiting for the answer timed out");
-    if (ec) return fail(attempt_outcome::kind::connection_failed, "receive: " + ec.message());
+    if (ec) {
+      // Closed before a byte of an answer on a reused connection: the EHR most likely closed it
+      // as idle just as the request went out. Sending again is safe: every write is conditional.
+      if (reused_ && !retried_ && !parser_->got_some()) return resend_on_fresh_connection();
+      return fail(attempt_outcome::kind::connection_failed, "receive: " + ec.message());
+    }
     response_ = parser_->release();
     ehr_answer answer;
     answer.outcome.what = attempt_outcome::kind::response;
     answer.outcome.http_status = static_cast<int>(response_.result_int());
     if (auto it = response_.find(http::field::retry_after); it != response_.end()) {
-      try {
-        answer.outcome.retry_after = std::chrono::seconds(std::stol(std::string(it->value())));
-      } catch (const std::exception&) {
-        // An HTTP-date Retry-After: the backoff alone decides.
-      }
+      answer.outcome.retry_after = parse_retry_after(it->value(), now_ms());
     }
     answer.body = std::move(response_.body());
     answer.latency = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
-    if (!response_.keep_alive()) close();
+    if (!response_.keep_alive()) retire();
     finish(std::move(answer));
+  }
+
+  void resend_on_fresh_connection() {
+    ++counts_.fresh_resends;
+    retried_ = true;
+    abort();
+    reused_ = false;
+    sent_ = false;
+    do_resolve();
   }
 
   std::string tls_reason(const beast::error_code& ec) const {
@@ -196,9 +263,10 @@ class connection : public std::enable_shared_from_this<connection> {
   }
 
   void fail(attempt_outcome::kind kind, std::string what) {
-    close();
+    abort();
     ehr_answer answer;
     answer.outcome.what = kind;
+    answer.outcome.request_sent = sent_any_;
     answer.error = std::move(what);
     answer.tls_failure = tls_failure_;
     answer.latency = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
@@ -206,7 +274,8 @@ class connection : public std::enable_shared_from_this<connection> {
     finish(std::move(answer));
   }
 
-  void close() {
+  // After an error: close at once, no goodbye.
+  void abort() {
     connected_ = false;
     if (stream_) {
       beast::error_code ignored;
@@ -216,9 +285,24 @@ class connection : public std::enable_shared_from_this<connection> {
     buffer_.clear();
   }
 
+  // A connection we are done with: TLS close_notify (at most 2 s), then close. The stream lives
+  // on in the handler, so the next request simply opens a new one.
+  void retire() {
+    if (!stream_) return;
+    std::shared_ptr<beast::ssl_stream<beast::tcp_stream>> s(std::move(stream_));
+    connected_ = false;
+    buffer_.clear();
+    beast::get_lowest_layer(*s).expires_after(std::chrono::seconds(2));
+    s->async_shutdown([s](beast::error_code) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(*s).socket().close(ignored);
+    });
+  }
+
   void finish(ehr_answer answer) {
     busy_ = false;
     auto done = std::move(done_);
+    may_send_ = nullptr;
     done(std::move(answer));
   }
 
@@ -227,17 +311,23 @@ class connection : public std::enable_shared_from_this<connection> {
   const endpoint& endpoint_;
   std::chrono::seconds timeout_;
   tcp::resolver resolver_;
-  std::int64_t& handshakes_;
+  asio::steady_timer resolve_timer_;
+  counters& counts_;
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> stream_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
   std::optional<http::response_parser<http::string_body>> parser_;
   std::function<void(ehr_answer)> done_;
+  std::function<bool()> may_send_;
   bool busy_ = false;
   bool connected_ = false;
-  bool sent_ = false;
+  bool reused_ = false;     // this attempt runs on a kept-alive connection
+  bool retried_ = false;    // the one fresh-connection resend was used
+  bool sent_ = false;       // this attempt wrote the whole request
+  bool sent_any_ = false;   // some attempt of this request did
   bool tls_failure_ = false;
+  bool resolve_timed_out_ = false;
   std::chrono::steady_clock::time_point started_;
 };
 
@@ -246,12 +336,12 @@ struct ehr_client::impl {
       : tls(ssl::context::tls_client), ep(parse_base_url(s.base_url, s.section + "." + s.url_key)) {
     configure_tls(tls, s);
     for (int i = 0; i < std::max(1, s.connections); ++i) {
-      connections.push_back(std::make_shared<connection>(io, tls, ep, s.timeout, handshakes));
+      connections.push_back(std::make_shared<connection>(io, tls, ep, s.timeout, counts));
     }
   }
   ssl::context tls;
   endpoint ep;
-  std::int64_t handshakes = 0;
+  connection::counters counts;
   std::vector<std::shared_ptr<connection>> connections;
 };
 
@@ -272,7 +362,7 @@ bool ehr_client::send(ehr_request request, std::function<void(ehr_answer)> done)
 
 bool ehr_client::post_transaction(std::string bundle, std::string request_id,
                                   std::function<void(ehr_answer)> done) {
-  return send({"", "application/fhir+json", std::move(bundle), std::move(request_id)}, std::move(done));
+  return send({"", "application/fhir+json", std::move(bundle), std::move(request_id), nullptr}, std::move(done));
 }
 
 int ehr_client::free_connections() const {
@@ -281,6 +371,11 @@ int ehr_client::free_connections() const {
   return n;
 }
 
-std::int64_t ehr_client::handshakes() const { return impl_->handshakes; }
+void ehr_client::close_idle() {
+  for (auto& c : impl_->connections) c->close_idle();
+}
+
+std::int64_t ehr_client::handshakes() const { return impl_->counts.handshakes; }
+std::int64_t ehr_client::fresh_resends() const { return impl_->counts.fresh_resends; }
 
 }  // namespace connector

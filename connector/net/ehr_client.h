@@ -2,6 +2,12 @@
 // sending one request at a time, reconnecting after an error. Boost.Beast and OpenSSL stay here.
 // TLS 1.2 or newer, the peer verified against the configured CA bundle (system store by default),
 // SNI and host-name verification always on, an optional client certificate (mTLS).
+//
+// Connection reuse done right: before a kept-alive connection is reused it is checked for a
+// close (or anything else) the EHR sent while it sat idle; a request that fails on a reused
+// connection before an answer begins is sent again at once on a fresh connection, once, because
+// an EHR closing an idle connection is not an outage. Every step has a timeout, name resolution
+// included; connections are closed with a TLS close_notify when they are retired.
 #pragma once
 
 #include <chrono>
@@ -44,22 +50,39 @@ struct ehr_request {
   std::string content_type;  // of the body, and what is accepted back
   std::string body;
   std::string request_id;  // sent as X-Request-ID: the correlation id of the sync log
+  // Asked right before the request is written (after connecting): false withholds it, and the
+  // answer says kind::withheld. The sync engine refuses to send once its claim's lease ran out.
+  std::function<bool()> may_send;
 };
 
-class ehr_client {
+// What the sync engine needs of the EHR: the real client, or a fake in tests.
+class ehr_channel {
+ public:
+  virtual ~ehr_channel() = default;
+  // Sends on a free connection; `done` runs on the io_context's thread, exactly once. Returns
+  // false (and never calls `done`) when every connection is busy.
+  virtual bool send(ehr_request request, std::function<void(ehr_answer)> done) = 0;
+  virtual int free_connections() const = 0;
+};
+
+class ehr_client final : public ehr_channel {
  public:
   // Throws config_error for a bad URL or unreadable certificate files.
   ehr_client(boost::asio::io_context& io, const ehr_settings& settings);
-  ~ehr_client();
+  ~ehr_client() override;
 
-  // POSTs a transaction Bundle to the base URL. `done` runs on the io_context's thread.
-  // Returns false when every connection is busy (try again after a completion).
+  bool send(ehr_request request, std::function<void(ehr_answer)> done) override;
+  // POSTs a transaction Bundle to the base URL.
   bool post_transaction(std::string bundle, std::string request_id, std::function<void(ehr_answer)> done);
-  bool send(ehr_request request, std::function<void(ehr_answer)> done);
+  int free_connections() const override;
 
-  int free_connections() const;
-  // TLS handshakes completed so far: with keep-alive this stays at most the connection count.
+  // Closes the idle connections with a TLS close_notify (at shutdown).
+  void close_idle();
+
+  // TLS handshakes completed so far: with keep-alive this stays near the connection count.
   std::int64_t handshakes() const;
+  // Requests sent again at once on a fresh connection because a reused one had been closed.
+  std::int64_t fresh_resends() const;
 
  private:
   struct impl;

@@ -10,6 +10,7 @@
 #include <boost/beast/ssl.hpp>
 #include <openssl/ssl.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "fhir/json_writer.h"
@@ -191,16 +192,26 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     auto req = parser_->release();
     http_request r = request_of(req);
     r.body = std::move(req.body());
-    http_response response;
+    const unsigned version = req.version();
+    const bool keep_alive = req.keep_alive();
+    const std::string section = server_->settings.section;
+    const std::string path = r.path;
+    // The answer may come from another thread (a store worker): back onto this connection's strand.
+    auto self = this->shared_from_this();
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    http_respond respond = [self, version, keep_alive, answered](http_response response) {
+      if (answered->exchange(true)) return;  // once
+      boost::asio::post(self->stream_.get_executor(), [self, response = std::move(response), version, keep_alive] {
+        self->answer(response, version, keep_alive);
+      });
+    };
     try {
-      response = server_->handler(r);
+      server_->handler(r, respond);
     } catch (const std::exception& e) {
       // Store and library messages name tables and limits, never values.
-      std::fprintf(stderr, "migraine-connector: %s %s failed: %s\n", server_->settings.section.c_str(), r.path.c_str(),
-                   e.what());
-      response = json_error(500, "internal error; see the connector's stderr");
+      std::fprintf(stderr, "migraine-connector: %s %s failed: %s\n", section.c_str(), path.c_str(), e.what());
+      respond(json_error(500, "internal error; see the connector's stderr"));
     }
-    answer(response, req.version(), req.keep_alive());
   }
 
   void answer(const http_response& r, unsigned version, bool keep_alive) {

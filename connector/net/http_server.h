@@ -1,7 +1,9 @@
 // A small HTTP/1.1 server for the ingest API and the admin server: Boost.Beast, after Beast's
 // async server examples. Plain HTTP or TLS (1.2 or newer), optionally requiring a client
 // certificate from a given CA; keep-alive; a body limit (413 beyond it); a timeout on every step.
-// Handlers run on the io_context's thread, one request at a time per connection.
+// Handlers run on the io_context's thread, one request at a time per connection, and answer
+// through `respond`, from any thread, whenever their work is done: a handler hands blocking work
+// (the store) to a worker and returns at once, so the thread goes on serving other requests.
 #pragma once
 
 #include <chrono>
@@ -37,7 +39,9 @@ struct http_response {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
-using http_handler = std::function<http_response(const http_request&)>;
+// Sends the answer; callable once, from any thread.
+using http_respond = std::function<void(http_response)>;
+using http_handler = std::function<void(const http_request&, http_respond)>;
 
 struct server_settings {
   std::string section;  // "ingest_api", "admin": names the settings in errors

@@ -55,12 +55,12 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
   return now;
 }
 
-alert_monitor::alert_monitor(alerts_config config, outbox& store, event_sink& events)
-    : config_(std::move(config)), store_(store), events_(events) {}
+alert_monitor::alert_monitor(alerts_config config, event_sink& events)
+    : config_(std::move(config)), events_(events) {}
 
-std::vector<alert_change> alert_monitor::evaluate(const alert_inputs& in, std::int64_t now_ms) {
+std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inputs& in, std::int64_t now_ms) {
   const auto holding = alert_conditions(config_, in, now_ms);
-  const auto open = store_.open_alerts();
+  const auto open = store.open_alerts();
   std::vector<alert_change> changes;
   auto log = [&](const open_alert& a, bool opened) {
     sync_event e;
@@ -75,16 +75,16 @@ std::vector<alert_change> alert_monitor::evaluate(const alert_inputs& in, std::i
     if (was == open.end()) {
       open_alert opened = a;
       opened.opened_at_ms = now_ms;
-      store_.set_alert(opened, true);
+      store.set_alert(opened, true);
       log(opened, true);
     } else if (was->detail != a.detail) {
-      store_.set_alert({a.key, a.detail, was->opened_at_ms}, true);  // still the same incident: no new alert
+      store.set_alert({a.key, a.detail, was->opened_at_ms}, true);  // still the same incident: no new alert
     }
   }
   for (const auto& o : open) {
     const bool still = std::any_of(holding.begin(), holding.end(), [&](const open_alert& a) { return a.key == o.key; });
     if (!still) {
-      store_.set_alert(o, false);
+      store.set_alert(o, false);
       log({o.key, o.detail, o.opened_at_ms}, false);
     }
   }

@@ -37,15 +37,14 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
 
 class alert_monitor {
  public:
-  alert_monitor(alerts_config config, outbox& store, event_sink& events);
+  alert_monitor(alerts_config config, event_sink& events);
 
-  // Compares the conditions with the open alerts; opens and closes, logs and stores each change,
-  // and returns the changes (for the webhook).
-  std::vector<alert_change> evaluate(const alert_inputs& in, std::int64_t now_ms);
+  // Compares the conditions with the open alerts in `store`; opens and closes, logs and stores
+  // each change, and returns the changes (for the webhook).
+  std::vector<alert_change> evaluate(outbox& store, const alert_inputs& in, std::int64_t now_ms);
 
  private:
   alerts_config config_;
-  outbox& store_;
   event_sink& events_;
 };
 

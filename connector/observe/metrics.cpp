@@ -92,6 +92,14 @@ void metrics::emit(const sync_event& e) {
     ++flagged_;
   } else if (e.name == event::alert_opened) {
     ++alerts_opened_;
+  } else if (e.name == event::store_busy) {
+    ++store_busy_;
+  } else if (e.name == event::store_degraded) {
+    ++store_degraded_;
+  } else if (e.name == event::claim_recovered) {
+    ++claims_recovered_;
+  } else if (e.name == event::claim_lost) {
+    ++claims_lost_;
   }
 }
 
@@ -132,6 +140,13 @@ std::string metrics::prometheus_text(const metrics_snapshot& s, std::int64_t now
   for (const auto& a : s.alerts) sample(out, "migraine_alert_open{alert=\"" + label(a.key) + "\"}", 1);
   family(out, "migraine_ready", "gauge", "1 when /readyz answers 200.");
   sample(out, "migraine_ready", s.ready ? 1 : 0);
+  family(out, "migraine_store_degraded", "gauge", "1 while delivery waits for the store to take writes again.");
+  sample(out, "migraine_store_degraded", s.store_degraded ? 1 : 0);
+  family(out, "migraine_store_in_flight_owners", "gauge", "Processes registered on the store to claim records.");
+  sample(out, "migraine_store_in_flight_owners", static_cast<double>(s.status.owners.size()));
+  family(out, "migraine_maybe_at_ehr_records", "gauge",
+         "Undelivered revisions that were sent without an answer: possibly at the EHR.");
+  sample(out, "migraine_maybe_at_ehr_records", static_cast<double>(s.status.maybe_at_ehr));
   family(out, "migraine_sync_log_failed_writes_total", "counter", "Sync log lines that could not be written.");
   sample(out, "migraine_sync_log_failed_writes_total", static_cast<double>(s.log_failed_writes));
 
@@ -162,6 +177,14 @@ std::string metrics::prometheus_text(const metrics_snapshot& s, std::int64_t now
   sample(out, "migraine_flagged_total", static_cast<double>(flagged_));
   family(out, "migraine_alerts_opened_total", "counter", "Alerts opened.");
   sample(out, "migraine_alerts_opened_total", static_cast<double>(alerts_opened_));
+  family(out, "migraine_store_busy_total", "counter", "Store writes that found it locked past the busy timeout.");
+  sample(out, "migraine_store_busy_total", static_cast<double>(store_busy_));
+  family(out, "migraine_store_degraded_total", "counter", "Times delivery had to wait for the store.");
+  sample(out, "migraine_store_degraded_total", static_cast<double>(store_degraded_));
+  family(out, "migraine_claims_recovered_total", "counter", "Claims taken back from a process that died or stalled.");
+  sample(out, "migraine_claims_recovered_total", static_cast<double>(claims_recovered_));
+  family(out, "migraine_claims_lost_total", "counter", "Answers not recorded because another process took the claim over.");
+  sample(out, "migraine_claims_lost_total", static_cast<double>(claims_lost_));
   family(out, "migraine_delivery_latency_seconds", "histogram",
          "From sending a record's transaction to the EHR's accepting answer.");
   for (std::size_t i = 0; i < latency_buckets.size(); ++i) {

@@ -23,6 +23,11 @@ inline constexpr std::string_view dead_lettered = "dead_lettered";
 inline constexpr std::string_view replayed = "replayed";          // a dead letter back in its lane
 inline constexpr std::string_view auth_fault = "auth_fault";      // 401/403: delivery paused
 inline constexpr std::string_view tls_fault = "tls_fault";        // the TLS handshake failed
+inline constexpr std::string_view claim_recovered = "claim_recovered";  // taken back from a dead or stalled process
+inline constexpr std::string_view claim_lost = "claim_lost";      // this process's claim was taken over first
+inline constexpr std::string_view store_busy = "store_busy";      // a write found the store locked past the timeout
+inline constexpr std::string_view store_degraded = "store_degraded";  // delivery waits for the store
+inline constexpr std::string_view store_restored = "store_restored";  // ... and goes on
 inline constexpr std::string_view alert_opened = "alert_opened";
 inline constexpr std::string_view alert_closed = "alert_closed";
 }  // namespace event

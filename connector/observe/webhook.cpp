@@ -1,6 +1,8 @@
 // Alert webhook posts.
 #include "connector/observe/webhook.h"
 
+#include <cstdio>
+
 #include "connector/observe/sync_log.h"
 #include "fhir/json_writer.h"
 
@@ -10,15 +12,15 @@ namespace {
 constexpr std::size_t max_waiting = 1000;  // beyond this the oldest are dropped: the log keeps them
 }
 
-alert_webhook::alert_webhook(const alerts_config& config) {
+alert_webhook::alert_webhook(boost::asio::io_context& loop, const alerts_config& config) {
   ehr_settings settings;
   settings.base_url = config.webhook_url;
   settings.section = "alerts";
   settings.url_key = "webhook_url";
   settings.ca_file = config.ca_file;
   settings.connections = 1;
-  settings.timeout = std::chrono::seconds(5);  // it runs on the delivery thread: keep a dead webhook short
-  client_ = std::make_unique<ehr_client>(io_, settings);
+  settings.timeout = std::chrono::seconds(10);
+  client_ = std::make_unique<ehr_client>(loop, settings);
 }
 
 std::string alert_webhook::payload(const alert_change& change) {
@@ -39,23 +41,35 @@ void alert_webhook::queue(const alert_change& change) {
   while (payloads_.size() > max_waiting) payloads_.pop_front();
 }
 
-std::string alert_webhook::flush() {
-  while (!payloads_.empty()) {
-    std::string error;
-    client_->send({"", "application/json", payloads_.front(), "alert-" + std::to_string(++sent_)},
-                  [&](ehr_answer answer) {
-                    if (answer.outcome.what != attempt_outcome::kind::response) {
-                      error = answer.error;
-                    } else if (answer.outcome.http_status < 200 || answer.outcome.http_status >= 300) {
-                      error = "HTTP " + std::to_string(answer.outcome.http_status);
-                    }
-                  });
-    io_.restart();
-    io_.run();
-    if (!error.empty()) return "alert webhook: " + error;
-    payloads_.pop_front();
+void alert_webhook::flush() {
+  if (posting_ || payloads_.empty()) return;
+  posting_ = true;
+  post_next();
+}
+
+void alert_webhook::post_next() {
+  if (payloads_.empty()) {
+    posting_ = false;
+    return;
   }
-  return {};
+  const bool taken = client_->send(
+      {"", "application/json", payloads_.front(), "alert-" + std::to_string(++sent_), nullptr}, [this](ehr_answer answer) {
+        std::string error;
+        if (answer.outcome.what != attempt_outcome::kind::response) {
+          error = answer.error;
+        } else if (answer.outcome.http_status < 200 || answer.outcome.http_status >= 300) {
+          error = "HTTP " + std::to_string(answer.outcome.http_status);
+        }
+        if (!error.empty()) {
+          posting_ = false;
+          std::fprintf(stderr, "migraine-connector: alert webhook: %s; %zu alert change(s) will be posted again\n",
+                       error.c_str(), payloads_.size());
+          return;
+        }
+        payloads_.pop_front();
+        post_next();
+      });
+  if (!taken) posting_ = false;
 }
 
 }  // namespace connector

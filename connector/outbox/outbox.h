@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,30 @@ enum class enqueue_result {
 };
 std::string_view to_string(enqueue_result r);
 
+// Why a store operation failed, as far as the caller needs to know: busy and full are degraded
+// modes that pass by themselves; the messages name the store and never a record's data.
+struct store_error : std::runtime_error {
+  enum class kind { busy, full, unwritable, other };
+  store_error(kind failure, const std::string& message, bool outcome_unknown = false)
+      : std::runtime_error(message), failure(failure), outcome_unknown(outcome_unknown) {}
+  kind failure;
+  // The commit itself failed after the transaction had ended: it may have committed all the
+  // same (as after an I/O error once the log was written). Every write is safe to repeat.
+  bool outcome_unknown = false;
+};
+std::string_view to_string(store_error::kind k);
+
+// A process that claims records: the daemon or a `sync --once`. Its liveness is provable by
+// others (SQLite: an OS lock it holds on the store's owners file while it lives).
+struct owner_summary {
+  std::int64_t id = 0;
+  std::string kind;  // "daemon", "sync"
+  std::int64_t pid = 0;
+  std::int64_t started_at_ms = 0;
+  bool alive = false;
+  int claims = 0;  // records it has in flight
+};
+
 struct outbox_status {
   std::map<record_state, std::int64_t> records;
   std::int64_t quarantined = 0;
@@ -62,9 +87,14 @@ struct outbox_status {
   bool ehr_reached = false;
   std::string ehr_detail;
   std::optional<std::int64_t> ehr_unreachable_since_ms;  // first failure since it was last reached
+  // Undelivered revisions that were sent without an answer: possibly at the EHR.
+  std::int64_t maybe_at_ehr = 0;
+  std::vector<owner_summary> owners;  // processes registered to claim records
 };
 
-// A record handed to the sync engine: the head of its patient's lane.
+// A record handed to the sync engine: the head of its patient's lane, under a claim. The claim
+// is a lease: it counts only while `token` is the record's current token and the lease has not
+// run out; a holder that died or stalled has its claims taken over, and its late settle is refused.
 struct claimed_record {
   std::int64_t seq = 0;  // arrival order, the outbox's handle on the record
   std::string record_id;
@@ -72,6 +102,14 @@ struct claimed_record {
   std::string patient_key;
   std::string body;
   int attempts = 0;  // including this one
+  std::int64_t owner = 0;
+  std::int64_t token = 0;  // the fencing token: a new one with every claim of the record
+};
+
+// How the EHR was last seen, noted with a settle (one transaction) or alone (a probe).
+struct ehr_contact {
+  bool reached = false;  // any HTTP answer counts as reached
+  std::string detail;    // "HTTP 200", "connect: Connection refused"
 };
 
 // How an attempt ended, as the outbox records it.
@@ -81,6 +119,18 @@ struct attempt_report {
   std::int64_t retry_at_ms = 0;  // with retry (and released: when the lane may go again)
   std::string error;             // the reason: no patient data
   std::string ehr_response;      // the transaction-response (delivered) or OperationOutcome (dead)
+  // The request went out and no answer says what became of it: the EHR may hold this revision,
+  // so a later amendment is mapped with it in the history.
+  bool maybe_at_ehr = false;
+  std::optional<ehr_contact> contact;
+};
+
+// A claim the outbox took back from a holder that died or whose lease ran out.
+struct recovered_claim {
+  std::string record_id;
+  int revision = 1;
+  std::string patient_key;
+  std::string holder;  // "daemon pid 123 (gone)", "sync pid 9 (lease expired)"
 };
 
 // One stored revision as IT staff see it: never the body, which holds patient data.
@@ -95,6 +145,7 @@ struct record_summary {
   std::string patient_key;
   std::int64_t received_at_ms = 0;
   std::int64_t updated_at_ms = 0;
+  bool maybe_at_ehr = false;  // sent, outcome unknown: treated as possibly delivered
 };
 
 // A rejected record as listed for IT staff: where it came from and its problems, not its body.
@@ -120,10 +171,13 @@ struct dead_letter {
   std::string last_error;
 };
 
+// Every operation either completes or throws store_error; a throw leaves the store as it was.
+// One outbox object is one connection: use it from one thread at a time.
 class outbox {
  public:
   virtual ~outbox() = default;
 
+  // ---- intake ----
   // Stores one batch in one transaction and returns what became of each record, in order.
   // It returns only once the batch is durable: that is when its sender may be told.
   // With an `intake_id` (the inbox's digest of a file), that id is recorded in the same
@@ -133,31 +187,59 @@ class outbox {
                                               std::int64_t now_ms, std::string_view intake_id = {}) = 0;
   virtual bool intake_seen(std::string_view intake_id) = 0;
 
-  virtual outbox_status status(std::int64_t now_ms) = 0;
+  // ---- the patient key ----
+  // The fingerprint of the key this store's lanes are hashed with, if one is recorded.
+  virtual std::optional<std::string> patient_key_fingerprint() = 0;
+  // Records it, when none is recorded yet.
+  virtual void record_patient_key_fingerprint(const std::string& fingerprint) = 0;
+  // True once any record, rejected ones included, or any lane is stored: no longer a new store.
+  virtual bool holds_records() = 0;
 
-  // Up to `limit` lane heads ready at `now_ms`, marked in flight: one record per patient at most,
-  // so each patient's records go strictly in order while patients proceed independently.
-  virtual std::vector<claimed_record> claim(std::int64_t now_ms, int limit) = 0;
+  // ---- delivery: owners, claims, settles ----
+  // Registers this process as a claim holder. A second "daemon" on a store that allows one is
+  // refused with a store_error naming the running one.
+  virtual std::int64_t register_owner(std::string_view kind, std::int64_t now_ms) = 0;
+  // A clean exit: claims still held go back to their lanes (possibly at the EHR), the owner goes.
+  virtual void release_owner(std::int64_t owner, std::int64_t now_ms) = 0;
 
-  // Settles a claimed record and moves its lane on:
+  // Up to `limit` lane heads ready at `now_ms`, claimed for `owner` until now_ms + lease_ms: one
+  // record per patient at most, so each patient's records go strictly in order while patients
+  // proceed independently. A lane whose head another process holds is not ready.
+  virtual std::vector<claimed_record> claim(std::int64_t owner, std::int64_t now_ms, std::int64_t lease_ms,
+                                            int limit) = 0;
+  // Extends the leases of claims still held; returns the seqs of those no longer held (taken over).
+  virtual std::vector<std::int64_t> renew(const std::vector<claimed_record>& claims, std::int64_t now_ms,
+                                          std::int64_t lease_ms) = 0;
+
+  // Settles a claimed record and moves its lane on, if the claim still holds (false otherwise:
+  // the claim was taken over, and this report is not recorded). Repeating a settle that was
+  // recorded (after an error whose outcome was unknown) returns true and changes nothing:
   // - delivered / dead: the lane advances (a dead letter holds back nobody; it waits for replay);
   //   a delivery also returns the patient's held follow-ups to the lane;
   // - retry: the lane waits until retry_at_ms;
   // - held: the record leaves the lane until a procedure of the patient is delivered;
-  // - released: not attempted after all (delivery paused); back to pending, lane ready at retry_at_ms.
-  virtual void settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) = 0;
+  // - released: not attempted after all; back to its lane, ready at retry_at_ms.
+  virtual bool settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) = 0;
 
-  // Records left in flight by a crash go back to their lanes: their outcome is unknown, and
-  // sending again is safe because every write is conditional. Returns how many.
-  virtual int recover_in_flight(std::int64_t now_ms) = 0;
+  // The sweep: claims whose holder is provably gone, or whose lease ran out, go back to their
+  // lanes, marked possibly at the EHR (nobody knows whether they were sent). Also puts right lane
+  // times a wall clock stepping backwards left far in the future (beyond `horizon_ms`).
+  virtual std::vector<recovered_claim> take_over(std::int64_t now_ms, std::int64_t horizon_ms) = 0;
+
+  // What the mapper may know of a patient: every revision delivered or possibly at the EHR,
+  // oldest first, except the record `except_seq` being mapped.
+  virtual std::vector<std::string> history(const std::string& patient_key, std::int64_t except_seq) = 0;
+
+  // Notes how the latest attempt to reach the EHR went (a probe), for status and alerts.
+  virtual void note_ehr_contact(const ehr_contact& contact, std::int64_t now_ms) = 0;
+
+  // ---- IT staff ----
+  virtual outbox_status status(std::int64_t now_ms) = 0;
 
   // Dead letters back to their lanes (`record_id`, or every one when empty), each replay recorded
   // with who asked and why. With `dry_run`, only says which would be.
   virtual std::vector<dead_letter> replay(const std::string& record_id, const std::string& reason,
                                           const std::string& who, bool dry_run, std::int64_t now_ms) = 0;
-
-  // Notes how the latest attempt to reach the EHR went, for status.
-  virtual void note_ehr_contact(bool reached, const std::string& detail, std::int64_t now_ms) = 0;
 
   // Records in a state, oldest first, and every revision of one record.
   virtual std::vector<record_summary> records_in_state(record_state state, int limit) = 0;
@@ -172,9 +254,6 @@ class outbox {
   // The alerts open now; open (insert or update) or close one.
   virtual std::vector<open_alert> open_alerts() = 0;
   virtual void set_alert(const open_alert& alert, bool open) = 0;
-
-  // What the mapper may know of a patient: the delivered records (every revision), oldest first.
-  virtual std::vector<std::string> delivered_bodies(const std::string& patient_key) = 0;
 };
 
 }  // namespace connector

@@ -1,5 +1,8 @@
 // Minimal RAII over the SQLite C API: a connection and prepared statements. Errors are values
-// (sqlite_error carries the SQLite message, which never contains bound parameter values).
+// with their SQLite result code (sqlite_error carries the SQLite message, which never contains
+// bound parameter values). As SQLite's careful users do, a statement is reset after any error and
+// every statement of a connection is reset before a rollback, so one failure (the store busy, the
+// disk full) never leaves a statement in progress that would make every later call fail.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +17,10 @@ struct sqlite3_stmt;
 namespace connector::sqlite {
 
 struct sqlite_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  sqlite_error(const std::string& message, int code) : std::runtime_error(message), code(code) {}
+  int code;  // the primary result code: SQLITE_BUSY, SQLITE_FULL, ...
+  // Another connection holds the lock past the busy timeout: worth trying again later.
+  bool busy() const;
 };
 
 class statement {
@@ -27,7 +33,7 @@ class statement {
   statement& bind(int index, std::string_view text);
   statement& bind(int index, std::int64_t value);
   statement& bind_null(int index);
-  // Steps once: true while a row is available.
+  // Steps once: true while a row is available. On an error the statement is reset, then throws.
   bool step();
   // Resets for reuse, keeping the compiled statement (prepared once, run many times).
   void reset();
@@ -41,9 +47,22 @@ class statement {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
+// Resets the statement when the scope ends, however it ends.
+class reset_on_exit {
+ public:
+  explicit reset_on_exit(statement& s) : s_(s) {}
+  ~reset_on_exit() { s_.reset(); }
+  reset_on_exit(const reset_on_exit&) = delete;
+  reset_on_exit& operator=(const reset_on_exit&) = delete;
+
+ private:
+  statement& s_;
+};
+
 class database {
  public:
-  explicit database(const std::string& path);
+  // `busy_timeout_ms`: how long a statement waits for another connection's lock before SQLITE_BUSY.
+  explicit database(const std::string& path, int busy_timeout_ms = 2000);
   ~database();
   database(const database&) = delete;
   database& operator=(const database&) = delete;
@@ -53,13 +72,16 @@ class database {
   int changes();
   // The rowid of the last INSERT on this connection.
   std::int64_t last_insert_id();
+  // Resets every statement of this connection (before a rollback; after an error).
+  void reset_all();
   sqlite3* handle() { return db_; }
 
  private:
   sqlite3* db_ = nullptr;
 };
 
-// BEGIN IMMEDIATE ... COMMIT, rolled back if not committed (an exception left the scope).
+// BEGIN IMMEDIATE ... COMMIT; when not committed (an exception left the scope, COMMIT failed),
+// every statement is reset and the transaction rolled back.
 class transaction {
  public:
   explicit transaction(database& db);

@@ -1,7 +1,13 @@
-// SQLite schema and statements of the outbox.
+// SQLite schema, migrations and statements of the outbox.
 #include "connector/outbox/sqlite_outbox.h"
 
+#include <sqlite3.h>
+#include <unistd.h>
+
 #include <array>
+#include <chrono>
+#include <map>
+#include <thread>
 
 #include "fhir/json_writer.h"
 
@@ -13,8 +19,9 @@ constexpr std::array<record_state, 7> all_states = {
     record_state::delivered, record_state::dead,     record_state::superseded,
     record_state::held};
 
+// The schema as issue 4 left it (version 5): every store is created through it and then migrated.
 // One row per received revision; seq is the arrival order that lanes follow.
-constexpr const char* schema = R"sql(
+constexpr const char* schema_v5 = R"sql(
 CREATE TABLE IF NOT EXISTS records (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   record_id TEXT NOT NULL,
@@ -86,23 +93,94 @@ CREATE TABLE IF NOT EXISTS alerts (
   detail TEXT NOT NULL,
   opened_at INTEGER NOT NULL
 );
-PRAGMA user_version = 5;
 )sql";
 
-sqlite::database& open(sqlite::database& db, bool full_sync) {
+// Version 6: claims with an owner, a lease and a fencing token; owners; "possibly at the EHR";
+// the store's facts (the patient key's fingerprint).
+constexpr const char* migrate_5_to_6 = R"sql(
+ALTER TABLE records ADD COLUMN claim_owner INTEGER;
+ALTER TABLE records ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE records ADD COLUMN lease_until INTEGER;
+-- Sent without an answer that says what became of it: the EHR may hold this revision.
+ALTER TABLE records ADD COLUMN maybe_at_ehr INTEGER NOT NULL DEFAULT 0;
+-- Few records are in flight or possibly at the EHR: partial indexes cost nothing for the others.
+CREATE INDEX records_in_flight ON records (seq) WHERE state = 'in_flight';
+CREATE INDEX records_maybe_at_ehr ON records (seq) WHERE maybe_at_ehr = 1;
+-- Processes registered to claim records; each proves it lives by a lock on the owners file.
+CREATE TABLE owners (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  started_at INTEGER NOT NULL
+);
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+PRAGMA user_version = 6;
+)sql";
+
+int user_version(sqlite::database& db) {
+  sqlite::statement v(db.handle(), "PRAGMA user_version");
+  return v.step() ? static_cast<int>(v.column_int(0)) : 0;
+}
+
+void open_once(sqlite::database& db, const std::string& path, const sqlite_options& options);
+
+// Opens the connection and brings the schema to this build's version, in one transaction. Two
+// processes opening a new store at once can find it locked in ways SQLite's busy handler does
+// not wait for (turning a new file to WAL takes an exclusive lock): wait and try again.
+sqlite::database& open(sqlite::database& db, const std::string& path, const sqlite_options& options) {
+  const auto give_up = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(std::int64_t{options.busy_timeout_ms} * options.busy_attempts);
+  for (;;) {
+    try {
+      open_once(db, path, options);
+      return db;
+    } catch (const sqlite::sqlite_error& e) {
+      if (!e.busy() || std::chrono::steady_clock::now() > give_up) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
+void open_once(sqlite::database& db, const std::string& path, const sqlite_options& options) {
   db.exec("PRAGMA journal_mode = WAL");
-  db.exec(full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+  db.exec(options.full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
   // 32 MB of page cache keeps the indexes' interior pages resident with a large backlog, so a
   // lookup costs the same with a million records waiting as with a thousand.
   db.exec("PRAGMA cache_size = -32768");
-  int version = 0;
-  {
-    sqlite::statement v(db.handle(), "PRAGMA user_version");
-    if (v.step()) version = static_cast<int>(v.column_int(0));
+  if (user_version(db) == sqlite_schema_version) return;
+  sqlite::transaction tx(db);
+  const int version = user_version(db);  // again, under the write lock: another process may have migrated
+  if (version > sqlite_schema_version) {
+    throw store_error(store_error::kind::other,
+                      "the store " + path + " has schema version " + std::to_string(version) +
+                          ", newer than this connector's (" + std::to_string(sqlite_schema_version) +
+                          "): run the newer connector, or restore a backup taken before the upgrade");
   }
-  if (version == 4) db.exec("ALTER TABLE ehr_contact ADD COLUMN unreachable_since INTEGER");  // issue 3's stores
-  db.exec(schema);
-  return db;
+  if (version < sqlite_schema_version) {
+    if (version == 4) db.exec("ALTER TABLE ehr_contact ADD COLUMN unreachable_since INTEGER");  // issue 3's stores
+    if (version <= 5) db.exec(schema_v5);
+    db.exec(migrate_5_to_6);
+  }
+  tx.commit();
+}
+
+store_error::kind kind_of(const sqlite::sqlite_error& e) {
+  if (e.busy()) return store_error::kind::busy;
+  switch (e.code) {
+    case SQLITE_FULL: return store_error::kind::full;
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM: return store_error::kind::unwritable;
+    default: return store_error::kind::other;
+  }
+}
+
+store_error translate(const std::string& path, const sqlite::sqlite_error& e, bool outcome_unknown = false) {
+  return store_error(kind_of(e), "store " + path + ": " + e.what(), outcome_unknown);
 }
 
 // The problems as an OperationOutcome: the same shape the EHR and the CLI use.
@@ -110,6 +188,18 @@ std::string problems_json(const fhir::issues& problems) {
   fhir::json_writer out;
   fhir::write_operation_outcome(out, problems);
   return std::string(out.view());
+}
+
+std::string_view state_name(attempt_report::result r) {
+  using result = attempt_report::result;
+  switch (r) {
+    case result::delivered: return "delivered";
+    case result::dead: return "dead";
+    case result::retry: return "retry_scheduled";
+    case result::held: return "held";
+    case result::released: return "retry_scheduled";  // not attempted: the count is undone
+  }
+  return "retry_scheduled";
 }
 
 }  // namespace
@@ -137,9 +227,66 @@ std::string_view to_string(enqueue_result r) {
   return "accepted";
 }
 
-sqlite_outbox::sqlite_outbox(const std::string& path, bool full_sync)
-    : db_(path),
-      latest_revision_(open(db_, full_sync).handle(),
+std::string_view to_string(store_error::kind k) {
+  switch (k) {
+    case store_error::kind::busy: return "busy";
+    case store_error::kind::full: return "full";
+    case store_error::kind::unwritable: return "unwritable";
+    case store_error::kind::other: return "failed";
+  }
+  return "failed";
+}
+
+template <typename Work>
+auto sqlite_outbox::write(std::string_view operation, Work work) -> decltype(work()) {
+  for (int attempt = 1;; ++attempt) {
+    bool outcome_unknown = false;
+    try {
+      sqlite::transaction tx(db_);
+      auto commit = [&] {
+        try {
+          tx.commit();
+        } catch (const sqlite::sqlite_error&) {
+          // Still open: the destructor rolls it back. Ended: committed, or rolled back by SQLite.
+          outcome_unknown = sqlite3_get_autocommit(db_.handle()) != 0;
+          throw;
+        }
+      };
+      if constexpr (std::is_void_v<decltype(work())>) {
+        work();
+        commit();
+        return;
+      } else {
+        auto result = work();
+        commit();
+        return result;
+      }
+    } catch (const sqlite::sqlite_error& e) {
+      if (!e.busy() || outcome_unknown) throw translate(path_, e, outcome_unknown);
+      ++busy_waits_;
+      if (options_.on_busy) options_.on_busy(operation, attempt);
+      if (attempt >= options_.busy_attempts) throw translate(path_, e);
+    }
+  }
+}
+
+template <typename Work>
+auto sqlite_outbox::read(Work work) -> decltype(work()) {
+  try {
+    return work();
+  } catch (const sqlite::sqlite_error& e) {
+    db_.reset_all();
+    throw translate(path_, e);
+  }
+}
+
+// A function-try-block: a store that cannot be opened or migrated is a store_error like any other.
+sqlite_outbox::sqlite_outbox(const std::string& path, sqlite_options options) try
+    : path_(path),
+      options_(std::move(options)),
+      db_(path, options_.busy_timeout_ms),
+      locks_(path),
+      latest_revision_(open(db_, path_, options_).handle(),
                        "SELECT MAX(revision) FROM records WHERE record_id = ?1"),
       supersede_older_(db_.handle(),
                        "UPDATE records SET state = 'superseded', updated_at = ?2 "
@@ -166,292 +313,497 @@ sqlite_outbox::sqlite_outbox(const std::string& path, bool full_sync)
                 "CASE WHEN ?4 = 1 AND lanes.head_seq IS ?2 AND lanes.ready_at IS NOT NULL "
                 "THEN lanes.ready_at ELSE ?3 END"),
       ready_lanes_(db_.handle(),
-                   "SELECT l.patient_key, r.seq, r.record_id, r.revision, r.body, r.attempts "
+                   "SELECT l.patient_key, r.seq, r.record_id, r.revision, r.body, r.attempts, r.claim_token "
                    "FROM lanes l JOIN records r ON r.seq = l.head_seq "
                    "WHERE l.ready_at IS NOT NULL AND l.ready_at <= ?1 ORDER BY l.ready_at LIMIT ?2"),
       mark_in_flight_(db_.handle(),
-                      "UPDATE records SET state = 'in_flight', attempts = attempts + 1, updated_at = ?2 "
-                      "WHERE seq = ?1"),
+                      "UPDATE records SET state = 'in_flight', attempts = attempts + 1, updated_at = ?2, "
+                      "claim_owner = ?3, claim_token = ?4, lease_until = ?5 WHERE seq = ?1"),
       clear_ready_(db_.handle(), "UPDATE lanes SET ready_at = NULL WHERE patient_key = ?1"),
+      // Counts only while the claim holds: the fencing token refuses a holder that was taken over.
       settle_record_(db_.handle(),
                      "UPDATE records SET state = ?2, next_attempt_at = ?3, last_error = ?4, "
-                     "ehr_response = COALESCE(?5, ehr_response), attempts = attempts - ?6, "
-                     "updated_at = ?7 WHERE seq = ?1"),
+                     "ehr_response = COALESCE(?5, ehr_response), attempts = attempts - ?6, updated_at = ?7, "
+                     "claim_owner = NULL, lease_until = NULL, maybe_at_ehr = "
+                     "CASE WHEN ?2 = 'delivered' THEN 0 WHEN ?8 = 1 THEN 1 ELSE maybe_at_ehr END "
+                     "WHERE seq = ?1 AND state = 'in_flight' AND claim_token = ?9"),
+      renew_claim_(db_.handle(),
+                   "UPDATE records SET lease_until = ?3 WHERE seq = ?1 AND claim_token = ?2 AND state = 'in_flight'"),
       release_held_(db_.handle(),
                     "UPDATE records SET state = 'pending', updated_at = ?2 "
                     "WHERE patient_key = ?1 AND state = 'held'"),
-      delivered_bodies_(db_.handle(),
-                        "SELECT body FROM records WHERE patient_key = ?1 AND state = 'delivered' "
-                        "ORDER BY seq"),
+      history_(db_.handle(),
+               "SELECT body FROM records WHERE patient_key = ?1 AND (state = 'delivered' OR maybe_at_ehr = 1) "
+               "AND seq <> ?2 ORDER BY seq"),
       note_contact_(db_.handle(),
                     "INSERT INTO ehr_contact (id, reached, detail, at, unreachable_since) "
                     "VALUES (1, ?1, ?2, ?3, CASE WHEN ?1 = 1 THEN NULL ELSE ?3 END) "
                     "ON CONFLICT (id) DO UPDATE SET reached = ?1, detail = ?2, at = ?3, unreachable_since = "
                     "CASE WHEN ?1 = 1 THEN NULL ELSE COALESCE(ehr_contact.unreachable_since, ?3) END"),
-      note_intake_(db_.handle(), "INSERT OR IGNORE INTO intakes (intake_id, at) VALUES (?1, ?2)") {}
+      note_intake_(db_.handle(), "INSERT OR IGNORE INTO intakes (intake_id, at) VALUES (?1, ?2)") {
+} catch (const sqlite::sqlite_error& e) {
+  throw store_error(kind_of(e), std::string(e.what()).find(path) == std::string::npos ? "store " + path + ": " + e.what()
+                                                                                        : std::string(e.what()));
+}
 
-void sqlite_outbox::note_ehr_contact(bool reached, const std::string& detail, std::int64_t now_ms) {
-  note_contact_.bind(1, static_cast<std::int64_t>(reached ? 1 : 0)).bind(2, detail).bind(3, now_ms);
+void sqlite_outbox::fail_after_steps(std::int64_t vm_steps) {
+  steps_to_failure_ = vm_steps;
+  if (vm_steps <= 0) {
+    sqlite3_progress_handler(db_.handle(), 0, nullptr, nullptr);
+    return;
+  }
+  sqlite3_progress_handler(
+      db_.handle(), 1,
+      [](void* self) -> int {
+        auto& left = static_cast<sqlite_outbox*>(self)->steps_to_failure_;
+        return --left == 0 ? 1 : 0;  // non-zero interrupts the statement running now
+      },
+      this);
+}
+
+void sqlite_outbox::record_contact(const ehr_contact& contact, std::int64_t now_ms) {
+  sqlite::reset_on_exit done(note_contact_);
+  note_contact_.bind(1, static_cast<std::int64_t>(contact.reached ? 1 : 0)).bind(2, contact.detail).bind(3, now_ms);
   note_contact_.step();
-  note_contact_.reset();
+}
+
+void sqlite_outbox::note_ehr_contact(const ehr_contact& contact, std::int64_t now_ms) {
+  write("note the EHR contact", [&] { record_contact(contact, now_ms); });
 }
 
 void sqlite_outbox::refresh_lane(const std::string& patient_key, std::int64_t now_ms) {
-  lane_head_.bind(1, patient_key);
   std::optional<std::int64_t> head, ready;
   bool pending = false;
-  if (lane_head_.step()) {
-    head = lane_head_.column_int(0);
-    const std::string state = lane_head_.column_text(1);
-    pending = state == "pending";
-    if (pending) ready = now_ms;
-    if (state == "retry_scheduled") ready = lane_head_.column_int(2);
+  {
+    sqlite::reset_on_exit done(lane_head_);
+    lane_head_.bind(1, patient_key);
+    if (lane_head_.step()) {
+      head = lane_head_.column_int(0);
+      const std::string state = lane_head_.column_text(1);
+      pending = state == "pending";
+      if (pending) ready = now_ms;
+      if (state == "retry_scheduled") ready = lane_head_.column_int(2);
+    }
   }
-  lane_head_.reset();
+  sqlite::reset_on_exit done(set_lane_);
   set_lane_.bind(1, patient_key);
   head ? set_lane_.bind(2, *head) : set_lane_.bind_null(2);
   ready ? set_lane_.bind(3, *ready) : set_lane_.bind_null(3);
   set_lane_.bind(4, static_cast<std::int64_t>(pending ? 1 : 0));
   set_lane_.step();
-  set_lane_.reset();
 }
 
-std::vector<claimed_record> sqlite_outbox::claim(std::int64_t now_ms, int limit) {
-  std::vector<claimed_record> claimed;
-  sqlite::transaction tx(db_);
-  ready_lanes_.bind(1, now_ms).bind(2, static_cast<std::int64_t>(limit));
-  while (ready_lanes_.step()) {
-    claimed.push_back({ready_lanes_.column_int(1), ready_lanes_.column_text(2),
-                       static_cast<int>(ready_lanes_.column_int(3)), ready_lanes_.column_text(0),
-                       ready_lanes_.column_text(4), static_cast<int>(ready_lanes_.column_int(5)) + 1});
-  }
-  ready_lanes_.reset();
-  for (const auto& c : claimed) {
-    mark_in_flight_.bind(1, c.seq).bind(2, now_ms);
-    mark_in_flight_.step();
-    mark_in_flight_.reset();
-    clear_ready_.bind(1, c.patient_key);
-    clear_ready_.step();
-    clear_ready_.reset();
-  }
-  tx.commit();
-  return claimed;
+std::optional<std::string> sqlite_outbox::patient_key_fingerprint() {
+  return read([&]() -> std::optional<std::string> {
+    sqlite::statement q(db_.handle(), "SELECT value FROM meta WHERE key = 'patient_key_fingerprint'");
+    if (q.step()) return q.column_text(0);
+    return std::nullopt;
+  });
 }
 
-void sqlite_outbox::settle(const claimed_record& record, const attempt_report& report,
-                           std::int64_t now_ms) {
-  using result = attempt_report::result;
-  std::string_view state = "delivered";
-  switch (report.what) {
-    case result::delivered: state = "delivered"; break;
-    case result::dead: state = "dead"; break;
-    case result::retry: state = "retry_scheduled"; break;
-    case result::held: state = "held"; break;
-    case result::released: state = "retry_scheduled"; break;  // not attempted: the count is undone
-  }
-  sqlite::transaction tx(db_);
-  settle_record_.bind(1, record.seq).bind(2, state);
-  const bool waits = report.what == result::retry || report.what == result::released;
-  waits ? settle_record_.bind(3, report.retry_at_ms) : settle_record_.bind_null(3);
-  report.error.empty() ? settle_record_.bind_null(4) : settle_record_.bind(4, report.error);
-  report.ehr_response.empty() ? settle_record_.bind_null(5) : settle_record_.bind(5, report.ehr_response);
-  // Released and held records were not sent: their claim does not count as an attempt.
-  const bool not_sent = report.what == result::released || report.what == result::held;
-  settle_record_.bind(6, static_cast<std::int64_t>(not_sent ? 1 : 0));
-  settle_record_.bind(7, now_ms);
-  settle_record_.step();
-  settle_record_.reset();
-  if (report.what == result::delivered) {
-    // A delivered procedure may be what a held follow-up of this patient waits for.
-    release_held_.bind(1, record.patient_key).bind(2, now_ms);
-    release_held_.step();
-    release_held_.reset();
-  }
-  refresh_lane(record.patient_key, now_ms);
-  tx.commit();
+void sqlite_outbox::record_patient_key_fingerprint(const std::string& fingerprint) {
+  write("record the patient key", [&] {
+    sqlite::statement q(db_.handle(),
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('patient_key_fingerprint', ?1)");
+    q.bind(1, fingerprint);
+    q.step();
+  });
 }
 
-int sqlite_outbox::recover_in_flight(std::int64_t now_ms) {
-  sqlite::transaction tx(db_);
-  // A record in flight is always its lane's head, with the lane not ready.
-  std::vector<std::pair<std::string, std::int64_t>> stuck;
-  {
-    sqlite::statement heads(db_.handle(),
-                            "SELECT l.patient_key, l.head_seq FROM lanes l JOIN records r ON r.seq = l.head_seq "
-                            "WHERE l.ready_at IS NULL AND r.state = 'in_flight'");
-    while (heads.step()) stuck.emplace_back(heads.column_text(0), heads.column_int(1));
-  }
-  sqlite::statement back(db_.handle(), "UPDATE records SET state = 'pending' WHERE seq = ?1");
-  for (const auto& [patient, seq] : stuck) {
-    back.bind(1, seq);
+bool sqlite_outbox::holds_records() {
+  return read([&] {
+    sqlite::statement q(db_.handle(),
+                        "SELECT EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM quarantine) "
+                        "OR EXISTS (SELECT 1 FROM lanes)");
+    return q.step() && q.column_int(0) != 0;
+  });
+}
+
+std::int64_t sqlite_outbox::register_owner(std::string_view kind, std::int64_t now_ms) {
+  const bool daemon = kind == "daemon";
+  const std::int64_t id = write("register", [&] {
+    if (daemon && !locks_.try_lock(owner_locks::daemon_slot)) {
+      std::string running = "another daemon";
+      sqlite::statement q(db_.handle(), "SELECT pid FROM owners WHERE kind = 'daemon' ORDER BY id DESC LIMIT 1");
+      if (q.step()) running += " (pid " + std::to_string(q.column_int(0)) + ")";
+      throw store_error(store_error::kind::other,
+                        running + " is running on the store " + path_ +
+                            ": one daemon per SQLite store (sync --once may run beside it)");
+    }
+    sqlite::statement insert(db_.handle(), "INSERT INTO owners (kind, pid, started_at) VALUES (?1, ?2, ?3)");
+    insert.bind(1, kind).bind(2, static_cast<std::int64_t>(::getpid())).bind(3, now_ms);
+    insert.step();
+    const std::int64_t owner = db_.last_insert_id();
+    // Taken before the row is committed, so nobody ever sees this owner without its lock.
+    if (!locks_.try_lock(owner)) {
+      throw store_error(store_error::kind::other, "store " + path_ + ": cannot lock owner slot " + std::to_string(owner));
+    }
+    return owner;
+  });
+  own_owners_.insert(id);
+  return id;
+}
+
+void sqlite_outbox::release_owner(std::int64_t owner, std::int64_t now_ms) {
+  write("release", [&] {
+    std::vector<std::string> patients;
+    {
+      sqlite::statement held(db_.handle(),
+                             "SELECT DISTINCT patient_key FROM records WHERE state = 'in_flight' AND claim_owner = ?1");
+      held.bind(1, owner);
+      while (held.step()) patients.push_back(held.column_text(0));
+    }
+    sqlite::statement back(db_.handle(),
+                           "UPDATE records SET state = 'pending', claim_owner = NULL, lease_until = NULL, "
+                           "claim_token = claim_token + 1, maybe_at_ehr = 1, updated_at = ?2 "
+                           "WHERE state = 'in_flight' AND claim_owner = ?1");
+    back.bind(1, owner).bind(2, now_ms);
     back.step();
-    back.reset();
-  }
-  const int recovered = static_cast<int>(stuck.size());
-  std::vector<std::string> patients;
-  for (const auto& [patient, seq] : stuck) patients.push_back(patient);
-  for (const auto& p : patients) refresh_lane(p, now_ms);
-  tx.commit();
-  return recovered;
+    for (const auto& p : patients) refresh_lane(p, now_ms);
+    sqlite::statement remove(db_.handle(), "DELETE FROM owners WHERE id = ?1");
+    remove.bind(1, owner);
+    remove.step();
+  });
+  locks_.unlock(owner);
+  own_owners_.erase(owner);
+  locks_.unlock(owner_locks::daemon_slot);  // a no-op for anyone but the daemon
+}
+
+std::vector<claimed_record> sqlite_outbox::claim(std::int64_t owner, std::int64_t now_ms, std::int64_t lease_ms,
+                                                 int limit) {
+  return write("claim", [&] {
+    std::vector<claimed_record> claimed;
+    {
+      sqlite::reset_on_exit done(ready_lanes_);
+      ready_lanes_.bind(1, now_ms).bind(2, static_cast<std::int64_t>(limit));
+      while (ready_lanes_.step()) {
+        claimed_record c;
+        c.patient_key = ready_lanes_.column_text(0);
+        c.seq = ready_lanes_.column_int(1);
+        c.record_id = ready_lanes_.column_text(2);
+        c.revision = static_cast<int>(ready_lanes_.column_int(3));
+        c.body = ready_lanes_.column_text(4);
+        c.attempts = static_cast<int>(ready_lanes_.column_int(5)) + 1;
+        c.token = ready_lanes_.column_int(6) + 1;
+        c.owner = owner;
+        claimed.push_back(std::move(c));
+      }
+    }
+    for (const auto& c : claimed) {
+      {
+        sqlite::reset_on_exit done(mark_in_flight_);
+        mark_in_flight_.bind(1, c.seq).bind(2, now_ms).bind(3, owner).bind(4, c.token).bind(5, now_ms + lease_ms);
+        mark_in_flight_.step();
+      }
+      sqlite::reset_on_exit done(clear_ready_);
+      clear_ready_.bind(1, c.patient_key);
+      clear_ready_.step();
+    }
+    return claimed;
+  });
+}
+
+std::vector<std::int64_t> sqlite_outbox::renew(const std::vector<claimed_record>& claims, std::int64_t now_ms,
+                                               std::int64_t lease_ms) {
+  if (claims.empty()) return {};
+  return write("renew", [&] {
+    std::vector<std::int64_t> lost;
+    for (const auto& c : claims) {
+      sqlite::reset_on_exit done(renew_claim_);
+      renew_claim_.bind(1, c.seq).bind(2, c.token).bind(3, now_ms + lease_ms);
+      renew_claim_.step();
+      if (db_.changes() == 0) lost.push_back(c.seq);
+    }
+    return lost;
+  });
+}
+
+bool sqlite_outbox::settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) {
+  using result = attempt_report::result;
+  return write("settle", [&] {
+    {
+      sqlite::reset_on_exit done(settle_record_);
+      settle_record_.bind(1, record.seq).bind(2, state_name(report.what));
+      const bool waits = report.what == result::retry || report.what == result::released;
+      waits ? settle_record_.bind(3, report.retry_at_ms) : settle_record_.bind_null(3);
+      report.error.empty() ? settle_record_.bind_null(4) : settle_record_.bind(4, report.error);
+      report.ehr_response.empty() ? settle_record_.bind_null(5) : settle_record_.bind(5, report.ehr_response);
+      // Released and held records were not sent: their claim does not count as an attempt.
+      const bool not_sent = report.what == result::released || report.what == result::held;
+      settle_record_.bind(6, static_cast<std::int64_t>(not_sent ? 1 : 0));
+      settle_record_.bind(7, now_ms);
+      settle_record_.bind(8, static_cast<std::int64_t>(report.maybe_at_ehr ? 1 : 0));
+      settle_record_.bind(9, record.token);
+      settle_record_.step();
+    }
+    if (db_.changes() == 0) {
+      // Already recorded (this same settle, repeated after an unknown outcome), or taken over:
+      // then the new holder's word counts, not ours.
+      sqlite::statement q(db_.handle(), "SELECT state, claim_token FROM records WHERE seq = ?1");
+      q.bind(1, record.seq);
+      return q.step() && q.column_text(0) != "in_flight" && q.column_int(1) == record.token;
+    }
+    if (report.what == result::delivered) {
+      // A delivered procedure may be what a held follow-up of this patient waits for.
+      sqlite::reset_on_exit done(release_held_);
+      release_held_.bind(1, record.patient_key).bind(2, now_ms);
+      release_held_.step();
+    }
+    refresh_lane(record.patient_key, now_ms);
+    if (report.contact) record_contact(*report.contact, now_ms);
+    return true;
+  });
+}
+
+std::vector<recovered_claim> sqlite_outbox::take_over(std::int64_t now_ms, std::int64_t horizon_ms) {
+  return write("take over", [&] {
+    struct holder {
+      std::string kind;
+      std::int64_t pid = 0;
+      bool alive = false;
+    };
+    std::map<std::int64_t, holder> owners;
+    {
+      sqlite::statement q(db_.handle(), "SELECT id, kind, pid FROM owners");
+      while (q.step()) {
+        const std::int64_t id = q.column_int(0);
+        owners[id] = {q.column_text(1), q.column_int(2), own_owners_.count(id) > 0 || locks_.held_elsewhere(id)};
+      }
+    }
+    struct stuck {
+      std::int64_t seq;
+      recovered_claim claim;
+    };
+    std::vector<stuck> taken;
+    {
+      sqlite::statement q(db_.handle(),
+                          "SELECT seq, record_id, revision, patient_key, claim_owner, lease_until FROM records "
+                          "WHERE state = 'in_flight'");
+      while (q.step()) {
+        const auto found = q.column_is_null(4) ? owners.end() : owners.find(q.column_int(4));
+        const bool gone = found == owners.end() || !found->second.alive;
+        const std::int64_t until = q.column_is_null(5) ? 0 : q.column_int(5);
+        // A lease further ahead than any lease is long: the wall clock stepped back.
+        const bool expired = until <= now_ms || until > now_ms + horizon_ms;
+        if (!gone && !expired) continue;
+        std::string who = found == owners.end() ? std::string("a process of an earlier version")
+                                                : found->second.kind + " pid " + std::to_string(found->second.pid);
+        who += gone ? " (gone)" : " (its lease ran out)";
+        taken.push_back({q.column_int(0),
+                         {q.column_text(1), static_cast<int>(q.column_int(2)), q.column_text(3), std::move(who)}});
+      }
+    }
+    // A new token: the old holder's settle, should it come, no longer counts.
+    sqlite::statement back(db_.handle(),
+                           "UPDATE records SET state = 'pending', claim_owner = NULL, lease_until = NULL, "
+                           "claim_token = claim_token + 1, maybe_at_ehr = 1, updated_at = ?2, last_error = ?3 "
+                           "WHERE seq = ?1");
+    for (const auto& t : taken) {
+      back.bind(1, t.seq).bind(2, now_ms).bind(3, "taken back from " + t.claim.holder + "; possibly at the EHR");
+      back.step();
+      back.reset();
+      refresh_lane(t.claim.patient_key, now_ms);
+    }
+    sqlite::statement forget(db_.handle(), "DELETE FROM owners WHERE id = ?1");
+    for (const auto& [id, h] : owners) {
+      if (h.alive) continue;
+      forget.bind(1, id);
+      forget.step();
+      forget.reset();
+    }
+    // Lanes due further ahead than any delay is long: the wall clock stepped back; due now.
+    sqlite::statement clock(db_.handle(), "UPDATE lanes SET ready_at = ?1 WHERE ready_at > ?2");
+    clock.bind(1, now_ms).bind(2, now_ms + horizon_ms);
+    clock.step();
+    std::vector<recovered_claim> recovered;
+    for (auto& t : taken) recovered.push_back(std::move(t.claim));
+    return recovered;
+  });
 }
 
 std::vector<dead_letter> sqlite_outbox::replay(const std::string& record_id, const std::string& reason,
                                                const std::string& who, bool dry_run, std::int64_t now_ms) {
-  sqlite::transaction tx(db_);
-  sqlite::statement select(db_.handle(),
-                           "SELECT seq, record_id, revision, patient_key, COALESCE(last_error, '') FROM records "
-                           "WHERE state = 'dead' AND (?1 = '' OR record_id = ?1) ORDER BY seq");
-  select.bind(1, record_id);
-  struct row {
-    std::int64_t seq;
-    dead_letter letter;
-    std::string patient_key;
-  };
-  std::vector<row> rows;
-  while (select.step()) {
-    rows.push_back({select.column_int(0),
-                    {select.column_text(1), static_cast<int>(select.column_int(2)), select.column_text(4)},
-                    select.column_text(3)});
-  }
-  std::vector<dead_letter> letters;
-  sqlite::statement requeue(db_.handle(),
-                            "UPDATE records SET state = 'pending', attempts = 0, last_error = NULL, "
-                            "next_attempt_at = NULL, updated_at = ?2 WHERE seq = ?1");
-  sqlite::statement audit(db_.handle(),
-                          "INSERT INTO replays (record_id, revision, previous_error, reason, requested_by, at) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-  for (const auto& r : rows) {
-    letters.push_back(r.letter);
-    if (dry_run) continue;
-    requeue.bind(1, r.seq).bind(2, now_ms);
-    requeue.step();
-    requeue.reset();
-    audit.bind(1, r.letter.record_id).bind(2, static_cast<std::int64_t>(r.letter.revision));
-    audit.bind(3, r.letter.last_error).bind(4, reason).bind(5, who).bind(6, now_ms);
-    audit.step();
-    audit.reset();
-    refresh_lane(r.patient_key, now_ms);
-  }
-  tx.commit();
-  return letters;
+  return write("replay", [&] {
+    sqlite::statement select(db_.handle(),
+                             "SELECT seq, record_id, revision, patient_key, COALESCE(last_error, '') FROM records "
+                             "WHERE state = 'dead' AND (?1 = '' OR record_id = ?1) ORDER BY seq");
+    select.bind(1, record_id);
+    struct row {
+      std::int64_t seq;
+      dead_letter letter;
+      std::string patient_key;
+    };
+    std::vector<row> rows;
+    while (select.step()) {
+      rows.push_back({select.column_int(0),
+                      {select.column_text(1), static_cast<int>(select.column_int(2)), select.column_text(4)},
+                      select.column_text(3)});
+    }
+    std::vector<dead_letter> letters;
+    sqlite::statement requeue(db_.handle(),
+                              "UPDATE records SET state = 'pending', attempts = 0, last_error = NULL, "
+                              "next_attempt_at = NULL, updated_at = ?2 WHERE seq = ?1");
+    sqlite::statement audit(db_.handle(),
+                            "INSERT INTO replays (record_id, revision, previous_error, reason, requested_by, at) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    for (const auto& r : rows) {
+      letters.push_back(r.letter);
+      if (dry_run) continue;
+      requeue.bind(1, r.seq).bind(2, now_ms);
+      requeue.step();
+      requeue.reset();
+      audit.bind(1, r.letter.record_id).bind(2, static_cast<std::int64_t>(r.letter.revision));
+      audit.bind(3, r.letter.last_error).bind(4, reason).bind(5, who).bind(6, now_ms);
+      audit.step();
+      audit.reset();
+      refresh_lane(r.patient_key, now_ms);
+    }
+    return letters;
+  });
 }
 
-std::vector<std::string> sqlite_outbox::delivered_bodies(const std::string& patient_key) {
-  std::vector<std::string> bodies;
-  delivered_bodies_.bind(1, patient_key);
-  while (delivered_bodies_.step()) bodies.push_back(delivered_bodies_.column_text(0));
-  delivered_bodies_.reset();
-  return bodies;
+std::vector<std::string> sqlite_outbox::history(const std::string& patient_key, std::int64_t except_seq) {
+  return read([&] {
+    std::vector<std::string> bodies;
+    sqlite::reset_on_exit done(history_);
+    history_.bind(1, patient_key).bind(2, except_seq);
+    while (history_.step()) bodies.push_back(history_.column_text(0));
+    return bodies;
+  });
 }
 
 std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_record>& records,
                                                    const std::vector<quarantined_record>& quarantined,
                                                    std::int64_t now_ms, std::string_view intake_id) {
-  std::vector<enqueue_result> results;
-  results.reserve(records.size());
-  sqlite::transaction tx(db_);
-  for (const auto& r : records) {
-    latest_revision_.bind(1, r.record_id);
-    latest_revision_.step();
-    const bool known = !latest_revision_.column_is_null(0);
-    const std::int64_t latest = known ? latest_revision_.column_int(0) : 0;
-    latest_revision_.reset();
-    if (known && latest == r.revision) {
-      results.push_back(enqueue_result::duplicate);
-      continue;
+  return write("store records", [&] {
+    std::vector<enqueue_result> results;
+    results.reserve(records.size());
+    for (const auto& r : records) {
+      std::optional<std::int64_t> latest;
+      {
+        sqlite::reset_on_exit done(latest_revision_);
+        latest_revision_.bind(1, r.record_id);
+        latest_revision_.step();
+        if (!latest_revision_.column_is_null(0)) latest = latest_revision_.column_int(0);
+      }
+      if (latest && *latest == r.revision) {
+        results.push_back(enqueue_result::duplicate);
+        continue;
+      }
+      if (latest && *latest > r.revision) {
+        results.push_back(enqueue_result::stale);
+        continue;
+      }
+      bool superseding = false;
+      if (latest) {
+        sqlite::reset_on_exit done(supersede_older_);
+        supersede_older_.bind(1, r.record_id).bind(2, now_ms);
+        supersede_older_.step();
+        superseding = db_.changes() > 0;
+      }
+      {
+        sqlite::reset_on_exit done(insert_record_);
+        insert_record_.bind(1, r.record_id)
+            .bind(2, static_cast<std::int64_t>(r.revision))
+            .bind(3, r.record_type)
+            .bind(4, r.patient_key)
+            .bind(5, r.body)
+            .bind(6, now_ms);
+        insert_record_.step();
+      }
+      if (superseding) {
+        refresh_lane(r.patient_key, now_ms);  // the superseded revision may have headed the lane
+      } else {
+        sqlite::reset_on_exit done(join_lane_);
+        join_lane_.bind(1, r.patient_key).bind(2, db_.last_insert_id()).bind(3, now_ms);
+        join_lane_.step();
+      }
+      results.push_back(superseding ? enqueue_result::accepted_superseding : enqueue_result::accepted);
     }
-    if (known && latest > r.revision) {
-      results.push_back(enqueue_result::stale);
-      continue;
+    for (const auto& q : quarantined) {
+      sqlite::reset_on_exit done(insert_quarantined_);
+      insert_quarantined_.bind(1, q.source);
+      if (q.record_id.empty()) {
+        insert_quarantined_.bind_null(2);
+      } else {
+        insert_quarantined_.bind(2, q.record_id);
+      }
+      insert_quarantined_.bind(3, q.body).bind(4, problems_json(q.problems)).bind(5, now_ms);
+      insert_quarantined_.step();
     }
-    bool superseding = false;
-    if (known) {
-      supersede_older_.bind(1, r.record_id).bind(2, now_ms);
-      supersede_older_.step();
-      supersede_older_.reset();
-      superseding = db_.changes() > 0;
+    if (!intake_id.empty()) {
+      sqlite::reset_on_exit done(note_intake_);
+      note_intake_.bind(1, std::string(intake_id)).bind(2, now_ms);
+      note_intake_.step();
     }
-    insert_record_.bind(1, r.record_id)
-        .bind(2, static_cast<std::int64_t>(r.revision))
-        .bind(3, r.record_type)
-        .bind(4, r.patient_key)
-        .bind(5, r.body)
-        .bind(6, now_ms);
-    insert_record_.step();
-    insert_record_.reset();
-    if (superseding) {
-      refresh_lane(r.patient_key, now_ms);  // the superseded revision may have headed the lane
-    } else {
-      join_lane_.bind(1, r.patient_key).bind(2, db_.last_insert_id()).bind(3, now_ms);
-      join_lane_.step();
-      join_lane_.reset();
-    }
-    results.push_back(superseding ? enqueue_result::accepted_superseding : enqueue_result::accepted);
-  }
-  for (const auto& q : quarantined) {
-    insert_quarantined_.bind(1, q.source);
-    if (q.record_id.empty()) {
-      insert_quarantined_.bind_null(2);
-    } else {
-      insert_quarantined_.bind(2, q.record_id);
-    }
-    insert_quarantined_.bind(3, q.body).bind(4, problems_json(q.problems)).bind(5, now_ms);
-    insert_quarantined_.step();
-    insert_quarantined_.reset();
-  }
-  if (!intake_id.empty()) {
-    note_intake_.bind(1, std::string(intake_id)).bind(2, now_ms);
-    note_intake_.step();
-    note_intake_.reset();
-  }
-  tx.commit();  // synchronous=FULL: durable when this returns
-  return results;
+    return results;  // synchronous=FULL: durable once the commit returns
+  });
 }
 
 outbox_status sqlite_outbox::status(std::int64_t now_ms) {
-  outbox_status s;
-  for (auto state : all_states) s.records[state] = 0;
-  sqlite::statement counts(db_.handle(), "SELECT state, COUNT(*) FROM records GROUP BY state");
-  while (counts.step()) {
-    const std::string name = counts.column_text(0);
-    for (auto state : all_states) {
-      if (to_string(state) == name) s.records[state] = counts.column_int(1);
+  return read([&] {
+    outbox_status s;
+    for (auto state : all_states) s.records[state] = 0;
+    sqlite::statement counts(db_.handle(), "SELECT state, COUNT(*) FROM records GROUP BY state");
+    while (counts.step()) {
+      const std::string name = counts.column_text(0);
+      for (auto state : all_states) {
+        if (to_string(state) == name) s.records[state] = counts.column_int(1);
+      }
     }
-  }
-  sqlite::statement quarantine(db_.handle(), "SELECT COUNT(*) FROM quarantine");
-  quarantine.step();
-  s.quarantined = quarantine.column_int(0);
-  sqlite::statement oldest(db_.handle(),
-                           "SELECT MIN(r.received_at) FROM lanes l JOIN records r ON r.seq = l.head_seq "
-                           "WHERE r.state IN ('pending', 'retry_scheduled', 'in_flight')");  // every lane's oldest undelivered
-  oldest.step();
-  if (!oldest.column_is_null(0)) s.oldest_pending_age_ms = now_ms - oldest.column_int(0);
-  sqlite::statement error(db_.handle(),
-                          "SELECT last_error FROM records WHERE last_error IS NOT NULL "
-                          "ORDER BY updated_at DESC LIMIT 1");
-  if (error.step()) s.last_error = error.column_text(0);
-  sqlite::statement contact(db_.handle(),
-                             "SELECT reached, detail, at, unreachable_since FROM ehr_contact WHERE id = 1");
-  if (contact.step()) {
-    s.ehr_reached = contact.column_int(0) != 0;
-    s.ehr_detail = contact.column_text(1);
-    s.ehr_last_contact_ms = contact.column_int(2);
-    if (!contact.column_is_null(3)) s.ehr_unreachable_since_ms = contact.column_int(3);
-  }
-  return s;
+    sqlite::statement quarantine(db_.handle(), "SELECT COUNT(*) FROM quarantine");
+    quarantine.step();
+    s.quarantined = quarantine.column_int(0);
+    sqlite::statement oldest(db_.handle(),
+                             "SELECT MIN(r.received_at) FROM lanes l JOIN records r ON r.seq = l.head_seq "
+                             "WHERE r.state IN ('pending', 'retry_scheduled', 'in_flight')");  // every lane's oldest undelivered
+    oldest.step();
+    if (!oldest.column_is_null(0)) s.oldest_pending_age_ms = now_ms - oldest.column_int(0);
+    sqlite::statement error(db_.handle(),
+                            "SELECT last_error FROM records WHERE last_error IS NOT NULL "
+                            "ORDER BY updated_at DESC LIMIT 1");
+    if (error.step()) s.last_error = error.column_text(0);
+    sqlite::statement contact(db_.handle(),
+                              "SELECT reached, detail, at, unreachable_since FROM ehr_contact WHERE id = 1");
+    if (contact.step()) {
+      s.ehr_reached = contact.column_int(0) != 0;
+      s.ehr_detail = contact.column_text(1);
+      s.ehr_last_contact_ms = contact.column_int(2);
+      if (!contact.column_is_null(3)) s.ehr_unreachable_since_ms = contact.column_int(3);
+    }
+    sqlite::statement maybe(db_.handle(), "SELECT COUNT(*) FROM records WHERE maybe_at_ehr = 1");
+    maybe.step();
+    s.maybe_at_ehr = maybe.column_int(0);
+    sqlite::statement owners(db_.handle(),
+                             "SELECT o.id, o.kind, o.pid, o.started_at, (SELECT COUNT(*) FROM records r "
+                             "WHERE r.state = 'in_flight' AND r.claim_owner = o.id) FROM owners o ORDER BY o.id");
+    while (owners.step()) {
+      owner_summary o;
+      o.id = owners.column_int(0);
+      o.kind = owners.column_text(1);
+      o.pid = owners.column_int(2);
+      o.started_at_ms = owners.column_int(3);
+      o.alive = own_owners_.count(o.id) > 0 || locks_.held_elsewhere(o.id);
+      o.claims = static_cast<int>(owners.column_int(4));
+      s.owners.push_back(std::move(o));
+    }
+    return s;
+  });
 }
 
 bool sqlite_outbox::intake_seen(std::string_view intake_id) {
-  sqlite::statement seen(db_.handle(), "SELECT 1 FROM intakes WHERE intake_id = ?1");
-  seen.bind(1, std::string(intake_id));
-  return seen.step();
+  return read([&] {
+    sqlite::statement seen(db_.handle(), "SELECT 1 FROM intakes WHERE intake_id = ?1");
+    seen.bind(1, std::string(intake_id));
+    return seen.step();
+  });
 }
 
 namespace {
 
 constexpr const char* summary_columns =
     "SELECT record_id, revision, record_type, state, attempts, COALESCE(last_error, ''), "
-    "COALESCE(ehr_response, ''), patient_key, received_at, updated_at FROM records ";
+    "COALESCE(ehr_response, ''), patient_key, received_at, updated_at, maybe_at_ehr FROM records ";
 
 record_summary read_summary(sqlite::statement& row) {
   record_summary r;
@@ -468,44 +820,51 @@ record_summary read_summary(sqlite::statement& row) {
   r.patient_key = row.column_text(7);
   r.received_at_ms = row.column_int(8);
   r.updated_at_ms = row.column_int(9);
+  r.maybe_at_ehr = row.column_int(10) != 0;
   return r;
 }
 
 }  // namespace
 
 std::vector<record_summary> sqlite_outbox::records_in_state(record_state state, int limit) {
-  // "dead" goes through its partial index; the other states scan in arrival order up to the limit.
-  sqlite::statement rows(db_.handle(), std::string(summary_columns) + "WHERE state = ?1 ORDER BY seq LIMIT ?2");
-  rows.bind(1, to_string(state)).bind(2, static_cast<std::int64_t>(limit));
-  std::vector<record_summary> found;
-  while (rows.step()) found.push_back(read_summary(rows));
-  return found;
+  return read([&] {
+    // "dead" and "in_flight" go through their partial indexes; the other states scan in arrival order up to the limit.
+    sqlite::statement rows(db_.handle(), std::string(summary_columns) + "WHERE state = ?1 ORDER BY seq LIMIT ?2");
+    rows.bind(1, to_string(state)).bind(2, static_cast<std::int64_t>(limit));
+    std::vector<record_summary> found;
+    while (rows.step()) found.push_back(read_summary(rows));
+    return found;
+  });
 }
 
 std::vector<record_summary> sqlite_outbox::record_history(const std::string& record_id) {
-  sqlite::statement rows(db_.handle(), std::string(summary_columns) + "WHERE record_id = ?1 ORDER BY revision");
-  rows.bind(1, record_id);
-  std::vector<record_summary> found;
-  while (rows.step()) found.push_back(read_summary(rows));
-  return found;
+  return read([&] {
+    sqlite::statement rows(db_.handle(), std::string(summary_columns) + "WHERE record_id = ?1 ORDER BY revision");
+    rows.bind(1, record_id);
+    std::vector<record_summary> found;
+    while (rows.step()) found.push_back(read_summary(rows));
+    return found;
+  });
 }
 
 std::vector<quarantine_entry> sqlite_outbox::quarantined(int limit) {
-  sqlite::statement rows(db_.handle(),
-                         "SELECT id, source, COALESCE(record_id, ''), problems, received_at FROM quarantine "
-                         "ORDER BY id DESC LIMIT ?1");
-  rows.bind(1, static_cast<std::int64_t>(limit));
-  std::vector<quarantine_entry> found;
-  while (rows.step()) {
-    found.push_back({rows.column_int(0), rows.column_text(1), rows.column_text(2), rows.column_text(3), rows.column_int(4)});
-  }
-  return found;
+  return read([&] {
+    sqlite::statement rows(db_.handle(),
+                           "SELECT id, source, COALESCE(record_id, ''), problems, received_at FROM quarantine "
+                           "ORDER BY id DESC LIMIT ?1");
+    rows.bind(1, static_cast<std::int64_t>(limit));
+    std::vector<quarantine_entry> found;
+    while (rows.step()) {
+      found.push_back({rows.column_int(0), rows.column_text(1), rows.column_text(2), rows.column_text(3),
+                       rows.column_int(4)});
+    }
+    return found;
+  });
 }
 
 bool sqlite_outbox::writable() {
   try {
-    db_.exec("BEGIN IMMEDIATE");
-    db_.exec("ROLLBACK");
+    sqlite::transaction probe(db_);  // not committed: rolled back when it ends
     return true;
   } catch (const std::exception&) {
     return false;
@@ -513,24 +872,28 @@ bool sqlite_outbox::writable() {
 }
 
 std::vector<open_alert> sqlite_outbox::open_alerts() {
-  sqlite::statement rows(db_.handle(), "SELECT key, detail, opened_at FROM alerts ORDER BY opened_at, key");
-  std::vector<open_alert> found;
-  while (rows.step()) found.push_back({rows.column_text(0), rows.column_text(1), rows.column_int(2)});
-  return found;
+  return read([&] {
+    sqlite::statement rows(db_.handle(), "SELECT key, detail, opened_at FROM alerts ORDER BY opened_at, key");
+    std::vector<open_alert> found;
+    while (rows.step()) found.push_back({rows.column_text(0), rows.column_text(1), rows.column_int(2)});
+    return found;
+  });
 }
 
 void sqlite_outbox::set_alert(const open_alert& alert, bool open) {
-  if (open) {
-    sqlite::statement upsert(db_.handle(),
-                             "INSERT INTO alerts (key, detail, opened_at) VALUES (?1, ?2, ?3) "
-                             "ON CONFLICT (key) DO UPDATE SET detail = ?2");
-    upsert.bind(1, alert.key).bind(2, alert.detail).bind(3, alert.opened_at_ms);
-    upsert.step();
-  } else {
-    sqlite::statement remove(db_.handle(), "DELETE FROM alerts WHERE key = ?1");
-    remove.bind(1, alert.key);
-    remove.step();
-  }
+  write("alert", [&] {
+    if (open) {
+      sqlite::statement upsert(db_.handle(),
+                               "INSERT INTO alerts (key, detail, opened_at) VALUES (?1, ?2, ?3) "
+                               "ON CONFLICT (key) DO UPDATE SET detail = ?2");
+      upsert.bind(1, alert.key).bind(2, alert.detail).bind(3, alert.opened_at_ms);
+      upsert.step();
+    } else {
+      sqlite::statement remove(db_.handle(), "DELETE FROM alerts WHERE key = ?1");
+      remove.bind(1, alert.key);
+      remove.step();
+    }
+  });
 }
 
 }  // namespace connector

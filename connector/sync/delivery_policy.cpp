@@ -14,11 +14,22 @@ std::string describe(const attempt_outcome& o) {
     case attempt_outcome::kind::connection_failed: return "connection failed";
     case attempt_outcome::kind::timed_out: return "timed out";
     case attempt_outcome::kind::response: return "HTTP " + std::to_string(o.http_status);
+    case attempt_outcome::kind::withheld: return "not sent";
   }
   return "failed";
 }
 
 }  // namespace
+
+bool outcome_unknown(const attempt_outcome& o) {
+  switch (o.what) {
+    case attempt_outcome::kind::response: return o.http_status == 502 || o.http_status == 504;
+    case attempt_outcome::kind::connection_failed:
+    case attempt_outcome::kind::timed_out: return o.request_sent;
+    case attempt_outcome::kind::withheld: return false;
+  }
+  return true;
+}
 
 std::chrono::milliseconds delivery_policy::backoff(int attempts,
                                                    std::optional<std::chrono::seconds> retry_after) const {
@@ -26,12 +37,17 @@ std::chrono::milliseconds delivery_policy::backoff(int attempts,
   const double ceiling = std::min(static_cast<double>(settings_.max_delay.count()),
                                   static_cast<double>(settings_.base_delay.count()) * std::pow(2.0, exponent));
   auto delay = std::chrono::milliseconds(static_cast<std::int64_t>(ceiling * random_()));
-  if (retry_after) delay = std::max<std::chrono::milliseconds>(delay, *retry_after);
+  if (retry_after) {
+    delay = std::max<std::chrono::milliseconds>(delay, std::min<std::chrono::milliseconds>(*retry_after, settings_.max_delay));
+  }
   return delay;
 }
 
 delivery_verdict delivery_policy::judge(const attempt_outcome& outcome, int attempts) const {
   const bool response = outcome.what == attempt_outcome::kind::response;
+  if (outcome.what == attempt_outcome::kind::withheld) {
+    return {delivery_decision::released, {}, "not sent: the claim's lease ran out before the request went out"};
+  }
   if (response && outcome.http_status >= 200 && outcome.http_status < 300) {
     return {delivery_decision::delivered, {}, "HTTP " + std::to_string(outcome.http_status)};
   }

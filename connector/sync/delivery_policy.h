@@ -4,6 +4,7 @@
 //                                            honouring Retry-After, until max_attempts; then dead
 //   connection error, timeout             -> retry the same way, without limit: an outage is the
 //                                            EHR's, and must not dead-letter the queue
+//   withheld (never sent: the claim's lease ran out first) -> released, not an attempt
 //   401, 403                              -> pause all delivery: an authentication fault, not the
 //                                            record's; burning through the queue would not help
 //   400, 404, 409, 412, 422 and other 4xx -> dead letter, with the EHR's OperationOutcome kept
@@ -19,13 +20,21 @@
 namespace connector {
 
 struct attempt_outcome {
-  enum class kind { response, connection_failed, timed_out };
+  enum class kind { response, connection_failed, timed_out, withheld };
   kind what = kind::response;
   int http_status = 0;                            // with kind::response
   std::optional<std::chrono::seconds> retry_after;  // the EHR's Retry-After, if any
+  // With connection_failed and timed_out: the whole request went out, so the EHR may have
+  // processed it. False when it failed before (resolve, connect, handshake, a refused write).
+  bool request_sent = false;
 };
 
-enum class delivery_decision { delivered, retry, dead, pause_for_auth };
+// True when nobody can tell whether the EHR committed the request: it went out and no answer came,
+// or a gateway answered for an EHR it lost sight of (502, 504). Such a revision is treated as
+// possibly at the EHR.
+bool outcome_unknown(const attempt_outcome& outcome);
+
+enum class delivery_decision { delivered, retry, dead, pause_for_auth, released };
 
 struct delivery_verdict {
   delivery_decision decision = delivery_decision::delivered;
@@ -50,8 +59,11 @@ class delivery_policy {
   // `attempts` counts this attempt too (1 for the first).
   delivery_verdict judge(const attempt_outcome& outcome, int attempts) const;
 
-  // Full jitter: uniform in [0, min(max_delay, base * 2^(attempts-1))], never below Retry-After.
+  // Full jitter: uniform in [0, min(max_delay, base * 2^(attempts-1))], never below Retry-After,
+  // which is itself capped at max_delay: an EHR asking for a week does not stall the lane a week.
   std::chrono::milliseconds backoff(int attempts, std::optional<std::chrono::seconds> retry_after) const;
+
+  const retry_settings& settings() const { return settings_; }
 
  private:
   retry_settings settings_;

@@ -1,7 +1,8 @@
-// The delivery loop.
+// The delivery pump.
 #include "connector/sync/sync_engine.h"
 
-#include <boost/asio/post.hpp>
+#include <algorithm>
+#include <cstdio>
 
 #include "fhir/json_writer.h"
 #include "fhir/transaction_response.h"
@@ -10,8 +11,6 @@
 namespace connector {
 
 namespace {
-
-constexpr std::int64_t auth_pause_ms = 5 * 60 * 1000;  // a credentials fault needs a person
 
 // What the EHR made of each entry, kept with the record: ["201 Created Encounter/12/_history/1", ...].
 // Only that: an answer that is not a transaction-response is not kept (it may echo the record).
@@ -27,16 +26,28 @@ std::string what_the_ehr_made(const std::string& body) {
 
 }  // namespace
 
-sync_engine::sync_engine(boost::asio::io_context& io, outbox& store, ehr_client& ehr,
+sync_engine::sync_engine(boost::asio::io_context& loop, store_worker& store, ehr_channel& ehr,
                          const mappings::bundle_mapper& mapper, const mappings::code_tables& tables,
-                         delivery_policy policy, event_sink& events, clock_ms now)
-    : io_(io), store_(store), ehr_(ehr), mapper_(mapper), tables_(tables), policy_(std::move(policy)),
-      events_(events), now_(std::move(now)) {}
+                         delivery_policy policy, event_sink& events, clock_ms wall, engine_settings settings)
+    : loop_(loop), store_(store), ehr_(ehr), mapper_(mapper), tables_(tables), policy_(std::move(policy)),
+      events_(events), wall_(std::move(wall)), settings_(settings), poll_timer_(loop), sweep_timer_(loop),
+      renew_timer_(loop), store_timer_(loop) {}
+
+std::int64_t sync_engine::steady_now() const { return steady_ms(); }
+
+// Events never stop delivery: a sink that throws (a bug, memory) costs the line, not the record.
+void sync_engine::emit(const sync_event& e) {
+  try {
+    events_.emit(e);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "migraine-connector: an event could not be written: %s\n", ex.what());
+  }
+}
 
 sync_event sync_engine::event_of(const claimed_record& record, std::string_view name,
                                  const std::string& record_type) const {
   sync_event e;
-  e.time_ms = now_();
+  e.time_ms = wall_();
   e.name = name;
   e.record_id = record.record_id;
   e.record_type = record_type;
@@ -46,125 +57,475 @@ sync_event sync_engine::event_of(const claimed_record& record, std::string_view 
   return e;
 }
 
-int sync_engine::recover() { return store_.recover_in_flight(now_()); }
-
-sync_report sync_engine::run_once(const std::atomic<bool>* stop) {
-  report_ = {};
-  stop_claiming_ = false;
-  stop_ = stop;
-  boost::asio::post(io_, [this] { pump(); });
-  io_.restart();
-  io_.run();
-  return report_;
+void sync_engine::arm(boost::asio::steady_timer& timer, std::chrono::milliseconds in, void (sync_engine::*then)()) {
+  timer.expires_after(in);
+  timer.async_wait([this, then](const boost::system::error_code& ec) {
+    if (!ec) (this->*then)();
+  });
 }
 
-void sync_engine::pump() {
-  while (!stop_claiming_ && !(stop_ != nullptr && *stop_) && ehr_.free_connections() > 0) {
-    const auto claimed = store_.claim(now_(), ehr_.free_connections());
-    if (claimed.empty()) return;
-    for (const auto& c : claimed) deliver(c);
-  }
+void sync_engine::start(std::int64_t owner, std::function<void()> on_idle) {
+  owner_ = owner;
+  on_idle_ = std::move(on_idle);
+  started_ = true;
+  sweep();  // first take back what dead processes left in flight, then pump
+  arm(renew_timer_, settings_.lease / 3, &sync_engine::renew);
 }
 
-void sync_engine::deliver(const claimed_record& record) {
-  const std::int64_t now = now_();
-  auto read = mappings::read_record(record.body, tables_);
-  if (!read.record) {  // valid at ingest; only a code-table change can make it invalid now
-    ++report_.dead;
-    const std::string reason = "no longer valid against the code tables";
-    store_.settle(record, {attempt_report::result::dead, 0, reason, ""}, now);
-    auto e = event_of(record, event::dead_lettered, "");
-    e.detail = reason;
-    events_.emit(e);
-    return;
-  }
-  const std::string record_type = read.record->type_name();
-  mappings::patient_history history;
-  for (const auto& body : store_.delivered_bodies(record.patient_key)) {
-    if (auto earlier = mappings::read_record(body, tables_); earlier.record) history.add(std::move(*earlier.record));
-  }
-  fhir::json_writer bundle;
-  const auto outcome = mapper_.map(*read.record, history, bundle);
-  if (outcome.result == mappings::mapping_result::waits) {
-    ++report_.held;
-    const std::string reason = "waits for procedure " + *outcome.waits_for_record;
-    store_.settle(record, {attempt_report::result::held, 0, reason, ""}, now);
-    auto e = event_of(record, event::held, record_type);
-    e.detail = reason;
-    events_.emit(e);
-    return;
-  }
-  if (outcome.result == mappings::mapping_result::stale) {
-    const std::string reason = "no-op: a newer revision was delivered";
-    store_.settle(record, {attempt_report::result::delivered, 0, "", reason}, now);
-    auto e = event_of(record, event::delivered, record_type);
-    e.detail = reason;
-    events_.emit(e);
-    return;
-  }
-  if (!outcome.flags.empty()) {
-    auto e = event_of(record, event::flagged, record_type);
-    for (const auto& flag : outcome.flags) e.detail += (e.detail.empty() ? "" : ", ") + std::string(flag.rule);
-    events_.emit(e);
-  }
-  attempt sent{record, record_type,
-               record.record_id + "/r" + std::to_string(record.revision) + "/a" + std::to_string(record.attempts)};
-  auto e = event_of(record, event::sent, record_type);
-  e.correlation_id = sent.correlation_id;
-  events_.emit(e);
-  ehr_.post_transaction(std::string(bundle.view()), sent.correlation_id,
-                        [this, sent](ehr_answer answer) { on_answer(sent, answer); });
+void sync_engine::wake() {
+  nothing_claimable_ = false;
+  poll_timer_.cancel();
+  boost::asio::post(loop_, [this] { pump(); });
 }
 
-void sync_engine::on_answer(const attempt& sent, const ehr_answer& answer) {
-  const claimed_record& record = sent.record;
-  const std::int64_t now = now_();
-  const delivery_verdict verdict = policy_.judge(answer.outcome, record.attempts);
+// Claims as many lane heads as there are free connections, one claim job at a time.
+void sync_engine::pump(bool force) {
+  if (!started_ || finished_ || stopping_ || claiming_ || claims_stopped_) return maybe_finish();
+  if (degraded_ && !force) return;  // the store timer probes the store
+  const std::int64_t now = steady_now();
+  if (now < pause_until_) {  // the EHR is backed off as a whole
+    arm(poll_timer_, std::chrono::milliseconds(pause_until_ - now), &sync_engine::poll);
+    return;
+  }
+  const int room = ehr_.free_connections();
+  if (room <= 0) return;  // an answer frees a connection and pumps again
+  claiming_ = true;
+  const std::int64_t asked_at = now;
+  const std::int64_t owner = owner_;
+  const std::int64_t lease = settings_.lease.count();
+  auto wall = wall_;
+  const auto& tables = tables_;
+  const auto& mapper = mapper_;
+  // On the worker: claim, then read each record and its patient's history and map it.
+  store_.run(
+      [owner, lease, room, wall, &tables, &mapper](outbox& s) {
+        std::vector<prepared> out;
+        for (auto& c : s.claim(owner, wall(), lease, room)) {
+          prepared p;
+          p.claim = std::move(c);
+          try {
+            auto read = mappings::read_record(p.claim.body, tables);
+            if (!read.record) {  // valid at ingest; only a code-table change can make it invalid now
+              p.what = prepared::kind::invalid;
+              p.detail = "no longer valid against the code tables";
+              out.push_back(std::move(p));
+              continue;
+            }
+            p.record_type = read.record->type_name();
+            mappings::patient_history history;
+            for (const auto& body : s.history(p.claim.patient_key, p.claim.seq)) {
+              if (auto earlier = mappings::read_record(body, tables); earlier.record) {
+                history.add(std::move(*earlier.record));
+              }
+            }
+            fhir::json_writer bundle;
+            auto outcome = mapper.map(*read.record, history, bundle);
+            if (outcome.result == mappings::mapping_result::waits) {
+              p.what = prepared::kind::held;
+              p.detail = "waits for procedure " + *outcome.waits_for_record;
+            } else if (outcome.result == mappings::mapping_result::stale) {
+              p.what = prepared::kind::stale;
+            } else {
+              p.bundle = std::string(bundle.view());
+              p.flags = std::move(outcome.flags);
+            }
+          } catch (const std::exception& e) {
+            p.what = prepared::kind::failed;  // the loop lets go of the claim
+            p.detail = e.what();
+          }
+          out.push_back(std::move(p));
+        }
+        return out;
+      },
+      [this, asked_at](store_result<std::vector<prepared>> r) { on_claimed(std::move(r), asked_at); });
+}
+
+void sync_engine::on_claimed(store_result<std::vector<prepared>> result, std::int64_t asked_at) {
+  claiming_ = false;
+  if (!result.ok()) {
+    store_failed(*result.error);
+    return maybe_finish();
+  }
+  store_succeeded();
+  auto& batch = *result.value;
+  nothing_claimable_ = batch.empty();
+  for (auto& p : batch) {
+    const std::int64_t seq = p.claim.seq;
+    flight& f = flights_[seq];
+    f.claim = std::move(p.claim);
+    f.record_type = p.record_type;
+    f.correlation_id = f.claim.record_id + "/r" + std::to_string(f.claim.revision) + "/a" +
+                       std::to_string(f.claim.attempts);
+    // The lease as this process counts it, from before the claim was asked for, less a margin:
+    // past it, another process may already have taken the record over.
+    f.lease_deadline = asked_at + settings_.lease.count() - settings_.lease.count() / 6;
+    using result_kind = attempt_report::result;
+    try {
+      if (stopping_) {
+        release(seq, "not sent: the connector is stopping", 0);
+        continue;
+      }
+      switch (p.what) {
+        case prepared::kind::invalid: {
+          auto e = event_of(f.claim, event::dead_lettered, "");
+          e.detail = p.detail;
+          settle(seq, {result_kind::dead, 0, p.detail, "", false, std::nullopt}, e);
+          break;
+        }
+        case prepared::kind::held: {
+          auto e = event_of(f.claim, event::held, f.record_type);
+          e.detail = p.detail;
+          settle(seq, {result_kind::held, 0, p.detail, "", false, std::nullopt}, e);
+          break;
+        }
+        case prepared::kind::stale: {
+          const std::string reason = "no-op: a newer revision was delivered";
+          auto e = event_of(f.claim, event::delivered, f.record_type);
+          e.detail = reason;
+          settle(seq, {result_kind::delivered, 0, "", reason, false, std::nullopt}, e);
+          break;
+        }
+        case prepared::kind::failed: {
+          // A local failure (reading the history, mapping): not the EHR's, and not worth a tight
+          // loop. Retried with backoff like a failed attempt; a record that keeps failing becomes
+          // a dead letter, so it never blocks its lane for good.
+          const std::string reason = "could not prepare the record: " + p.detail;
+          const bool give_up = f.claim.attempts >= policy_.settings().max_attempts;
+          auto e = event_of(f.claim, give_up ? event::dead_lettered : event::retry_scheduled, f.record_type);
+          e.detail = reason;
+          const std::int64_t delay = policy_.backoff(f.claim.attempts, std::nullopt).count();
+          settle(seq, {give_up ? result_kind::dead : result_kind::retry, wall_() + delay, reason, "", false, std::nullopt},
+                 e);
+          break;
+        }
+        case prepared::kind::send:
+          if (!p.flags.empty()) {
+            auto e = event_of(f.claim, event::flagged, f.record_type);
+            for (const auto& flag : p.flags) e.detail += (e.detail.empty() ? "" : ", ") + std::string(flag.rule);
+            emit(e);
+          }
+          send(f, p.bundle);
+          break;
+      }
+    } catch (const std::exception& e) {
+      release(seq, std::string("internal error: ") + e.what(), policy_.settings().base_delay.count());
+    }
+  }
+  if (!batch.empty()) pump();
+  if (batch.empty() && !settings_.until_idle && !stopping_) {
+    arm(poll_timer_, settings_.poll, &sync_engine::poll);
+  }
+  maybe_finish();
+}
+
+void sync_engine::send(flight& f, const std::string& bundle) {
+  const std::int64_t seq = f.claim.seq;
+  auto e = event_of(f.claim, event::sent, f.record_type);
+  e.correlation_id = f.correlation_id;
+  emit(e);
+  ehr_request request{"", "application/fhir+json", bundle, f.correlation_id,
+                      // Checked right before the request is written: never send on a lease that ran out.
+                      [this, seq] {
+                        const auto it = flights_.find(seq);
+                        return it != flights_.end() && !it->second.lost && steady_now() < it->second.lease_deadline;
+                      }};
+  const bool taken = ehr_.send(std::move(request), [this, seq](ehr_answer answer) {
+    try {
+      on_answer(seq, answer);
+    } catch (const std::exception& ex) {
+      release(seq, std::string("internal error: ") + ex.what(), policy_.settings().base_delay.count());
+    }
+  });
+  if (!taken) release(seq, "not sent: no free connection", policy_.settings().base_delay.count());
+}
+
+void sync_engine::on_answer(std::int64_t seq, const ehr_answer& answer) {
+  const auto it = flights_.find(seq);
+  if (it == flights_.end()) return;
+  flight& f = it->second;
+  const claimed_record& record = f.claim;
+  const std::int64_t now = wall_();
+  const std::int64_t steady = steady_now();
   const bool answered = answer.outcome.what == attempt_outcome::kind::response;
-  store_.note_ehr_contact(answered, answered ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error, now);
+  const bool withheld = answer.outcome.what == attempt_outcome::kind::withheld;
+  const delivery_verdict verdict = policy_.judge(answer.outcome, record.attempts);
   std::string error = answer.error.empty() ? verdict.reason : answer.error + ": " + verdict.reason;
   const std::string ehr_error = answered ? fhir::summarize_operation_outcome(answer.body) : "";
-  auto e = event_of(record, event::delivered, sent.record_type);
-  e.correlation_id = sent.correlation_id;
+
+  attempt_report report;
+  report.maybe_at_ehr = outcome_unknown(answer.outcome);
+  if (!withheld) {
+    report.contact = ehr_contact{answered, answered ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error};
+  }
+  auto e = event_of(record, event::delivered, f.record_type);
+  e.correlation_id = f.correlation_id;
   e.http_status = answered ? answer.outcome.http_status : 0;
   e.latency_ms = answer.latency.count();
+  e.ehr_error = ehr_error;
+
+  // The EHR as a whole: answered, down, or refusing the connector's credentials.
+  if (answered) {
+    last_answer_ = steady;
+    unreachable_streak_ = 0;
+  } else if (!withheld) {
+    report_.ehr_unreachable = true;
+    ++unreachable_streak_;
+    // From one second, doubling, up to sync.max_delay_ms: the EHR, not one record, is failing.
+    const std::int64_t wait = std::min<std::int64_t>(1000LL << std::min(unreachable_streak_ - 1, 20),
+                                                     policy_.settings().max_delay.count());
+    if (steady + wait > pause_until_) {
+      pause_until_ = steady + wait;
+      if (!settings_.until_idle) {
+        std::fprintf(stderr, "migraine-connector: EHR unreachable (%s); next try in %lld ms\n", answer.error.c_str(),
+                     static_cast<long long>(wait));
+      }
+    }
+    if (settings_.until_idle) claims_stopped_ = true;
+  }
+
   using result = attempt_report::result;
   switch (verdict.decision) {
     case delivery_decision::delivered:
-      ++report_.delivered;
-      store_.settle(record, {result::delivered, 0, "", what_the_ehr_made(answer.body)}, now);
+      report.what = result::delivered;
+      report.ehr_response = what_the_ehr_made(answer.body);
       break;
     case delivery_decision::retry:
-      ++report_.retries_scheduled;
-      report_.last_error = error;
-      store_.settle(record, {result::retry, now + verdict.retry_in.count(), error, ""}, now);
-      if (!answered) {
-        report_.ehr_unreachable = true;
-        stop_claiming_ = true;  // the EHR is down: do not hammer it with every lane
-      }
+      report.what = result::retry;
+      report.retry_at_ms = now + verdict.retry_in.count();
+      report.error = error;
       e.name = answer.tls_failure ? event::tls_fault : event::retry_scheduled;
       e.detail = error + " in " + std::to_string(verdict.retry_in.count() / 1000) + " s";
       break;
     case delivery_decision::dead:
-      ++report_.dead;
       if (!ehr_error.empty()) error += ": " + ehr_error;
-      report_.last_error = error;
-      store_.settle(record, {result::dead, 0, error, answer.body}, now);
+      report.what = result::dead;
+      report.error = error;
+      report.ehr_response = answer.body;
       e.name = event::dead_lettered;
       e.detail = error;
       break;
     case delivery_decision::pause_for_auth:
       report_.auth_fault = true;
-      report_.last_error = error;
-      stop_claiming_ = true;
-      store_.settle(record, {result::released, now + auth_pause_ms, error, ""}, now);
+      pause_until_ = std::max(pause_until_, steady + settings_.auth_pause.count());
+      if (settings_.until_idle) claims_stopped_ = true;
+      report.what = result::released;
+      report.retry_at_ms = now + settings_.auth_pause.count();
+      report.error = error;
       e.name = event::auth_fault;
       e.detail = error;
       break;
+    case delivery_decision::released:
+      return release(seq, verdict.reason, 0);
   }
-  e.ehr_error = ehr_error;
-  events_.emit(e);
+  if (report.maybe_at_ehr && report.what != result::delivered) {
+    e.detail += e.detail.empty() ? "outcome unknown: possibly at the EHR" : "; outcome unknown: possibly at the EHR";
+  }
+  if (report.what != result::delivered) report_.last_error = error;
+  settle(seq, std::move(report), std::move(e));
+}
+
+// Not attempted after all: back to its lane, ready again after `ready_in_ms`.
+void sync_engine::release(std::int64_t seq, const std::string& why, std::int64_t ready_in_ms) {
+  const auto it = flights_.find(seq);
+  if (it == flights_.end()) return;
+  attempt_report report;
+  report.what = attempt_report::result::released;
+  report.retry_at_ms = wall_() + ready_in_ms;
+  report.error = why;
+  settle(seq, std::move(report), sync_event{});  // nothing to log: the record is simply back in line
+}
+
+void sync_engine::settle(std::int64_t seq, attempt_report report, sync_event event) {
+  flight& f = flights_.at(seq);
+  f.at = flight::stage::settling;
+  f.report = std::move(report);
+  f.event = std::move(event);
+  const claimed_record claim = f.claim;
+  const attempt_report r = f.report;
+  auto wall = wall_;
+  store_.run([claim, r, wall](outbox& s) { return s.settle(claim, r, wall()); },
+             [this, seq](store_result<bool> result) { on_settled(seq, result); });
+}
+
+void sync_engine::on_settled(std::int64_t seq, const store_result<bool>& result) {
+  const auto it = flights_.find(seq);
+  if (it == flights_.end()) return;
+  flight& f = it->second;
+  if (!result.ok()) {
+    // Kept in memory and tried again: the EHR's answer must reach the store, or the record would
+    // stay in flight. Meanwhile no new claims (see store_failed).
+    f.at = flight::stage::unsettled;
+    store_failed(*result.error);
+    return;
+  }
+  const flight done = std::move(f);
+  flights_.erase(it);
+  store_succeeded();
+  using result_kind = attempt_report::result;
+  if (!*result.value) {
+    ++report_.claims_lost;
+    auto e = event_of(done.claim, event::claim_lost, done.record_type);
+    e.correlation_id = done.correlation_id;
+    e.detail = "another process took this claim over; this answer is not recorded";
+    emit(e);
+  } else {
+    switch (done.report.what) {
+      case result_kind::delivered: ++report_.delivered; break;
+      case result_kind::retry: ++report_.retries_scheduled; break;
+      case result_kind::dead: ++report_.dead; break;
+      case result_kind::held: ++report_.held; break;
+      case result_kind::released: break;
+    }
+    if (!done.event.name.empty()) emit(done.event);
+  }
   pump();
+  maybe_finish();
+}
+
+void sync_engine::store_failed(const store_error& e) {
+  if (!degraded_) {
+    degraded_ = true;
+    degraded_since_ = steady_now();
+    store_problem_ = std::string("store ") + std::string(to_string(e.failure)) + ": " + e.what();
+    sync_event ev;
+    ev.time_ms = wall_();
+    ev.name = event::store_degraded;
+    ev.detail = store_problem_ + "; delivery takes no new record until it can write again";
+    emit(ev);
+    store_backoff_ = std::min(std::chrono::milliseconds(100), settings_.store_retry_max);
+  }
+  arm(store_timer_, store_backoff_, &sync_engine::retry_store);
+  store_backoff_ = std::min(store_backoff_ * 2, settings_.store_retry_max);
+}
+
+void sync_engine::store_succeeded() {
+  if (degraded_) {
+    degraded_ = false;
+    sync_event ev;
+    ev.time_ms = wall_();
+    ev.name = event::store_restored;
+    ev.detail = "the store takes writes again after " + std::to_string((steady_now() - degraded_since_) / 1000) +
+                " s; delivery goes on";
+    emit(ev);
+    store_problem_.clear();
+  }
+  // Answers still waiting to be recorded go now that the store takes writes.
+  bool waiting = false;
+  for (auto& [seq, f] : flights_) {
+    if (f.at != flight::stage::unsettled) continue;
+    waiting = true;
+    settle(seq, f.report, f.event);
+  }
+  if (!waiting) store_timer_.cancel();
+}
+
+// While degraded: the unsettled answers first; with none, a claim probes the store.
+void sync_engine::retry_store() {
+  const bool give_up = (settings_.until_idle && steady_now() - degraded_since_ >= settings_.give_up_on_store.count()) ||
+                       (stopping_ && steady_now() >= stop_deadline_);
+  if (give_up) {
+    // Left in flight in the store: when this process exits, the next one takes them back.
+    report_.store_error = store_problem_;
+    for (auto it = flights_.begin(); it != flights_.end();) {
+      it = it->second.at == flight::stage::unsettled ? flights_.erase(it) : std::next(it);
+    }
+    claims_stopped_ = true;
+    return maybe_finish();
+  }
+  bool any = false;
+  for (auto& [seq, f] : flights_) {
+    if (f.at != flight::stage::unsettled) continue;
+    any = true;
+    settle(seq, f.report, f.event);
+  }
+  if (!any) pump(true);
+}
+
+void sync_engine::sweep() {
+  if (finished_) return;
+  auto wall = wall_;
+  // A lease or due time further ahead than the longest wait the connector sets: the clock stepped back.
+  const std::int64_t horizon = std::max(settings_.lease, policy_.settings().max_delay).count() +
+                               settings_.auth_pause.count() + 60000;
+  store_.run([wall, horizon](outbox& s) { return s.take_over(wall(), horizon); },
+             [this](store_result<std::vector<recovered_claim>> r) {
+               if (!r.ok()) {
+                 store_failed(*r.error);
+               } else {
+                 for (const auto& c : *r.value) {
+                   ++report_.claims_recovered;
+                   sync_event e;
+                   e.time_ms = wall_();
+                   e.name = event::claim_recovered;
+                   e.record_id = c.record_id;
+                   e.revision = c.revision;
+                   e.patient = c.patient_key;
+                   e.detail = "taken back from " + c.holder + "; possibly at the EHR";
+                   emit(e);
+                 }
+                 if (!r.value->empty()) nothing_claimable_ = false;
+               }
+               if (!stopping_ && !finished_) {
+                 if (!settings_.until_idle) arm(sweep_timer_, settings_.sweep, &sync_engine::sweep);
+                 pump();
+               }
+               maybe_finish();
+             });
+}
+
+// The heartbeat: extends the leases of the requests this process has out.
+void sync_engine::renew() {
+  if (finished_) return;
+  std::vector<claimed_record> claims;
+  for (const auto& [seq, f] : flights_) {
+    if (f.at == flight::stage::sending && !f.lost) claims.push_back(f.claim);
+  }
+  if (!claims.empty()) {
+    const std::int64_t asked_at = steady_now();
+    const std::int64_t lease = settings_.lease.count();
+    auto wall = wall_;
+    store_.run([claims, wall, lease](outbox& s) { return s.renew(claims, wall(), lease); },
+               [this, claims, asked_at](store_result<std::vector<std::int64_t>> r) {
+                 if (!r.ok()) return;  // the old deadlines stand; a request past its lease is withheld
+                 for (const auto& c : claims) {
+                   const auto it = flights_.find(c.seq);
+                   if (it == flights_.end()) continue;
+                   if (std::find(r.value->begin(), r.value->end(), c.seq) != r.value->end()) {
+                     it->second.lost = true;
+                   } else {
+                     it->second.lease_deadline = asked_at + settings_.lease.count() - settings_.lease.count() / 6;
+                   }
+                 }
+               });
+  }
+  arm(renew_timer_, settings_.lease / 3, &sync_engine::renew);
+}
+
+void sync_engine::stop(std::function<void()> done) {
+  stopping_ = true;
+  on_stopped_ = std::move(done);
+  stop_deadline_ = steady_now() + 10000;  // a store refusing writes delays the exit at most 10 s
+  poll_timer_.cancel();
+  sweep_timer_.cancel();
+  maybe_finish();
+}
+
+void sync_engine::maybe_finish() {
+  if (finished_ || !started_ || claiming_ || !flights_.empty()) return;
+  const bool idle = settings_.until_idle && (nothing_claimable_ || claims_stopped_);
+  if (!stopping_ && !idle) return;
+  finished_ = true;
+  poll_timer_.cancel();
+  sweep_timer_.cancel();
+  renew_timer_.cancel();
+  store_timer_.cancel();
+  if (stopping_ && on_stopped_) {
+    auto done = std::move(on_stopped_);
+    done();
+  } else if (on_idle_) {
+    auto done = std::move(on_idle_);
+    done();
+  }
 }
 
 }  // namespace connector

@@ -1,20 +1,35 @@
-// The sync engine: takes lane heads from the outbox, maps each with its patient's delivered
-// history, sends its transaction Bundle, and settles it by the delivery policy. One ordered lane
-// per patient; as many patients at once as there are connections.
+// The sync engine: a continuous pump on the event loop. It claims lane heads from the outbox
+// (under a lease), maps each with its patient's history, sends its transaction Bundle and settles
+// it by the delivery policy: one ordered lane per patient, as many patients at once as there are
+// connections. All store work runs on the store worker's thread; the loop never blocks.
+//
+// Every claim ends in a settle or a release, whatever fails on the way:
+//   claim -> prepare (read, history, map; on the worker) -> send -> answer -> settle
+// - held, stale, or no longer valid: settled without sending;
+// - a failure while preparing, a full connection pool, an exception on the loop: released;
+// - a settle the store refuses (busy, full): kept in memory and tried again with backoff while
+//   delivery takes no new claim ("store degraded", logged once and left by itself);
+// - a claim whose lease runs out before its request is written is withheld, never sent late;
+// - a settle whose claim was taken over is refused by the store (fencing) and logged.
+// A sweep takes back the claims of processes that died or stalled; a heartbeat renews this
+// process's leases while requests are in flight.
 #pragma once
 
-#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
+#include "connector/net/ehr_client.h"
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/outbox.h"
+#include "connector/outbox/store_worker.h"
 #include "connector/sync/delivery_policy.h"
-#include "connector/net/ehr_client.h"
 #include "mappings/bundle_mapper.h"
 
 namespace connector {
@@ -24,49 +39,125 @@ struct sync_report {
   int retries_scheduled = 0;
   int dead = 0;
   int held = 0;
+  int claims_lost = 0;
+  int claims_recovered = 0;
   bool auth_fault = false;    // 401/403: delivery paused
   bool ehr_unreachable = false;
   std::optional<std::string> last_error;
+  std::optional<std::string> store_error;  // the store failed and sync --once gave up waiting
+};
+
+struct engine_settings {
+  std::chrono::milliseconds lease{60000};   // how long a claim holds without renewal
+  std::chrono::milliseconds poll{200};      // how soon records stored by another process are noticed
+  std::chrono::milliseconds sweep{5000};    // how often dead or stalled holders' claims are taken back
+  std::chrono::milliseconds auth_pause{60000};  // after 401/403: the credentials need a person
+  std::chrono::milliseconds store_retry_max{5000};  // backoff ceiling while the store refuses writes
+  // sync --once: stop once nothing is claimable (or the EHR is down), and give up on a store
+  // that refuses writes for this long. Zero: the daemon, which goes on until stopped.
+  bool until_idle = false;
+  std::chrono::milliseconds give_up_on_store{60000};
 };
 
 class sync_engine {
  public:
-  sync_engine(boost::asio::io_context& io, outbox& store, ehr_client& ehr,
-              const mappings::bundle_mapper& mapper, const mappings::code_tables& tables,
-              delivery_policy policy, event_sink& events, clock_ms now);
+  sync_engine(boost::asio::io_context& loop, store_worker& store, ehr_channel& ehr,
+              const mappings::bundle_mapper& mapper, const mappings::code_tables& tables, delivery_policy policy,
+              event_sink& events, clock_ms wall, engine_settings settings);
 
-  // Returns to their lanes the records a crashed process left in flight. Call once, when the
-  // process starts: the records in flight later are this process's own.
-  int recover();
+  // Starts pumping as `owner` (outbox::register_owner). With settings.until_idle, `on_idle` runs
+  // once nothing more can be done now.
+  void start(std::int64_t owner, std::function<void()> on_idle = nullptr);
+  // Records were stored by this process: look for work now rather than at the next poll.
+  void wake();
+  // Takes no new record; `done` runs once every claim is settled or released (or, with a store
+  // that refuses writes, after a bounded wait: those claims are taken back by the next process).
+  void stop(std::function<void()> done);
 
-  // Delivers everything deliverable now, then returns. After a connection failure or an
-  // authentication fault it stops taking new records: the EHR is backed off as a whole.
-  // Once `stop` turns true it takes no new record and returns when the ones in flight are settled.
-  sync_report run_once(const std::atomic<bool>* stop = nullptr);
+  const sync_report& report() const { return report_; }
+  bool store_degraded() const { return degraded_; }
+  const std::string& store_problem() const { return store_problem_; }
+  int in_flight() const { return static_cast<int>(flights_.size()); }
+  // When the EHR last answered anything, by the steady clock (for the idle probe).
+  std::optional<std::int64_t> last_answer_steady_ms() const { return last_answer_; }
 
  private:
-  void pump();
-  void deliver(const claimed_record& record);
-  // A record on its way: what the log needs to say about its answer.
-  struct attempt {
-    claimed_record record;
+  // A claim of this process, from the claim to its settle.
+  struct flight {
+    claimed_record claim;
     std::string record_type;
-    std::string correlation_id;  // also the request's X-Request-ID
+    std::string correlation_id;
+    std::int64_t lease_deadline = 0;  // steady ms: no request goes out after this
+    enum class stage { sending, settling, unsettled } at = stage::sending;
+    attempt_report report;  // settling, unsettled: what to record
+    sync_event event;       // what the log says once it is recorded
+    bool lost = false;      // a renewal found the claim taken over
   };
-  void on_answer(const attempt& sent, const ehr_answer& answer);
-  sync_event event_of(const claimed_record& record, std::string_view name, const std::string& record_type) const;
+  // A claimed record after the worker read and mapped it.
+  struct prepared {
+    claimed_record claim;
+    enum class kind { send, held, stale, invalid, failed } what = kind::send;
+    std::string bundle;
+    std::string record_type;
+    std::string detail;  // held: what it waits for; failed: what went wrong
+    std::vector<mappings::clinical_flag> flags;
+  };
 
-  boost::asio::io_context& io_;
-  outbox& store_;
-  ehr_client& ehr_;
+  void pump(bool force = false);
+  void poll() { pump(); }
+  void on_claimed(store_result<std::vector<prepared>> result, std::int64_t asked_at);
+  void send(flight& f, const std::string& bundle);
+  void on_answer(std::int64_t seq, const ehr_answer& answer);
+  void settle(std::int64_t seq, attempt_report report, sync_event event);
+  void on_settled(std::int64_t seq, const store_result<bool>& result);
+  // Lets go of a claim without an attempt; the lane is ready again after `ready_in_ms` (a local
+  // failure waits sync.base_delay_ms, so it never becomes a tight loop).
+  void release(std::int64_t seq, const std::string& why, std::int64_t ready_in_ms);
+  void sweep();
+  void renew();
+  void store_failed(const store_error& e);
+  void store_succeeded();
+  void retry_store();
+  void arm(boost::asio::steady_timer& timer, std::chrono::milliseconds in, void (sync_engine::*then)());
+  void maybe_finish();
+  sync_event event_of(const claimed_record& record, std::string_view name, const std::string& record_type) const;
+  std::int64_t steady_now() const;
+  void emit(const sync_event& e);
+
+  boost::asio::io_context& loop_;
+  store_worker& store_;
+  ehr_channel& ehr_;
   const mappings::bundle_mapper& mapper_;
   const mappings::code_tables& tables_;
   delivery_policy policy_;
   event_sink& events_;
-  clock_ms now_;
+  clock_ms wall_;
+  engine_settings settings_;
+
+  std::int64_t owner_ = 0;
+  std::map<std::int64_t, flight> flights_;  // by seq: claimed by this process, not yet settled
+  bool started_ = false;
+  bool claiming_ = false;      // a claim job is out
+  bool stopping_ = false;
+  bool finished_ = false;
+  bool nothing_claimable_ = false;  // the last claim found no ready lane
+  bool claims_stopped_ = false;     // until_idle: the EHR is down or refuses credentials
+  bool degraded_ = false;
+  std::string store_problem_;
+  std::int64_t degraded_since_ = 0;
+  std::chrono::milliseconds store_backoff_{100};
+  std::int64_t pause_until_ = 0;  // steady: the EHR is backed off as a whole until then
+  int unreachable_streak_ = 0;
+  std::optional<std::int64_t> last_answer_;
   sync_report report_;
-  bool stop_claiming_ = false;
-  const std::atomic<bool>* stop_ = nullptr;
+  std::function<void()> on_idle_;
+  std::function<void()> on_stopped_;
+  std::int64_t stop_deadline_ = 0;
+
+  boost::asio::steady_timer poll_timer_;
+  boost::asio::steady_timer sweep_timer_;
+  boost::asio::steady_timer renew_timer_;
+  boost::asio::steady_timer store_timer_;
 };
 
 }  // namespace connector

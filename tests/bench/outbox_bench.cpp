@@ -75,10 +75,11 @@ void fill(const fs::path& path, std::size_t backlog) {
 // Claims and delivers `n` records one lane head at a time; seconds per record.
 double dequeue_cost(const fs::path& path, int n) {
   sqlite_outbox store(path.string(), true);
+  const std::int64_t owner = store.register_owner("sync", 1);
   const auto start = clock_type::now();
   int done = 0;
   while (done < n) {
-    for (const auto& c : store.claim(2, 2)) {
+    for (const auto& c : store.claim(owner, 2, 60000, 2)) {
       store.settle(c, {attempt_report::result::delivered, 0, "", "{}"}, 2);
       ++done;
     }
@@ -156,9 +157,10 @@ int main(int argc, char** argv) {
   if (child == 0) {
     const long before = rss_kib();
     sqlite_outbox store(memory_db.string(), true);
+    const std::int64_t owner = store.register_owner("sync", 1);
     store.status(2);
     for (int i = 0; i < 2000; ++i) {
-      for (const auto& c : store.claim(2, 2)) store.settle(c, {attempt_report::result::delivered, 0, "", "{}"}, 2);
+      for (const auto& c : store.claim(owner, 2, 60000, 2)) store.settle(c, {attempt_report::result::delivered, 0, "", "{}"}, 2);
     }
     std::printf("resident memory working through a 100,000-record backlog: %.1f MB (%.1f MB before opening it)\n",
                 rss_kib() / 1024.0, before / 1024.0);

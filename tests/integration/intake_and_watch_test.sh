@@ -148,10 +148,10 @@ quarantined_before=$("$bin" status --config "$config" --json | node -e "console.
 { records --patients 1 --prefix CRASH --kinds c
   echo '{"record_type": "consultation", "record_id": "CRASH-BAD"}'
 } > "$d/c.ndjson"
-start_daemon MIGRAINE_TEST_CRASH_AFTER_INBOX_INGEST=1
+start_daemon MIGRAINE_TEST_FAILPOINT=after_inbox_commit
 mv "$d/c.ndjson" "$d/inbox/c.ndjson"
 wait "$daemon"; crashed=$?; daemon=""
-check "the daemon died right after committing the file's records (test hook)" [ "$crashed" -eq 86 ]
+check "the daemon was killed right after committing the file's records (failpoint)" [ "$crashed" -eq 137 ]
 check "the file is still in the inbox" test -f "$d/inbox/c.ndjson"
 start_daemon
 check "after a restart the file is moved on" wait_for 20 test -f "$d/inbox/rejected/c.ndjson"

@@ -208,10 +208,10 @@ class alert_monitor_test : public testing::Test {
 };
 
 TEST_F(alert_monitor_test, a_flood_opens_exactly_one_alert) {
-  alert_monitor monitor(defaults(), *store_, sink_);
+  alert_monitor monitor(defaults(), sink_);
   std::vector<alert_change> changes;
   for (int i = 0; i < 100; ++i) {
-    auto c = monitor.evaluate(dead_letters(1), t0 + i * 1000);
+    auto c = monitor.evaluate(*store_, dead_letters(1), t0 + i * 1000);
     changes.insert(changes.end(), c.begin(), c.end());
   }
   ASSERT_EQ(changes.size(), 1u);
@@ -230,10 +230,10 @@ TEST_F(alert_monitor_test, a_flood_opens_exactly_one_alert) {
 }
 
 TEST_F(alert_monitor_test, a_changing_detail_does_not_reopen) {
-  alert_monitor monitor(defaults(), *store_, sink_);
+  alert_monitor monitor(defaults(), sink_);
   const std::int64_t since = t0 - 10 * minute;
   std::size_t changes = 0;
-  for (int i = 0; i < 100; ++i) changes += monitor.evaluate(unreachable_since(since), t0 + i * minute).size();
+  for (int i = 0; i < 100; ++i) changes += monitor.evaluate(*store_, unreachable_since(since), t0 + i * minute).size();
   EXPECT_EQ(changes, 1u);
   EXPECT_EQ(sink_.count(event::alert_opened), 1u);
   EXPECT_EQ(sink_.events.size(), 1u);
@@ -244,15 +244,15 @@ TEST_F(alert_monitor_test, a_changing_detail_does_not_reopen) {
 }
 
 TEST_F(alert_monitor_test, closes_exactly_once_when_the_condition_ends) {
-  alert_monitor monitor(defaults(), *store_, sink_);
-  ASSERT_EQ(monitor.evaluate(dead_letters(2), t0).size(), 1u);
-  const auto closed = monitor.evaluate(dead_letters(0), t0 + minute);
+  alert_monitor monitor(defaults(), sink_);
+  ASSERT_EQ(monitor.evaluate(*store_, dead_letters(2), t0).size(), 1u);
+  const auto closed = monitor.evaluate(*store_, dead_letters(0), t0 + minute);
   ASSERT_EQ(closed.size(), 1u);
   EXPECT_FALSE(closed[0].opened);
   EXPECT_EQ(closed[0].alert.key, "dead_letters");
   EXPECT_EQ(closed[0].alert.opened_at_ms, t0);
   EXPECT_EQ(closed[0].at_ms, t0 + minute);
-  for (int i = 2; i < 50; ++i) EXPECT_TRUE(monitor.evaluate(dead_letters(0), t0 + i * minute).empty()) << i;
+  for (int i = 2; i < 50; ++i) EXPECT_TRUE(monitor.evaluate(*store_, dead_letters(0), t0 + i * minute).empty()) << i;
   EXPECT_EQ(sink_.count(event::alert_opened), 1u);
   EXPECT_EQ(sink_.count(event::alert_closed), 1u);
   EXPECT_EQ(sink_.events.back().time_ms, t0 + minute);
@@ -260,10 +260,10 @@ TEST_F(alert_monitor_test, closes_exactly_once_when_the_condition_ends) {
 }
 
 TEST_F(alert_monitor_test, reopening_after_close_is_a_new_incident) {
-  alert_monitor monitor(defaults(), *store_, sink_);
-  monitor.evaluate(dead_letters(1), t0);
-  monitor.evaluate(dead_letters(0), t0 + minute);
-  const auto again = monitor.evaluate(dead_letters(1), t0 + 2 * minute);
+  alert_monitor monitor(defaults(), sink_);
+  monitor.evaluate(*store_, dead_letters(1), t0);
+  monitor.evaluate(*store_, dead_letters(0), t0 + minute);
+  const auto again = monitor.evaluate(*store_, dead_letters(1), t0 + 2 * minute);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_TRUE(again[0].opened);
   EXPECT_EQ(again[0].alert.opened_at_ms, t0 + 2 * minute);
@@ -275,13 +275,13 @@ TEST_F(alert_monitor_test, reopening_after_close_is_a_new_incident) {
 }
 
 TEST_F(alert_monitor_test, one_alert_closing_leaves_the_others_open) {
-  alert_monitor monitor(defaults(), *store_, sink_);
+  alert_monitor monitor(defaults(), sink_);
   auto both = dead_letters(1);
   both.status.oldest_pending_age_ms = 40 * minute;
-  EXPECT_EQ(monitor.evaluate(both, t0).size(), 2u);
+  EXPECT_EQ(monitor.evaluate(*store_, both, t0).size(), 2u);
   auto only_pending = dead_letters(0);
   only_pending.status.oldest_pending_age_ms = 41 * minute;
-  const auto changes = monitor.evaluate(only_pending, t0 + minute);
+  const auto changes = monitor.evaluate(*store_, only_pending, t0 + minute);
   ASSERT_EQ(changes.size(), 1u);
   EXPECT_FALSE(changes[0].opened);
   EXPECT_EQ(changes[0].alert.key, "dead_letters");
@@ -290,20 +290,20 @@ TEST_F(alert_monitor_test, one_alert_closing_leaves_the_others_open) {
 
 TEST_F(alert_monitor_test, a_restart_does_not_reopen_an_open_alert_nor_forget_it) {
   {
-    alert_monitor before(defaults(), *store_, sink_);
-    ASSERT_EQ(before.evaluate(unreachable_since(t0 - 6 * minute), t0).size(), 1u);
+    alert_monitor before(defaults(), sink_);
+    ASSERT_EQ(before.evaluate(*store_, unreachable_since(t0 - 6 * minute), t0).size(), 1u);
   }
   store_ = std::make_unique<sqlite_outbox>(path_);  // the process starts again on the same store
   recording_sink after_sink;
-  alert_monitor after(defaults(), *store_, after_sink);
+  alert_monitor after(defaults(), after_sink);
   for (int i = 1; i <= 10; ++i) {
-    EXPECT_TRUE(after.evaluate(unreachable_since(t0 - 6 * minute), t0 + i * minute).empty()) << i;
+    EXPECT_TRUE(after.evaluate(*store_, unreachable_since(t0 - 6 * minute), t0 + i * minute).empty()) << i;
   }
   EXPECT_TRUE(after_sink.events.empty());
   alert_inputs reached;
   reached.status.ehr_reached = true;
   reached.status.ehr_detail = "HTTP 200";
-  const auto closed = after.evaluate(reached, t0 + 20 * minute);
+  const auto closed = after.evaluate(*store_, reached, t0 + 20 * minute);
   ASSERT_EQ(closed.size(), 1u);
   EXPECT_FALSE(closed[0].opened);
   EXPECT_EQ(closed[0].alert.key, "ehr_unreachable");
