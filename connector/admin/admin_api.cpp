@@ -5,6 +5,7 @@
 
 #include "connector/config/certificate_files.h"
 #include "connector/intake/ingest_api.h"
+#include "connector/observe/status_json.h"
 #include "fhir/json_value.h"
 #include "fhir/json_writer.h"
 #include "fhir/transaction_response.h"
@@ -216,33 +217,12 @@ http_response admin_api::status(outbox& store) {
   out.begin_object();
   out.member("version", c_.version);
   out.member("started_at", utc_text(c_.started_at_ms));
-  out.key("records");
-  out.begin_object();
-  for (const auto& [state, n] : s.records) out.member(to_string(state), n);
-  out.end_object();
-  out.member("quarantined", s.quarantined);
-  out.member("maybe_at_ehr", s.maybe_at_ehr);
+  write_queue_members(out, s);
   out.key("store");
   out.begin_object();
   out.member_bool("degraded", health.store_degraded);
   if (health.store_degraded) out.member("problem", health.store_problem);
   out.end_object();
-  out.key("processes");
-  out.begin_array();
-  for (const auto& o : s.owners) {
-    out.begin_object();
-    out.member("kind", o.kind);
-    out.member("pid", o.pid);
-    out.member("since", utc_text(o.started_at_ms));
-    out.member_bool("alive", o.alive);
-    out.member("in_flight", o.claims);
-    out.end_object();
-  }
-  out.end_array();
-  out.key("oldest_pending_age_s");
-  s.oldest_pending_age_ms ? out.integer(*s.oldest_pending_age_ms / 1000) : out.raw("null");
-  out.key("last_error");
-  s.last_error ? out.string(*s.last_error) : out.raw("null");
   out.member_number("delivered_per_minute", c_.counters.delivered_per_minute(now));
   out.key("ehr");
   if (s.ehr_last_contact_ms) {

@@ -7,6 +7,7 @@
 #include "connector/cli/commands.h"
 #include "connector/config/certificate_files.h"
 #include "connector/config/config.h"
+#include "connector/config/patient_key.h"
 #include "connector/daemon/delivery_setup.h"
 #include "connector/outbox/sqlite_outbox.h"
 #include "mappings/code_tables.h"
@@ -33,6 +34,11 @@ int run_config_check(const std::vector<std::string>& args) {
   try {
     sqlite_outbox store(config.store.path, config.store.full_sync);
     ok("store " + config.store.path + " (writable)");
+    try {
+      ok("patient key: " + patient_key::check_for(store, config.store.patient_key_file));
+    } catch (const std::exception& e) {
+      bad(e.what());
+    }
   } catch (const std::exception& e) {
     bad(e.what());
   }

@@ -3,7 +3,8 @@
 
 #include "connector/cli/commands.h"
 #include "connector/config/config.h"
-#include "connector/daemon/delivery_setup.h"
+#include "connector/observe/status_json.h"
+#include "connector/observe/sync_log.h"
 #include "connector/outbox/sqlite_outbox.h"
 #include "fhir/json_writer.h"
 
@@ -17,40 +18,24 @@ int run_status(const std::vector<std::string>& args) {
   }
   const connector_config config = load_config(options->config_path);
   sqlite_outbox store(config.store.path, config.store.full_sync);
-  const outbox_status s = store.status(now_ms());
+  const std::int64_t now = now_ms();
+  const outbox_status s = store.status(now);
   if (options->json) {
-    std::printf("{\"records\":{");
-    bool first = true;
-    for (const auto& [state, n] : s.records) {
-      std::printf("%s\"%s\":%lld", first ? "" : ",", std::string(to_string(state)).c_str(),
-                  static_cast<long long>(n));
-      first = false;
-    }
-    std::printf("},\"quarantined\":%lld,\"oldest_pending_age_s\":", static_cast<long long>(s.quarantined));
-    if (s.oldest_pending_age_ms) {
-      std::printf("%lld", static_cast<long long>(*s.oldest_pending_age_ms / 1000));
-    } else {
-      std::printf("null");
-    }
-    std::printf(",\"last_error\":");
-    if (s.last_error) {
-      fhir::json_writer text;
-      text.string(*s.last_error);
-      std::printf("%.*s", static_cast<int>(text.view().size()), text.view().data());
-    } else {
-      std::printf("null");
-    }
-    std::printf(",\"ehr\":");
+    fhir::json_writer out;
+    out.begin_object();
+    write_queue_members(out, s);
+    out.key("ehr");
     if (s.ehr_last_contact_ms) {
-      fhir::json_writer detail;
-      detail.string(s.ehr_detail);
-      std::printf("{\"reached\":%s,\"seconds_ago\":%lld,\"detail\":%.*s}", s.ehr_reached ? "true" : "false",
-                  static_cast<long long>((now_ms() - *s.ehr_last_contact_ms) / 1000),
-                  static_cast<int>(detail.view().size()), detail.view().data());
+      out.begin_object();
+      out.member_bool("reached", s.ehr_reached);
+      out.member("seconds_ago", (now - *s.ehr_last_contact_ms) / 1000);
+      out.member("detail", s.ehr_detail);
+      out.end_object();
     } else {
-      std::printf("null");
+      out.raw("null");
     }
-    std::printf("}\n");
+    out.end_object();
+    std::printf("%.*s\n", static_cast<int>(out.view().size()), out.view().data());
     return exit_ok;
   }
   std::printf("store: %s\n", config.store.path.c_str());
@@ -60,14 +45,24 @@ int run_status(const std::vector<std::string>& args) {
   }
   std::printf("\nquarantined (rejected, kept with their problems): %lld\n",
               static_cast<long long>(s.quarantined));
+  if (s.maybe_at_ehr > 0) {
+    std::printf("possibly at the EHR (sent, no answer; treated as delivered by amendments): %lld\n",
+                static_cast<long long>(s.maybe_at_ehr));
+  }
   std::printf("oldest pending: %s\n",
               s.oldest_pending_age_ms ? duration_text(*s.oldest_pending_age_ms).c_str() : "none");
   std::printf("last error: %s\n", s.last_error ? s.last_error->c_str() : "none");
   if (s.ehr_last_contact_ms) {
     std::printf("EHR: %s %s ago (%s)\n", s.ehr_reached ? "reached" : "NOT reached",
-                duration_text(now_ms() - *s.ehr_last_contact_ms).c_str(), s.ehr_detail.c_str());
+                duration_text(now - *s.ehr_last_contact_ms).c_str(), s.ehr_detail.c_str());
   } else {
     std::printf("EHR: not contacted yet\n");
+  }
+  if (s.owners.empty()) std::printf("processes delivering: none\n");
+  for (const auto& o : s.owners) {
+    std::printf("process delivering: %s pid %lld since %s, %d in flight%s\n", o.kind.c_str(),
+                static_cast<long long>(o.pid), utc_text(o.started_at_ms).c_str(), o.claims,
+                o.alive ? "" : " (gone: its claims are taken back by the next process)");
   }
   return exit_ok;
 }

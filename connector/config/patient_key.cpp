@@ -74,7 +74,7 @@ std::optional<std::string> read_key_file(const std::string& path) {
 
 }  // namespace
 
-patient_key patient_key::open_for(outbox& store, const std::string& key_file) {
+std::optional<patient_key> patient_key::resolve(outbox& store, const std::string& key_file, bool create) {
   const std::string file_source = "store.patient_key_file " + key_file;
   const char* env = std::getenv("MIGRAINE_PATIENT_KEY");
   const std::optional<std::string> from_env = env != nullptr && *env ? std::optional<std::string>(env) : std::nullopt;
@@ -94,16 +94,28 @@ patient_key patient_key::open_for(outbox& store, const std::string& key_file) {
                        "key" + (recorded ? " (fingerprint " + *recorded + ")" : std::string()) +
                        ": restore the key file from your backup, or set MIGRAINE_PATIENT_KEY to that key; a new key "
                        "would split every patient's lane in two");
-  } else {
+  } else if (create) {
     key.emplace(create_key_file(key_file), file_source + " (created for this new store)");
+  } else {
+    return std::nullopt;  // a new store: the key file is made when records first arrive
   }
   if (recorded && *recorded != key->fingerprint()) {
     throw config_error("the patient key from " + key->source() + " (fingerprint " + key->fingerprint() +
                        ") is not the key this store was created with (fingerprint " + *recorded +
                        "): the same MRN would be hashed two ways. Use the store's own key");
   }
-  if (!recorded) store.record_patient_key_fingerprint(key->fingerprint());
-  return std::move(*key);
+  if (!recorded && create) store.record_patient_key_fingerprint(key->fingerprint());
+  return key;
+}
+
+patient_key patient_key::open_for(outbox& store, const std::string& key_file) {
+  return std::move(*resolve(store, key_file, true));
+}
+
+std::string patient_key::check_for(outbox& store, const std::string& key_file) {
+  const auto key = resolve(store, key_file, false);
+  if (!key) return "store.patient_key_file " + key_file + " will be created for this new store";
+  return key->source() + " (fingerprint " + key->fingerprint() + ") is this store's key";
 }
 
 std::string patient_key::fingerprint() const {

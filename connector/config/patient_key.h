@@ -7,6 +7,7 @@
 // setting and the source it used; a key file is created only for a new store.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,8 @@ class patient_key {
   // file is created (mode 0600, a fresh random key) only when the store holds nothing yet.
   // Throws config_error.
   static patient_key open_for(outbox& store, const std::string& key_file);
+  // The same checks without creating or recording anything (config-check): what would be used.
+  static std::string check_for(outbox& store, const std::string& key_file);
 
   explicit patient_key(std::string secret, std::string source = "a key given in code")
       : secret_(std::move(secret)), source_(std::move(source)) {}
@@ -33,6 +36,8 @@ class patient_key {
   const std::string& source() const { return source_; }
 
  private:
+  static std::optional<patient_key> resolve(outbox& store, const std::string& key_file, bool create);
+
   std::string secret_;
   std::string source_;
 };

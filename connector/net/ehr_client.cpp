@@ -20,6 +20,7 @@
 
 #include "connector/clock.h"
 #include "connector/config/config.h"
+#include "connector/failpoint.h"
 #include "connector/net/http_dates.h"
 
 namespace connector {
@@ -219,6 +220,7 @@ class connection : public std::enable_shared_from_this<connection> {
       return fail(attempt_outcome::kind::connection_failed, "send: " + ec.message());
     }
     sent_ = sent_any_ = true;  // from here on the EHR may have it: an unanswered request is "possibly delivered"
+    failpoint("after_request_written");
     response_ = {};
     parser_.emplace();
     parser_->body_limit(64 * 1024 * 1024);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "connector/failpoint.h"
 #include "fhir/json_writer.h"
 #include "fhir/transaction_response.h"
 #include "mappings/record_reader.h"
@@ -100,7 +101,9 @@ void sync_engine::pump(bool force) {
   store_.run(
       [owner, lease, room, wall, &tables, &mapper](outbox& s) {
         std::vector<prepared> out;
-        for (auto& c : s.claim(owner, wall(), lease, room)) {
+        auto claims = s.claim(owner, wall(), lease, room);
+        if (!claims.empty()) failpoint("after_claim_commit");
+        for (auto& c : claims) {
           prepared p;
           p.claim = std::move(c);
           try {
@@ -240,6 +243,7 @@ void sync_engine::send(flight& f, const std::string& bundle) {
 }
 
 void sync_engine::on_answer(std::int64_t seq, const ehr_answer& answer) {
+  failpoint("after_answer");  // the EHR has answered; nothing of it is recorded yet
   const auto it = flights_.find(seq);
   if (it == flights_.end()) return;
   flight& f = it->second;
@@ -343,7 +347,12 @@ void sync_engine::settle(std::int64_t seq, attempt_report report, sync_event eve
   const claimed_record claim = f.claim;
   const attempt_report r = f.report;
   auto wall = wall_;
-  store_.run([claim, r, wall](outbox& s) { return s.settle(claim, r, wall()); },
+  store_.run(
+      [claim, r, wall](outbox& s) {
+        const bool settled = s.settle(claim, r, wall());
+        failpoint("after_settle_commit");
+        return settled;
+      },
              [this, seq](store_result<bool> result) { on_settled(seq, result); });
 }
 
@@ -447,7 +456,12 @@ void sync_engine::sweep() {
   // A lease or due time further ahead than the longest wait the connector sets: the clock stepped back.
   const std::int64_t horizon = std::max(settings_.lease, policy_.settings().max_delay).count() +
                                settings_.auth_pause.count() + 60000;
-  store_.run([wall, horizon](outbox& s) { return s.take_over(wall(), horizon); },
+  store_.run(
+      [wall, horizon](outbox& s) {
+        auto taken = s.take_over(wall(), horizon);
+        if (!taken.empty()) failpoint("after_take_over_commit");
+        return taken;
+      },
              [this](store_result<std::vector<recovered_claim>> r) {
                if (!r.ok()) {
                  store_failed(*r.error);

@@ -11,15 +11,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 source "$root/tests/integration/lib.sh"
 trap 'stop_sandboxes; rm -rf "$work"' EXIT
-certs=$work/certs
-"$root/certs/make-dev-certs.sh" "$certs"
-start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert
+start_main_sandbox
 base=$BASE_main
-ctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$base" "$certs" "$@"; }
-reset() { node -e "
-  const https=require('https'),fs=require('fs');
-  const r=https.request('$base'.replace('/fhir','/_sandbox/reset'),{method:'POST',ca:fs.readFileSync('$certs/ca.pem'),cert:fs.readFileSync('$certs/client.pem'),key:fs.readFileSync('$certs/client.key')},res=>res.resume());
-  r.end();"; }
+reset() { ctl reset; }
 
 node - "$root/mappings/examples" "$patients" > "$work/records.ndjson" <<'JS'
 const fs = require('fs');

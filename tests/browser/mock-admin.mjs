@@ -58,7 +58,9 @@ function status() {
     : [];
   return {
     version: '0.4.0-mock', started_at: startedAt, records: { ...records, dead: dead.length }, quarantined: 4,
-    oldest_pending_age_s: 12, last_error: 'HTTP 503: will retry', delivered_per_minute: 4.5,
+    oldest_pending_age_s: 12, last_error: 'HTTP 503: will retry', delivered_per_minute: 4.5, maybe_at_ehr: 1,
+    store: { degraded: false },
+    processes: [{ kind: 'daemon', pid: 4242, since: startedAt, alive: true, in_flight: 2 }],
     ehr: { base_url: 'https://ehr.example/fhir', reached: true, seconds_ago: 3, detail: 'HTTP 200' },
     certificates: [
       { setting: 'ehr.client_cert_file', file: '/etc/migraine-connector/client.pem', days_left: 300 },

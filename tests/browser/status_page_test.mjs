@@ -116,6 +116,11 @@ try {
   const oldest = (await page.locator('[data-testid="oldest-pending"]').textContent())?.trim() ?? '';
   check(oldest !== '' && oldest !== '–', 'the queue section shows the oldest pending age', JSON.stringify(oldest));
 
+  const procs = (await page.locator('[data-testid="processes"]').textContent())?.trim() ?? '';
+  check(/daemon pid \d+ \(\d+ in flight\)/.test(procs), 'the page names the process delivering', JSON.stringify(procs));
+  const store = (await page.locator('[data-testid="store-state"]').textContent())?.trim() ?? '';
+  check(store === 'taking writes', 'the page says the store takes writes', JSON.stringify(store));
+
   const health = await page.locator('[data-testid="health-badge"]').getAttribute('data-health');
   check(['ok', 'attention', 'problem'].includes(health), 'the header shows an overall health', JSON.stringify(health));
 

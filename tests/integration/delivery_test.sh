@@ -9,11 +9,7 @@ work=$(mktemp -d)
 source "$root/tests/integration/lib.sh"
 trap 'stop_sandboxes; rm -rf "$work"' EXIT
 
-certs=$work/certs
-"$root/certs/make-dev-certs.sh" "$certs"
-
-start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert || exit 1
-ctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$BASE_main" "$certs" "$@"; }
+start_main_sandbox || exit 1
 stat_of() { ctl stats | node -e "const s=JSON.parse(require('fs').readFileSync(0,'utf8')); console.log($1)"; }
 
 # config NAME BASE [CA] [with-client-cert]: a configuration with its own store.

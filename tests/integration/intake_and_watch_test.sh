@@ -15,21 +15,9 @@ stop_daemon() {
 }
 trap 'stop_daemon; [ -n "${hook_pid:-}" ] && kill "$hook_pid"; stop_sandboxes; rm -rf "$work"' EXIT
 
-certs=$work/certs
-"$root/certs/make-dev-certs.sh" "$certs" > /dev/null
-start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert || exit 1
-ctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$BASE_main" "$certs" "$@"; }
+start_main_sandbox || exit 1
 records() { node "$root/tests/integration/make-records.mjs" "$@"; }
 PHI=(Zebulonquux Ottoline MRNZQX 1931-07-19 ottoline.zq 555-0199)  # as make-records.mjs --phi writes them
-
-# wait_for SECONDS COMMAND...: polls until the command succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" > /dev/null 2>&1; do
-    ((SECONDS > deadline)) && return 1
-    sleep 0.1
-  done
-}
 
 # The alert webhook.
 node "$root/tests/integration/webhook-receiver.mjs" "$certs/server.pem" "$certs/server.key" "$work/alerts.jsonl" \

@@ -9,6 +9,15 @@ check() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
 }
 
+# wait_for SECONDS COMMAND...: polls (every 0.1 s) until the command succeeds; 1 after SECONDS.
+wait_for() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" > /dev/null 2>&1; do
+    ((SECONDS > deadline)) && return 1
+    sleep 0.1
+  done
+}
+
 # start_sandbox NAME CERT KEY [SANDBOX ARGS...]: starts the sandbox, waits (at most 30 s) for its
 # ready line, and sets BASE_<NAME> to its FHIR base URL. Its pid is added to sandbox_pids.
 sandbox_pids=()
@@ -30,6 +39,15 @@ start_sandbox() {
   base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sandbox-$name.out','utf8')).base)")
   printf -v "BASE_$name" '%s' "$base"
 }
+
+# start_main_sandbox: development certificates in $work/certs (sets certs) and the sandbox "main"
+# requiring client certificates from their CA (sets BASE_main); ctl talks to its control API.
+start_main_sandbox() {
+  certs=$work/certs
+  "$root/certs/make-dev-certs.sh" "$certs" > /dev/null || return 1
+  start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert
+}
+ctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$BASE_main" "$certs" "$@"; }
 
 stop_sandboxes() {
   local pid

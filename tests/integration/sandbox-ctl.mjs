@@ -1,5 +1,5 @@
 // Test helper: talks to the EHR sandbox's control API and FHIR search over mutual TLS.
-// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | count TYPE)
+// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | reset | count TYPE | get PATH)
 import https from 'node:https';
 import fs from 'node:fs';
 
@@ -31,10 +31,17 @@ if (command === 'stats') {
   if (r.status >= 300) throw new Error(`faults: ${r.status} ${r.body}`);
 } else if (command === 'clear-faults') {
   await request('DELETE', '/_sandbox/faults');
+} else if (command === 'reset') {
+  await request('POST', '/_sandbox/reset');
+} else if (command === 'get') {
+  // A FHIR read or search, printed as JSON: get 'AdverseEvent?_tag=...'
+  const r = await request('GET', `${new URL(base).pathname.replace(/\/$/, '')}/${arg}`);
+  if (r.status >= 300) throw new Error(`get ${arg}: ${r.status} ${r.body}`);
+  process.stdout.write(r.body + '\n');
 } else if (command === 'count') {
   // Resources of a type: how many the EHR holds (searchset total).
   const r = await request('GET', `/fhir/${arg}?_summary=count`);
   process.stdout.write(String(JSON.parse(r.body).total) + '\n');
 } else {
-  throw new Error('usage: sandbox-ctl.mjs BASE CERT_DIR (stats | faults JSON | clear-faults | count TYPE)');
+  throw new Error('usage: sandbox-ctl.mjs BASE CERT_DIR (stats | faults JSON | clear-faults | reset | count TYPE | get PATH)');
 }

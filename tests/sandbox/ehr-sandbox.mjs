@@ -219,9 +219,29 @@ class SandboxRepository extends MemoryRepository {
     return this.resources.get(type)?.get(id);
   }
 
+  // An open transaction's undo journal: what each write changed, so a failed transaction can be put
+  // back exactly. (A deep copy of the whole store per transaction, as before, made every transaction
+  // cost as much as the data held: 40 ms at first, 300 ms after 300 records.)
+  #journal = null;
+
+  #remember(type, id) {
+    if (!this.#journal) return;
+    this.#journal.push({ type, id, current: this.#current(type, id), versions: this.history.get(type)?.get(id)?.slice() });
+  }
+
+  #undo() {
+    for (const { type, id, current, versions } of this.#journal.reverse()) {
+      if (current) this.resources.get(type).set(id, current);
+      else this.resources.get(type)?.delete(id);
+      if (versions) this.history.get(type).set(id, versions);
+      else this.history.get(type)?.delete(id);
+    }
+  }
+
   /** Stores a new version (server-assigned sequential versionId and lastUpdated); returns a copy. */
   #store(resource) {
     const { resourceType: type, id } = resource;
+    this.#remember(type, id);
     let versions = this.history.get(type);
     if (!versions) this.history.set(type, (versions = new Map()));
     let list = versions.get(id);
@@ -240,6 +260,7 @@ class SandboxRepository extends MemoryRepository {
   /** Replaces the stored current version in place (used to resolve conditional references of a transaction). */
   replaceCurrent(resource) {
     const { resourceType: type, id } = resource;
+    this.#remember(type, id);
     const list = this.history.get(type)?.get(id);
     const stored = deepClone(resource);
     this.resources.get(type).set(id, stored);
@@ -341,27 +362,21 @@ class SandboxRepository extends MemoryRepository {
     return { resourceType: 'Bundle', type: 'history', total: all.length, ...(page.length ? { entry: page.map((r) => ({ resource: deepClone(r) })) } : {}) };
   }
 
+  async deleteResource(type, id) {
+    this.#remember(type, id);
+    return super.deleteResource(type, id);
+  }
+
   async withTransaction(callback) {
-    const snapshot = this.snapshot();
+    this.#journal = [];
     try {
       return await callback(undefined);
     } catch (err) {
-      this.restore(snapshot);
+      this.#undo();
       throw err;
+    } finally {
+      this.#journal = null;
     }
-  }
-
-  snapshot() {
-    // One structuredClone keeps the sharing between the current versions and the history lists.
-    return structuredClone({ resources: this.resources, history: this.history });
-  }
-
-  restore(snapshot) {
-    const copy = structuredClone(snapshot);
-    this.resources.clear();
-    this.history.clear();
-    for (const [k, v] of copy.resources) this.resources.set(k, v);
-    for (const [k, v] of copy.history) this.history.set(k, v);
   }
 
   counts() {
@@ -478,8 +493,17 @@ class TransactionProcessor {
     if (!validation.ok) throw validationFailure(validation.issues);
 
     const work = structuredClone(entries);
-    const snapshot = this.repo.snapshot();
     try {
+      return await this.repo.withTransaction(() => this.apply(work, representation));
+    } catch (err) {
+      this.stats.failedTransactions++;
+      throw err;
+    }
+  }
+
+  /** Every write of the bundle, all or nothing (the repository's transaction undoes them on a throw). */
+  async apply(work, representation) {
+    {
       const plan = await this.resolveIdentities(work);
       const fullUrlMap = new Map();
       plan.forEach((p, i) => {
@@ -518,10 +542,6 @@ class TransactionProcessor {
       };
       this.stats.transactions++;
       return response;
-    } catch (err) {
-      this.repo.restore(snapshot);
-      this.stats.failedTransactions++;
-      throw err;
     }
   }
 
