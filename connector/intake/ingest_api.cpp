@@ -23,6 +23,7 @@ std::string_view status_word(const intake_result& r) {
     case enqueue_result::accepted_superseding: return "accepted_superseding";
     case enqueue_result::duplicate: return "duplicate";
     case enqueue_result::stale: return "stale";
+    case enqueue_result::other_patient: return "rejected";
   }
   return "accepted";
 }

@@ -46,6 +46,14 @@ std::vector<intake_result> intake::take(outbox& store, const std::vector<record_
     e.record_type = r.record_type;
     e.revision = r.revision;
     e.channel = std::string(channel);
+    if (r.accepted && stored[next_stored] == enqueue_result::other_patient) {
+      // The store refused it (and quarantined it): its earlier revisions are another patient's.
+      r.accepted = false;
+      r.stored = stored[next_stored++];
+      r.problems = {{fhir::severity::error, "business-rule", "patient.mrn",
+                     "names another patient than the stored revisions of this record: a record cannot move between "
+                     "patients; retract it (status entered-in-error) and send the corrected one under a new record_id"}};
+    }
     if (r.accepted) {
       const inbound_record& in = accepted[next_stored];
       r.stored = stored[next_stored++];
@@ -79,6 +87,7 @@ std::string describe_batch(const std::vector<intake_result>& results) {
       case enqueue_result::accepted_superseding: ++superseding; break;
       case enqueue_result::duplicate: ++duplicate; break;
       case enqueue_result::stale: ++stale; break;
+      case enqueue_result::other_patient: break;  // counted as rejected above
     }
   }
   std::string text = std::to_string(fresh + superseding) + " accepted";

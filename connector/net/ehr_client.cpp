@@ -158,21 +158,27 @@ class connection : public std::enable_shared_from_this<connection> {
     } else {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), endpoint_.host.c_str());
     }
-    // The resolver has no timeout of its own: a timer cancels it.
-    resolve_timed_out_ = false;
+    // The resolver has no timeout of its own, and cancelling it does not stop a lookup already
+    // running: the timer ends the attempt itself, and the lookup's late answer is ignored (each
+    // attempt has its number).
+    const int attempt = ++resolve_attempt_;
     resolve_timer_.expires_after(timeout_);
-    resolve_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-      if (ec) return;  // cancelled: the resolve finished first
-      self->resolve_timed_out_ = true;
+    resolve_timer_.async_wait([self = shared_from_this(), attempt](beast::error_code ec) {
+      if (ec || attempt != self->resolve_attempt_) return;  // cancelled, or another attempt's timer
+      ++self->resolve_attempt_;                             // the lookup's answer, when it comes, is stale
       self->resolver_.cancel();
+      self->fail(attempt_outcome::kind::timed_out, "resolving the EHR's host name timed out");
     });
     resolver_.async_resolve(endpoint_.host, endpoint_.port,
-                            beast::bind_front_handler(&connection::on_resolve, shared_from_this()));
+                            [self = shared_from_this(), attempt](beast::error_code ec, tcp::resolver::results_type r) {
+                              if (attempt != self->resolve_attempt_) return;  // the timer ended it
+                              ++self->resolve_attempt_;                       // and the timer, if queued, is stale
+                              self->on_resolve(ec, std::move(r));
+                            });
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
     resolve_timer_.cancel();
-    if (resolve_timed_out_) return fail(attempt_outcome::kind::timed_out, "resolving the EHR's host name timed out");
     if (ec) return fail(attempt_outcome::kind::connection_failed, "resolve: " + ec.message());
     beast::get_lowest_layer(*stream_).expires_after(timeout_);
     beast::get_lowest_layer(*stream_).async_connect(
@@ -231,9 +237,10 @@ class connection : public std::enable_shared_from_this<connection> {
   void on_read(beast::error_code ec, std::size_t) {
     if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "waiting for the answer timed out");
     if (ec) {
-      // Closed before a byte of an answer on a reused connection: the EHR most likely closed it
-      // as idle just as the request went out. Sending again is safe: every write is conditional.
-      if (reused_ && !retried_ && !parser_->got_some()) return resend_on_fresh_connection();
+      // Closed before a byte of an answer on a reused connection: most likely the EHR's idle
+      // timeout as the request went out. Not sent again here (the EHR may be processing it); the
+      // caller retries it as possibly delivered, without taking the EHR for down.
+      closed_on_reuse_ = reused_ && !parser_->got_some();
       return fail(attempt_outcome::kind::connection_failed, "receive: " + ec.message());
     }
     response_ = parser_->release();
@@ -271,6 +278,8 @@ class connection : public std::enable_shared_from_this<connection> {
     answer.outcome.request_sent = sent_any_;
     answer.error = std::move(what);
     answer.tls_failure = tls_failure_;
+    answer.closed_on_reuse = closed_on_reuse_;
+    closed_on_reuse_ = false;
     answer.latency = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
     tls_failure_ = false;
     finish(std::move(answer));
@@ -329,7 +338,8 @@ class connection : public std::enable_shared_from_this<connection> {
   bool sent_ = false;       // this attempt wrote the whole request
   bool sent_any_ = false;   // some attempt of this request did
   bool tls_failure_ = false;
-  bool resolve_timed_out_ = false;
+  bool closed_on_reuse_ = false;
+  int resolve_attempt_ = 0;
   std::chrono::steady_clock::time_point started_;
 };
 

@@ -4,10 +4,12 @@
 // SNI and host-name verification always on, an optional client certificate (mTLS).
 //
 // Connection reuse done right: before a kept-alive connection is reused it is checked for a
-// close (or anything else) the EHR sent while it sat idle; a request that fails on a reused
-// connection before an answer begins is sent again at once on a fresh connection, once, because
-// an EHR closing an idle connection is not an outage. Every step has a timeout, name resolution
-// included; connections are closed with a TLS close_notify when they are retired.
+// close (or anything else) the EHR sent while it sat idle; a request whose write fails on a reused
+// connection (nothing of it can have been processed) is sent again at once on a fresh connection,
+// once, because an EHR closing an idle connection is not an outage. A request written whole and
+// then met by a close is not sent again here: the EHR may be processing it, and two concurrent
+// conditional creates could both create. Every step has a timeout, name resolution included;
+// connections are closed with a TLS close_notify when they are retired.
 #pragma once
 
 #include <chrono>
@@ -41,6 +43,9 @@ struct ehr_answer {
   std::string body;        // the response body (transaction-response or OperationOutcome)
   std::string error;       // for connection failures and timeouts: what failed, no data
   bool tls_failure = false;  // the TLS handshake failed (certificate, host name, protocol)
+  // A kept-alive connection closed as the request went out, before a byte of an answer: most
+  // likely the EHR's idle timeout, not an outage (the request may still have been processed).
+  bool closed_on_reuse = false;
   std::chrono::milliseconds latency{0};  // from sending the request to the answer (or the failure)
 };
 

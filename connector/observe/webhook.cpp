@@ -38,7 +38,8 @@ std::string alert_webhook::payload(const alert_change& change) {
 
 void alert_webhook::queue(const alert_change& change) {
   payloads_.push_back(payload(change));
-  while (payloads_.size() > max_waiting) payloads_.pop_front();
+  // The oldest go first, but never the one being posted (it is popped when its answer comes).
+  while (payloads_.size() > max_waiting) payloads_.erase(payloads_.begin() + (posting_ ? 1 : 0));
 }
 
 void alert_webhook::flush() {

@@ -50,6 +50,9 @@ enum class enqueue_result {
   accepted_superseding,  // accepted; an undelivered older revision will not be sent
   duplicate,             // this revision is stored already: a resend, nothing to do
   stale,                 // a newer revision is stored already: a no-op, as the contract says
+  // Refused and quarantined: the record's stored revisions are another patient's. A record never
+  // moves between patients (its lane, its history and its FHIR resources are that patient's).
+  other_patient,
 };
 std::string_view to_string(enqueue_result r);
 
@@ -104,6 +107,7 @@ struct claimed_record {
   int attempts = 0;  // including this one
   std::int64_t owner = 0;
   std::int64_t token = 0;  // the fencing token: a new one with every claim of the record
+  std::int64_t lease_until_ms = 0;  // wall clock, as the store has it (renewals move it on)
 };
 
 // How the EHR was last seen, noted with a settle (one transaction) or alone (a probe).
@@ -222,9 +226,12 @@ class outbox {
   virtual bool settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) = 0;
 
   // The sweep: claims whose holder is provably gone, or whose lease ran out, go back to their
-  // lanes, marked possibly at the EHR (nobody knows whether they were sent). Also puts right lane
-  // times a wall clock stepping backwards left far in the future (beyond `horizon_ms`).
-  virtual std::vector<recovered_claim> take_over(std::int64_t now_ms, std::int64_t horizon_ms) = 0;
+  // lanes, marked possibly at the EHR (nobody knows whether they were sent). The caller's own
+  // claims go back only when their lease ran out and they are not among `holding` (the claims it
+  // knows it has: a claim whose commit it could not confirm, say). Also puts right lane times a
+  // wall clock stepping backwards left far in the future (beyond `horizon_ms`).
+  virtual std::vector<recovered_claim> take_over(std::int64_t now_ms, std::int64_t horizon_ms,
+                                                 const std::vector<claimed_record>& holding = {}) = 0;
 
   // What the mapper may know of a patient: every revision delivered or possibly at the EHR,
   // oldest first, except the record `except_seq` being mapped.

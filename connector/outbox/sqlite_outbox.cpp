@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <map>
@@ -96,29 +97,41 @@ CREATE TABLE IF NOT EXISTS alerts (
 )sql";
 
 // Version 6: claims with an owner, a lease and a fencing token; owners; "possibly at the EHR";
-// the store's facts (the patient key's fingerprint).
-constexpr const char* migrate_5_to_6 = R"sql(
-ALTER TABLE records ADD COLUMN claim_owner INTEGER;
-ALTER TABLE records ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE records ADD COLUMN lease_until INTEGER;
--- Sent without an answer that says what became of it: the EHR may hold this revision.
-ALTER TABLE records ADD COLUMN maybe_at_ehr INTEGER NOT NULL DEFAULT 0;
+// the store's facts (the patient key's fingerprint). Every step may run again: a connector of
+// version 5 opening this store sets its version back to 5 (it writes user_version on every open).
+constexpr std::array<std::pair<const char*, const char*>, 4> columns_6 = {{
+    {"claim_owner", "INTEGER"},
+    {"claim_token", "INTEGER NOT NULL DEFAULT 0"},
+    {"lease_until", "INTEGER"},
+    // Sent without an answer that says what became of it: the EHR may hold this revision.
+    {"maybe_at_ehr", "INTEGER NOT NULL DEFAULT 0"},
+}};
+constexpr const char* schema_6 = R"sql(
 -- Few records are in flight or possibly at the EHR: partial indexes cost nothing for the others.
-CREATE INDEX records_in_flight ON records (seq) WHERE state = 'in_flight';
-CREATE INDEX records_maybe_at_ehr ON records (seq) WHERE maybe_at_ehr = 1;
+CREATE INDEX IF NOT EXISTS records_in_flight ON records (seq) WHERE state = 'in_flight';
+CREATE INDEX IF NOT EXISTS records_maybe_at_ehr ON records (seq) WHERE maybe_at_ehr = 1;
 -- Processes registered to claim records; each proves it lives by a lock on the owners file.
-CREATE TABLE owners (
+CREATE TABLE IF NOT EXISTS owners (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   kind TEXT NOT NULL,
   pid INTEGER NOT NULL,
   started_at INTEGER NOT NULL
 );
-CREATE TABLE meta (
+CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
 PRAGMA user_version = 6;
 )sql";
+
+void migrate_5_to_6(sqlite::database& db) {
+  for (const auto& [column, declaration] : columns_6) {
+    sqlite::statement has(db.handle(), "SELECT 1 FROM pragma_table_info('records') WHERE name = ?1");
+    has.bind(1, column);
+    if (!has.step()) db.exec(std::string("ALTER TABLE records ADD COLUMN ") + column + " " + declaration);
+  }
+  db.exec(schema_6);
+}
 
 int user_version(sqlite::database& db) {
   sqlite::statement v(db.handle(), "PRAGMA user_version");
@@ -162,7 +175,7 @@ void open_once(sqlite::database& db, const std::string& path, const sqlite_optio
   if (version < sqlite_schema_version) {
     if (version == 4) db.exec("ALTER TABLE ehr_contact ADD COLUMN unreachable_since INTEGER");  // issue 3's stores
     if (version <= 5) db.exec(schema_v5);
-    db.exec(migrate_5_to_6);
+    migrate_5_to_6(db);
   }
   tx.commit();
 }
@@ -223,6 +236,7 @@ std::string_view to_string(enqueue_result r) {
     case enqueue_result::accepted_superseding: return "accepted, superseding an undelivered revision";
     case enqueue_result::duplicate: return "duplicate";
     case enqueue_result::stale: return "stale";
+    case enqueue_result::other_patient: return "refused: another patient's record";
   }
   return "accepted";
 }
@@ -287,7 +301,7 @@ sqlite_outbox::sqlite_outbox(const std::string& path, sqlite_options options) tr
       db_(path, options_.busy_timeout_ms),
       locks_(path),
       latest_revision_(open(db_, path_, options_).handle(),
-                       "SELECT MAX(revision) FROM records WHERE record_id = ?1"),
+                       "SELECT revision, patient_key FROM records WHERE record_id = ?1 ORDER BY revision DESC LIMIT 1"),
       supersede_older_(db_.handle(),
                        "UPDATE records SET state = 'superseded', updated_at = ?2 "
                        "WHERE record_id = ?1 AND state IN ('pending', 'retry_scheduled')"),
@@ -303,6 +317,8 @@ sqlite_outbox::sqlite_outbox(const std::string& path, sqlite_options options) tr
       insert_quarantined_(db_.handle(),
                           "INSERT INTO quarantine (source, record_id, body, problems, received_at) "
                           "VALUES (?1, ?2, ?3, ?4, ?5)"),
+      lane_in_flight_(db_.handle(),
+                      "SELECT seq FROM records WHERE patient_key = ?1 AND state = 'in_flight' LIMIT 1"),
       lane_head_(db_.handle(),
                  "SELECT seq, state, next_attempt_at FROM records WHERE patient_key = ?1 AND "
                  "state IN ('pending', 'in_flight', 'retry_scheduled') ORDER BY seq LIMIT 1"),
@@ -318,7 +334,8 @@ sqlite_outbox::sqlite_outbox(const std::string& path, sqlite_options options) tr
                    "WHERE l.ready_at IS NOT NULL AND l.ready_at <= ?1 ORDER BY l.ready_at LIMIT ?2"),
       mark_in_flight_(db_.handle(),
                       "UPDATE records SET state = 'in_flight', attempts = attempts + 1, updated_at = ?2, "
-                      "claim_owner = ?3, claim_token = ?4, lease_until = ?5 WHERE seq = ?1"),
+                      "claim_owner = ?3, claim_token = ?4, lease_until = ?5 "
+                      "WHERE seq = ?1 AND state IN ('pending', 'retry_scheduled')"),
       clear_ready_(db_.handle(), "UPDATE lanes SET ready_at = NULL WHERE patient_key = ?1"),
       // Counts only while the claim holds: the fencing token refuses a holder that was taken over.
       settle_record_(db_.handle(),
@@ -344,6 +361,10 @@ sqlite_outbox::sqlite_outbox(const std::string& path, sqlite_options options) tr
 } catch (const sqlite::sqlite_error& e) {
   throw store_error(kind_of(e), std::string(e.what()).find(path) == std::string::npos ? "store " + path + ": " + e.what()
                                                                                         : std::string(e.what()));
+} catch (const store_error&) {
+  throw;
+} catch (const std::runtime_error& e) {  // the owners lock file
+  throw store_error(store_error::kind::unwritable, "store " + path + ": " + e.what());
 }
 
 void sqlite_outbox::fail_after_steps(std::int64_t vm_steps) {
@@ -375,6 +396,13 @@ void sqlite_outbox::refresh_lane(const std::string& patient_key, std::int64_t no
   std::optional<std::int64_t> head, ready;
   bool pending = false;
   {
+    // One record of a patient in flight at a time, whatever else becomes open meanwhile (a dead
+    // letter replayed, say): while one is out, it heads the lane and the lane is not ready.
+    sqlite::reset_on_exit done(lane_in_flight_);
+    lane_in_flight_.bind(1, patient_key);
+    if (lane_in_flight_.step()) head = lane_in_flight_.column_int(0);
+  }
+  if (!head) {
     sqlite::reset_on_exit done(lane_head_);
     lane_head_.bind(1, patient_key);
     if (lane_head_.step()) {
@@ -402,12 +430,19 @@ std::optional<std::string> sqlite_outbox::patient_key_fingerprint() {
 }
 
 void sqlite_outbox::record_patient_key_fingerprint(const std::string& fingerprint) {
-  write("record the patient key", [&] {
+  const std::string recorded = write("record the patient key", [&] {
     sqlite::statement q(db_.handle(),
                         "INSERT OR IGNORE INTO meta (key, value) VALUES ('patient_key_fingerprint', ?1)");
     q.bind(1, fingerprint);
     q.step();
+    sqlite::statement read(db_.handle(), "SELECT value FROM meta WHERE key = 'patient_key_fingerprint'");
+    return read.step() ? read.column_text(0) : fingerprint;
   });
+  // Two processes starting on a new store with two keys: the second learns it lost here.
+  if (recorded != fingerprint) {
+    throw store_error(store_error::kind::other, "store " + path_ + " was just created with another patient key "
+                                                "(fingerprint " + recorded + "): use that key");
+  }
 }
 
 bool sqlite_outbox::holds_records() {
@@ -486,20 +521,27 @@ std::vector<claimed_record> sqlite_outbox::claim(std::int64_t owner, std::int64_
         c.attempts = static_cast<int>(ready_lanes_.column_int(5)) + 1;
         c.token = ready_lanes_.column_int(6) + 1;
         c.owner = owner;
+        c.lease_until_ms = now_ms + lease_ms;
         claimed.push_back(std::move(c));
       }
     }
-    for (const auto& c : claimed) {
+    std::vector<claimed_record> taken;
+    for (auto& c : claimed) {
       {
         sqlite::reset_on_exit done(mark_in_flight_);
-        mark_in_flight_.bind(1, c.seq).bind(2, now_ms).bind(3, owner).bind(4, c.token).bind(5, now_ms + lease_ms);
+        mark_in_flight_.bind(1, c.seq).bind(2, now_ms).bind(3, owner).bind(4, c.token).bind(5, c.lease_until_ms);
         mark_in_flight_.step();
+      }
+      if (db_.changes() == 0) {  // the lane pointed at a record no longer open: put the lane right
+        refresh_lane(c.patient_key, now_ms);
+        continue;
       }
       sqlite::reset_on_exit done(clear_ready_);
       clear_ready_.bind(1, c.patient_key);
       clear_ready_.step();
+      taken.push_back(std::move(c));
     }
-    return claimed;
+    return taken;
   });
 }
 
@@ -555,7 +597,8 @@ bool sqlite_outbox::settle(const claimed_record& record, const attempt_report& r
   });
 }
 
-std::vector<recovered_claim> sqlite_outbox::take_over(std::int64_t now_ms, std::int64_t horizon_ms) {
+std::vector<recovered_claim> sqlite_outbox::take_over(std::int64_t now_ms, std::int64_t horizon_ms,
+                                                     const std::vector<claimed_record>& holding) {
   return write("take over", [&] {
     struct holder {
       std::string kind;
@@ -577,8 +620,8 @@ std::vector<recovered_claim> sqlite_outbox::take_over(std::int64_t now_ms, std::
     std::vector<stuck> taken;
     {
       sqlite::statement q(db_.handle(),
-                          "SELECT seq, record_id, revision, patient_key, claim_owner, lease_until FROM records "
-                          "WHERE state = 'in_flight'");
+                          "SELECT seq, record_id, revision, patient_key, claim_owner, lease_until, claim_token "
+                          "FROM records WHERE state = 'in_flight'");
       while (q.step()) {
         const auto found = q.column_is_null(4) ? owners.end() : owners.find(q.column_int(4));
         const bool gone = found == owners.end() || !found->second.alive;
@@ -586,6 +629,14 @@ std::vector<recovered_claim> sqlite_outbox::take_over(std::int64_t now_ms, std::
         // A lease further ahead than any lease is long: the wall clock stepped back.
         const bool expired = until <= now_ms || until > now_ms + horizon_ms;
         if (!gone && !expired) continue;
+        if (!gone && own_owners_.count(q.column_int(4)) > 0) {
+          // Ours: the caller knows what it holds and renews it; only a claim it does not know of
+          // (its commit could not be confirmed) comes back, and only once its lease ran out.
+          const std::int64_t seq = q.column_int(0), token = q.column_int(6);
+          const bool held = std::any_of(holding.begin(), holding.end(),
+                                        [&](const claimed_record& c) { return c.seq == seq && c.token == token; });
+          if (held) continue;
+        }
         std::string who = found == owners.end() ? std::string("a process of an earlier version")
                                                 : found->second.kind + " pid " + std::to_string(found->second.pid);
         who += gone ? " (gone)" : " (its lease ran out)";
@@ -680,11 +731,28 @@ std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_rec
     results.reserve(records.size());
     for (const auto& r : records) {
       std::optional<std::int64_t> latest;
+      std::string latest_patient;
       {
         sqlite::reset_on_exit done(latest_revision_);
         latest_revision_.bind(1, r.record_id);
-        latest_revision_.step();
-        if (!latest_revision_.column_is_null(0)) latest = latest_revision_.column_int(0);
+        if (latest_revision_.step()) {
+          latest = latest_revision_.column_int(0);
+          latest_patient = latest_revision_.column_text(1);
+        }
+      }
+      if (latest && latest_patient != r.patient_key) {
+        // Moving a record to another patient would split its history across two lanes and leave
+        // its FHIR resources half with each: refused, kept in quarantine with the reason.
+        const fhir::issues problem = {{fhir::severity::error, "business-rule", "patient.mrn",
+                                       "names another patient than revision " + std::to_string(*latest) +
+                                           " of this record: a record cannot move between patients; retract it "
+                                           "(status entered-in-error) and send the corrected one under a new record_id"}};
+        sqlite::reset_on_exit done(insert_quarantined_);
+        insert_quarantined_.bind(1, "revision of another patient").bind(2, r.record_id).bind(3, r.body);
+        insert_quarantined_.bind(4, problems_json(problem)).bind(5, now_ms);
+        insert_quarantined_.step();
+        results.push_back(enqueue_result::other_patient);
+        continue;
       }
       if (latest && *latest == r.revision) {
         results.push_back(enqueue_result::duplicate);

@@ -49,7 +49,8 @@ class sqlite_outbox final : public outbox {
   std::vector<std::int64_t> renew(const std::vector<claimed_record>& claims, std::int64_t now_ms,
                                   std::int64_t lease_ms) override;
   bool settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) override;
-  std::vector<recovered_claim> take_over(std::int64_t now_ms, std::int64_t horizon_ms) override;
+  std::vector<recovered_claim> take_over(std::int64_t now_ms, std::int64_t horizon_ms,
+                                        const std::vector<claimed_record>& holding = {}) override;
   std::vector<std::string> history(const std::string& patient_key, std::int64_t except_seq) override;
   void note_ehr_contact(const ehr_contact& contact, std::int64_t now_ms) override;
   outbox_status status(std::int64_t now_ms) override;
@@ -94,6 +95,7 @@ class sqlite_outbox final : public outbox {
   sqlite::statement insert_record_;
   sqlite::statement join_lane_;
   sqlite::statement insert_quarantined_;
+  sqlite::statement lane_in_flight_;
   sqlite::statement lane_head_;
   sqlite::statement set_lane_;
   sqlite::statement ready_lanes_;

@@ -153,7 +153,12 @@ void sync_engine::on_claimed(store_result<std::vector<prepared>> result, std::in
   auto& batch = *result.value;
   nothing_claimable_ = batch.empty();
   for (auto& p : batch) {
-    const std::int64_t seq = p.claim.seq;
+    const flight_key seq = key_of(p.claim);
+    // The same record claimed anew: an older flight of it was taken back from this process (its
+    // lease looked run out). Its request must not go out, and its answer counts for nothing.
+    for (auto& [k, older] : flights_) {
+      if (k.first == seq.first && k.second < seq.second) older.lost = true;
+    }
     flight& f = flights_[seq];
     f.claim = std::move(p.claim);
     f.record_type = p.record_type;
@@ -221,17 +226,24 @@ void sync_engine::on_claimed(store_result<std::vector<prepared>> result, std::in
   maybe_finish();
 }
 
+// Right before a request is written: the claim must still be this process's by both clocks.
+// The steady one catches a process that was frozen; the wall one, the store's view of the lease
+// (a wall clock that jumped ahead may have let another process take the record).
+bool sync_engine::may_send(const flight_key& key) const {
+  const auto it = flights_.find(key);
+  if (it == flights_.end() || it->second.lost) return false;
+  const flight& f = it->second;
+  const std::int64_t margin = settings_.lease.count() / 6;
+  return steady_now() < f.lease_deadline && wall_() < f.claim.lease_until_ms - margin;
+}
+
 void sync_engine::send(flight& f, const std::string& bundle) {
-  const std::int64_t seq = f.claim.seq;
+  const flight_key seq = key_of(f.claim);
   auto e = event_of(f.claim, event::sent, f.record_type);
   e.correlation_id = f.correlation_id;
   emit(e);
   ehr_request request{"", "application/fhir+json", bundle, f.correlation_id,
-                      // Checked right before the request is written: never send on a lease that ran out.
-                      [this, seq] {
-                        const auto it = flights_.find(seq);
-                        return it != flights_.end() && !it->second.lost && steady_now() < it->second.lease_deadline;
-                      }};
+                      [this, seq] { return may_send(seq); }};
   const bool taken = ehr_.send(std::move(request), [this, seq](ehr_answer answer) {
     try {
       on_answer(seq, answer);
@@ -242,7 +254,7 @@ void sync_engine::send(flight& f, const std::string& bundle) {
   if (!taken) release(seq, "not sent: no free connection", policy_.settings().base_delay.count());
 }
 
-void sync_engine::on_answer(std::int64_t seq, const ehr_answer& answer) {
+void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
   failpoint("after_answer");  // the EHR has answered; nothing of it is recorded yet
   const auto it = flights_.find(seq);
   if (it == flights_.end()) return;
@@ -271,7 +283,7 @@ void sync_engine::on_answer(std::int64_t seq, const ehr_answer& answer) {
   if (answered) {
     last_answer_ = steady;
     unreachable_streak_ = 0;
-  } else if (!withheld) {
+  } else if (!withheld && !answer.closed_on_reuse) {  // an idle connection's close is not an outage
     report_.ehr_unreachable = true;
     ++unreachable_streak_;
     // From one second, doubling, up to sync.max_delay_ms: the EHR, not one record, is failing.
@@ -329,7 +341,7 @@ void sync_engine::on_answer(std::int64_t seq, const ehr_answer& answer) {
 }
 
 // Not attempted after all: back to its lane, ready again after `ready_in_ms`.
-void sync_engine::release(std::int64_t seq, const std::string& why, std::int64_t ready_in_ms) {
+void sync_engine::release(const flight_key& seq, const std::string& why, std::int64_t ready_in_ms) {
   const auto it = flights_.find(seq);
   if (it == flights_.end()) return;
   attempt_report report;
@@ -339,7 +351,7 @@ void sync_engine::release(std::int64_t seq, const std::string& why, std::int64_t
   settle(seq, std::move(report), sync_event{});  // nothing to log: the record is simply back in line
 }
 
-void sync_engine::settle(std::int64_t seq, attempt_report report, sync_event event) {
+void sync_engine::settle(const flight_key& seq, attempt_report report, sync_event event) {
   flight& f = flights_.at(seq);
   f.at = flight::stage::settling;
   f.report = std::move(report);
@@ -356,7 +368,7 @@ void sync_engine::settle(std::int64_t seq, attempt_report report, sync_event eve
              [this, seq](store_result<bool> result) { on_settled(seq, result); });
 }
 
-void sync_engine::on_settled(std::int64_t seq, const store_result<bool>& result) {
+void sync_engine::on_settled(const flight_key& seq, const store_result<bool>& result) {
   const auto it = flights_.find(seq);
   if (it == flights_.end()) return;
   flight& f = it->second;
@@ -392,6 +404,7 @@ void sync_engine::on_settled(std::int64_t seq, const store_result<bool>& result)
 }
 
 void sync_engine::store_failed(const store_error& e) {
+  if (finished_) return;  // a late answer of a job from before the end
   if (!degraded_) {
     degraded_ = true;
     degraded_since_ = steady_now();
@@ -456,9 +469,11 @@ void sync_engine::sweep() {
   // A lease or due time further ahead than the longest wait the connector sets: the clock stepped back.
   const std::int64_t horizon = std::max(settings_.lease, policy_.settings().max_delay).count() +
                                settings_.auth_pause.count() + 60000;
+  std::vector<claimed_record> holding;
+  for (const auto& [key, f] : flights_) holding.push_back(f.claim);
   store_.run(
-      [wall, horizon](outbox& s) {
-        auto taken = s.take_over(wall(), horizon);
+      [wall, horizon, holding](outbox& s) {
+        auto taken = s.take_over(wall(), horizon, holding);
         if (!taken.empty()) failpoint("after_take_over_commit");
         return taken;
       },
@@ -490,24 +505,27 @@ void sync_engine::sweep() {
 // The heartbeat: extends the leases of the requests this process has out.
 void sync_engine::renew() {
   if (finished_) return;
+  // Every claim still held, whatever its stage: an answer waiting for a busy store to record it
+  // must not lose its claim meanwhile.
   std::vector<claimed_record> claims;
   for (const auto& [seq, f] : flights_) {
-    if (f.at == flight::stage::sending && !f.lost) claims.push_back(f.claim);
+    if (!f.lost) claims.push_back(f.claim);
   }
   if (!claims.empty()) {
     const std::int64_t asked_at = steady_now();
+    const std::int64_t renewed_at = wall_();  // the store's new lease starts no earlier than this
     const std::int64_t lease = settings_.lease.count();
-    auto wall = wall_;
-    store_.run([claims, wall, lease](outbox& s) { return s.renew(claims, wall(), lease); },
-               [this, claims, asked_at](store_result<std::vector<std::int64_t>> r) {
+    store_.run([claims, renewed_at, lease](outbox& s) { return s.renew(claims, renewed_at, lease); },
+               [this, claims, asked_at, renewed_at](store_result<std::vector<std::int64_t>> r) {
                  if (!r.ok()) return;  // the old deadlines stand; a request past its lease is withheld
                  for (const auto& c : claims) {
-                   const auto it = flights_.find(c.seq);
+                   const auto it = flights_.find(key_of(c));
                    if (it == flights_.end()) continue;
                    if (std::find(r.value->begin(), r.value->end(), c.seq) != r.value->end()) {
                      it->second.lost = true;
                    } else {
                      it->second.lease_deadline = asked_at + settings_.lease.count() - settings_.lease.count() / 6;
+                     it->second.claim.lease_until_ms = renewed_at + settings_.lease.count();
                    }
                  }
                });

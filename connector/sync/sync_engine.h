@@ -21,6 +21,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -91,7 +92,7 @@ class sync_engine {
     enum class stage { sending, settling, unsettled } at = stage::sending;
     attempt_report report;  // settling, unsettled: what to record
     sync_event event;       // what the log says once it is recorded
-    bool lost = false;      // a renewal found the claim taken over
+    bool lost = false;      // a renewal found the claim taken over, or the record was claimed anew
   };
   // A claimed record after the worker read and mapped it.
   struct prepared {
@@ -105,14 +106,20 @@ class sync_engine {
 
   void pump(bool force = false);
   void poll() { pump(); }
+  // A claim is known by its record and its token: the same record claimed again (after it was
+  // taken back from this very process) is another flight, and the old one's answer is not its.
+  using flight_key = std::pair<std::int64_t, std::int64_t>;  // (seq, token)
+  static flight_key key_of(const claimed_record& c) { return {c.seq, c.token}; }
+
   void on_claimed(store_result<std::vector<prepared>> result, std::int64_t asked_at);
   void send(flight& f, const std::string& bundle);
-  void on_answer(std::int64_t seq, const ehr_answer& answer);
-  void settle(std::int64_t seq, attempt_report report, sync_event event);
-  void on_settled(std::int64_t seq, const store_result<bool>& result);
+  bool may_send(const flight_key& key) const;
+  void on_answer(const flight_key& key, const ehr_answer& answer);
+  void settle(const flight_key& key, attempt_report report, sync_event event);
+  void on_settled(const flight_key& key, const store_result<bool>& result);
   // Lets go of a claim without an attempt; the lane is ready again after `ready_in_ms` (a local
   // failure waits sync.base_delay_ms, so it never becomes a tight loop).
-  void release(std::int64_t seq, const std::string& why, std::int64_t ready_in_ms);
+  void release(const flight_key& key, const std::string& why, std::int64_t ready_in_ms);
   void sweep();
   void renew();
   void store_failed(const store_error& e);
@@ -135,7 +142,7 @@ class sync_engine {
   engine_settings settings_;
 
   std::int64_t owner_ = 0;
-  std::map<std::int64_t, flight> flights_;  // by seq: claimed by this process, not yet settled
+  std::map<flight_key, flight> flights_;  // claimed by this process, not yet settled
   bool started_ = false;
   bool claiming_ = false;      // a claim job is out
   bool stopping_ = false;

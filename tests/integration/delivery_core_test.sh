@@ -5,7 +5,8 @@
 #   2. sync --once beside a daemon with a record in flight: it leaves the daemon's lane alone, and
 #      the EHR ends at the newest revision;
 #   3. an amendment after a lost answer retracts what the lost revision made;
-#   4. an inbox file is taken while the EHR sits on a slow request, and /healthz answers meanwhile;
+#   4. an inbox file is taken while the EHR sits on a slow request, and /healthz answers meanwhile
+#      (as it does in 1 while an ingest waits for the locked store);
 #   5. a second daemon on one store, and a wrong patient key, are refused with a clear message.
 # Prints "N passed, M failed". Waits poll with a deadline; nothing asserts on elapsed time.
 set -uo pipefail
@@ -52,7 +53,6 @@ post() {  # post DIR FILE: NDJSON to the ingest API; prints the status code
   node "$root/tests/integration/https-request.mjs" POST "$api" --token "$(head -1 "$1/ingest.token")" \
     --type application/x-ndjson --body-file "$2" | head -1
 }
-state() { "$bin" status --config "$1/connector.jsonc" --json | json "j.records.$2"; }
 settled() {  # settled DIR N: N records delivered and none pending, in flight or waiting
   "$bin" status --config "$1/connector.jsonc" --json |
     node -e "const j=JSON.parse(require('fs').readFileSync(0,'utf8')).records;
@@ -73,7 +73,12 @@ check "1: records are in flight" wait_for 20 sh -c "[ \"\$('$bin' status --confi
 locker=$!
 sleep 0.5
 records --patients 1 --prefix LOCKAPI > "$work/lock-api.ndjson"
-check "1: the ingest API answers 503 while the store is locked, storing nothing" [ "$(post "$d1" "$work/lock-api.ndjson")" = 503 ]
+# The ingest waits for the lock (0.9 s, then gives up); /healthz is asked meanwhile, again and again.
+node "$root/tests/integration/healthz-during-ingest.mjs" "$api" "$(head -1 "$d1/ingest.token")" "$work/lock-api.ndjson" \
+  "$admin" > "$work/lock-healthz.json"
+check "1: the ingest API answers 503 while the store is locked, storing nothing" [ "$(json j.ingest_status < "$work/lock-healthz.json")" = 503 ]
+check "1: /healthz answered while that ingest waited for the store" [ "$(json j.healthz_answers_during_ingest < "$work/lock-healthz.json")" -ge 1 ]
+check "1: ... and never failed" [ "$(json j.healthz_failures < "$work/lock-healthz.json")" -eq 0 ]
 wait "$locker"
 check "1: ... and 202 once it is free" [ "$(post "$d1" "$work/lock-api.ndjson")" = 202 ]
 records --patients 1 --prefix LOCKAFTER > "$work/lock-after.ndjson"

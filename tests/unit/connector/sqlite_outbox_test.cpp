@@ -316,6 +316,50 @@ TEST_F(lanes_test, a_lane_due_beyond_the_horizon_is_due_now_after_the_clock_step
   EXPECT_EQ(claim_ids(2000), std::vector<std::string>{"A-1"});
 }
 
+// Found in review: a revision naming another patient left the superseded one claimable in the
+// first patient's lane, so two revisions of one record could be in flight at once.
+TEST_F(lanes_test, a_record_never_moves_between_patients) {
+  store_->enqueue({record("X-1", 1, "a")}, {}, 1000);
+  EXPECT_EQ(store_->enqueue({record("X-1", 2, "b")}, {}, 2000), std::vector<enqueue_result>{enqueue_result::other_patient});
+  const auto s = store_->status(2000);
+  EXPECT_EQ(s.quarantined, 1);
+  EXPECT_EQ(s.records.at(record_state::pending), 1) << "revision 1 is untouched";
+  EXPECT_EQ(s.records.at(record_state::superseded), 0);
+  const auto q = store_->quarantined(1).at(0);
+  EXPECT_NE(q.problems_json.find("patient.mrn"), std::string::npos);
+  EXPECT_EQ(claim_ids(2000), std::vector<std::string>{"X-1"});
+  EXPECT_TRUE(claim_ids(2000).empty());
+}
+
+// Found in review: a dead letter replayed while a later record of its patient was in flight
+// headed the lane as ready, and went out beside it.
+TEST_F(lanes_test, a_replayed_dead_letter_waits_while_its_patient_has_a_record_in_flight) {
+  store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a")}, {}, 1000);
+  store_->settle(claim_one(1000), {result::dead, 0, "HTTP 422", "{}"}, 1000);
+  const auto second = claim_one(1000);
+  EXPECT_EQ(second.record_id, "A-2");
+  ASSERT_EQ(store_->replay("A-1", "fixed", "it-staff", false, 2000).size(), 1u);
+  EXPECT_TRUE(claim_ids(2000).empty()) << "A-2 is still in flight: nothing else of this patient goes";
+  EXPECT_EQ(store_->status(2000).records.at(record_state::in_flight), 1);
+  store_->settle(second, {result::delivered, 0, "", "[]"}, 3000);
+  EXPECT_EQ(claim_ids(3000), std::vector<std::string>{"A-1"});
+}
+
+TEST_F(lanes_test, own_claims_held_are_not_taken_back_even_when_their_lease_looks_run_out) {
+  store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
+  const auto c = claim_one(1000);
+  // The wall clock jumped an hour ahead: the lease looks long gone, but this object knows it holds it.
+  EXPECT_TRUE(store_->take_over(1000 + 3600000, 1000000, {c}).empty());
+  EXPECT_TRUE(store_->settle(c, {result::delivered, 0, "", "[]"}, 1000 + 3600000));
+}
+
+TEST_F(lanes_test, own_claims_not_held_come_back_once_their_lease_ran_out) {
+  store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
+  claim_one(1000);  // a claim whose commit the caller could not confirm: it does not know it holds it
+  EXPECT_TRUE(store_->take_over(1000 + lease - 1, 1000000, {}).empty()) << "not before the lease ran out";
+  EXPECT_EQ(store_->take_over(1000 + lease, 1000000, {}).size(), 1u);
+}
+
 // ---- "possibly at the EHR" ----
 
 TEST_F(lanes_test, an_unanswered_revision_joins_the_history_of_its_amendment) {
@@ -560,6 +604,21 @@ TEST_F(sqlite_outbox_test, a_version_5_store_is_migrated_with_its_records) {
   const auto c = store.claim(me, 2000, 60000, 1);
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0].record_id, "A-1");
+}
+
+// Found in review: a version-5 connector opening this store writes user_version = 5 again; the
+// next open must migrate without tripping over the columns already there.
+TEST_F(sqlite_outbox_test, an_older_connector_setting_the_version_back_does_not_break_the_store) {
+  {
+    sqlite_outbox store(path_);
+    store.enqueue({record("A-1", 1, "a")}, {}, 1000);
+  }
+  {
+    sqlite::database db(path_);
+    db.exec("PRAGMA user_version = 5");
+  }
+  sqlite_outbox store(path_);
+  EXPECT_EQ(store.status(1000).records.at(record_state::pending), 1);
 }
 
 TEST_F(sqlite_outbox_test, a_store_from_a_newer_version_is_refused) {

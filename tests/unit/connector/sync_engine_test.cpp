@@ -36,6 +36,7 @@ enum class act {
   time_out,           // sent, no answer, nothing committed
   answer_504,         // a gateway gave up: committed behind it
   withhold,           // the client asked may_send and got no: never sent
+  closed_on_reuse,    // a kept-alive connection closed as the request went out: committed, no answer
 };
 
 struct committed {
@@ -71,11 +72,12 @@ class fake_ehr final : public ehr_channel {
   int requests() const { return requests_; }
   std::vector<std::pair<ehr_request, std::function<void(ehr_answer)>>> held;
 
-  // Delivers a held request's answer now.
+  // A held request is one not yet written (connecting, say): released, it is written now, if its
+  // sender still may, and answered.
   void release_held(act what) {
     auto h = std::move(held);
     held.clear();
-    for (auto& [request, done] : h) reply(what, request, std::move(done));
+    for (auto& [request, done] : h) reply(request.may_send && !request.may_send() ? act::withhold : what, request, std::move(done));
   }
 
  private:
@@ -86,17 +88,11 @@ class fake_ehr final : public ehr_channel {
   }
 
   void answer(int n, ehr_request request, std::function<void(ehr_answer)> done) {
-    if (request.may_send && !request.may_send()) {
-      --busy_;
-      ehr_answer a;
-      a.outcome.what = attempt_outcome::kind::withheld;
-      a.error = "not sent";
-      return done(a);
-    }
     if (hold && hold(n)) {
       held.emplace_back(std::move(request), std::move(done));
       return;
     }
+    if (request.may_send && !request.may_send()) return reply(act::withhold, request, std::move(done));
     reply(script ? script(n, id_of(request.request_id).first) : act::commit, request, std::move(done));
   }
 
@@ -133,6 +129,12 @@ class fake_ehr final : public ehr_channel {
       case act::time_out:
         a.outcome = {attempt_outcome::kind::timed_out, 0, std::nullopt, true};
         a.error = "waiting for the answer timed out";
+        break;
+      case act::closed_on_reuse:
+        commit();
+        a.outcome = {attempt_outcome::kind::connection_failed, 0, std::nullopt, true};
+        a.error = "receive: end of stream";
+        a.closed_on_reuse = true;
         break;
       case act::answer_504:
         commit();
@@ -180,8 +182,9 @@ class failing_outbox final : public outbox {
   bool settle(const claimed_record& c, const attempt_report& r, std::int64_t now) override {
     return call([&] { return real_.settle(c, r, now); });
   }
-  std::vector<recovered_claim> take_over(std::int64_t now, std::int64_t horizon) override {
-    return call([&] { return real_.take_over(now, horizon); });
+  std::vector<recovered_claim> take_over(std::int64_t now, std::int64_t horizon,
+                                        const std::vector<claimed_record>& holding) override {
+    return call([&] { return real_.take_over(now, horizon, holding); });
   }
   std::vector<std::string> history(const std::string& p, std::int64_t except) override {
     return call([&] { return real_.history(p, except); });
@@ -562,6 +565,46 @@ TEST_F(sync_engine_test, a_claim_taken_over_meanwhile_records_nothing_and_says_s
   bool stopped = false;
   engine.stop([&] { stopped = true; });
   run_until([&] { return stopped; });
+}
+
+// Found in review: a record taken back from this process (its lease looked run out: the wall
+// clock jumped) and claimed again by it was two flights under one key; the old request could go
+// out late and its answer settle the new claim.
+TEST_F(sync_engine_test, a_record_claimed_anew_never_lets_the_old_request_out) {
+  auto records = pathway(1);
+  records.resize(1);
+  real_->enqueue(records, {}, now_ms());
+  fake_ehr ehr(io_, 2);
+  ehr.hold = [](int n) { return n == 1; };  // the first request is still connecting
+  recording_sink events;
+  store_worker worker(io_, *store_, store_worker::mode::inline_);
+  sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(10), events, now_ms, fast(false));
+  engine.start(owner_);
+  run_until([&] { return !ehr.held.empty(); });
+  sqlite_outbox other(path_, sqlite_options{false});
+  ASSERT_EQ(other.take_over(now_ms() + 600000, 1000000).size(), 1u);  // as a wall clock 10 minutes ahead sees it
+  other.take_over(now_ms(), 0);                                       // due now
+  run_until([&] { return ehr.commits().size() == 1; });               // claimed anew and delivered
+  ehr.release_held(act::commit);                                      // the old request reaches its write
+  run_until([&] { return all_delivered(1) && engine.in_flight() == 0; });
+  EXPECT_EQ(ehr.commits().size(), 1u) << "the old request went out";
+  EXPECT_TRUE(all_delivered(1));
+  bool stopped = false;
+  engine.stop([&] { stopped = true; });
+  run_until([&] { return stopped; });
+}
+
+// An EHR closing a kept-alive connection as a request goes out is not an outage: sync --once goes
+// on with the other lanes, and the record is retried as possibly delivered.
+TEST_F(sync_engine_test, a_close_on_a_reused_connection_is_not_taken_for_an_outage) {
+  real_->enqueue(patients(2), {}, now_ms());
+  fake_ehr ehr(io_, 1);
+  ehr.script = [](int n, const std::string&) { return n == 2 ? act::closed_on_reuse : act::commit; };
+  recording_sink events;
+  const auto report = run_until_idle(ehr, events);
+  EXPECT_FALSE(report.ehr_unreachable);
+  EXPECT_GE(report.delivered, 4) << "the run did not stop at the close";
+  EXPECT_TRUE(events.any_detail("possibly at the EHR"));
 }
 
 TEST_F(sync_engine_test, stopping_finishes_the_requests_in_flight_and_takes_no_new_one) {
