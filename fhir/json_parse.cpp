@@ -67,10 +67,13 @@ std::string parse_with(rapidjson::Document& doc, std::string_view text) {
 }  // namespace
 
 std::string parse_json(rapidjson::Document& doc, std::string_view text, parse_options options) {
-  constexpr unsigned base = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
-  return options.allow_comments
-             ? parse_with<base | rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(doc, text)
-                                : parse_with<base>(doc, text);
+  constexpr unsigned base = rapidjson::kParseIterativeFlag;
+  constexpr unsigned checked = base | rapidjson::kParseValidateEncodingFlag;
+  constexpr unsigned jsonc = rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag;
+  if (options.allow_comments) {
+    return options.validate_encoding ? parse_with<checked | jsonc>(doc, text) : parse_with<base | jsonc>(doc, text);
+  }
+  return options.validate_encoding ? parse_with<checked>(doc, text) : parse_with<base>(doc, text);
 }
 
 text_position position_of(std::string_view text, std::size_t offset) {

@@ -17,6 +17,9 @@ inline constexpr unsigned max_json_depth = 64;
 struct parse_options {
   // Configuration files (JSONC) may carry // and /* */ comments and trailing commas.
   bool allow_comments = false;
+  // Refuse invalid UTF-8 while parsing. The record reader checks it per field instead, to name
+  // the field at fault.
+  bool validate_encoding = true;
 };
 
 // Parses `text` into `doc` without recursion and with a depth limit.

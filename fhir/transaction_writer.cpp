@@ -2,6 +2,7 @@
 #include "fhir/transaction_writer.h"
 
 #include "fhir/datatypes.h"
+#include "fhir/search_values.h"
 
 #include <array>
 #include <cstdint>
@@ -39,10 +40,7 @@ bool has_single_identifier(std::string_view type) {
 }
 
 void append_query(std::string& q, const resource_key& key) {
-  q += is_matched_by_tag(key.type) ? "_tag=" : "identifier=";
-  q += key.system;
-  q += '|';
-  q += key.value;
+  q += token_parameter(is_matched_by_tag(key.type) ? "_tag" : "identifier", key.system, key.value);
 }
 
 }  // namespace

@@ -66,6 +66,51 @@ class problem_sink {
 
 enum class need { required, optional };
 
+// Free text may run over lines (notes, a reaction described); everything else is one line.
+enum class text_kind { single_line, free_text };
+
+// Why `s` cannot go into a FHIR string, or empty: it must be valid UTF-8 (no overlong forms, no
+// encoded surrogates: a lone "\udc00" escape arrives as one), and FHIR R4 forbids code points
+// below U+0020 except tab, CR and LF, which only free text may hold. Names the character by its
+// code point, never the text around it.
+std::string string_problem(std::string_view s, text_kind kind) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20) {
+      if (c == '\t' || c == '\r' || c == '\n') {
+        if (kind == text_kind::single_line) return "must be a single line (it holds a tab or a line break)";
+      } else {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "U+%04X", c);
+        return std::string("holds the control character ") + hex + ", which FHIR strings may not contain";
+      }
+      ++i;
+      continue;
+    }
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    // The length of the sequence and the smallest code point it may encode (no overlong forms).
+    std::size_t n = 0;
+    std::uint32_t cp = 0, min = 0;
+    if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07, min = 0x10000;
+    else return "is not valid UTF-8 text";
+    if (i + n > s.size()) return "is not valid UTF-8 text";
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return "is not valid UTF-8 text";
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF) return "is not valid UTF-8 text";
+    if (cp >= 0xD800 && cp <= 0xDFFF) return "holds a lone UTF-16 surrogate, which is not a character";
+    i += n;
+  }
+  return {};
+}
+
 // --- field readers: each reports its own problem and returns nullopt on any ---------------------
 
 const Value* member(const Value& obj, std::string_view name) {
@@ -126,7 +171,7 @@ void check_known_fields(problem_sink& sink, const Value& obj,
 }
 
 std::optional<std::string> read_string(problem_sink& sink, const Value& obj, std::string_view name,
-                                       need n) {
+                                       need n, text_kind kind = text_kind::single_line) {
   const Value* v = present(sink, obj, name, n);
   if (v == nullptr) return std::nullopt;
   if (!v->IsString()) {
@@ -136,6 +181,10 @@ std::optional<std::string> read_string(problem_sink& sink, const Value& obj, std
   std::string s(v->GetString(), v->GetStringLength());
   if (s.find_first_not_of(" \t\r\n") == std::string::npos) {
     sink.report_field(name, "value", "must not be empty");
+    return std::nullopt;
+  }
+  if (const std::string why = string_problem(s, kind); !why.empty()) {
+    sink.report_field(name, "value", why);
     return std::nullopt;
   }
   return s;
@@ -256,6 +305,9 @@ std::vector<std::string> read_string_array(problem_sink& sink, const Value& obj,
     const Value& item = (*arr)[i];
     if (!item.IsString() || item.GetStringLength() == 0) {
       sink.report("value", "must be a non-empty string");
+    } else if (const std::string why = string_problem({item.GetString(), item.GetStringLength()}, text_kind::single_line);
+               !why.empty()) {
+      sink.report("value", why);
     } else {
       out.emplace_back(item.GetString(), item.GetStringLength());
     }
@@ -551,7 +603,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
       }
       check_known_fields(sink, item, {"reaction", "severity"});
       immediate_reaction r;
-      r.reaction = read_string(sink, item, "reaction", need::required).value_or("");
+      r.reaction = read_string(sink, item, "reaction", need::required, text_kind::free_text).value_or("");
       r.level = read_enum(sink, item, "severity", need::required, severity_names)
                     .value_or(reaction_severity::mild);
       p.immediate_reactions.push_back(std::move(r));
@@ -596,7 +648,7 @@ follow_up read_follow_up(problem_sink& sink, const Value& root) {
                     .value_or(reaction_severity::mild);
       e.onset = read_date(sink, item, "onset", need::optional);
       e.resolved = read_bool(sink, item, "resolved", need::optional);
-      e.description = read_string(sink, item, "description", need::optional);
+      e.description = read_string(sink, item, "description", need::optional, text_kind::free_text);
       f.side_effects.push_back(std::move(e));
     }
   }
@@ -668,7 +720,8 @@ read_result read_record(std::string_view json, const code_tables& tables, reader
     return result;
   }
   rapidjson::Document doc;
-  if (auto error = fhir::detail::parse_json(doc, json); !error.empty()) {
+  // UTF-8 is checked field by field below, so that a problem names its field.
+  if (auto error = fhir::detail::parse_json(doc, json, {.validate_encoding = false}); !error.empty()) {
     result.problems.push_back({fhir::severity::error, "structure", "", std::move(error)});
     return result;
   }
@@ -708,7 +761,7 @@ read_result read_record(std::string_view json, const code_tables& tables, reader
   read_patient(sink, doc, rec.patient);
   read_clinician(sink, doc, rec.clinician);
   read_visit(sink, doc, rec.visit);
-  rec.notes = read_string(sink, doc, "notes", need::optional);
+  rec.notes = read_string(sink, doc, "notes", need::optional, text_kind::free_text);
   read_object(sink, doc, "extra", need::optional);  // kept by the outbox, ignored by the mapping
 
   if (kind == "consultation") {
@@ -732,6 +785,13 @@ read_result read_record(std::string_view json, const code_tables& tables, reader
     rec.body = read_follow_up(sink, doc);
   }
 
+  // Invalid UTF-8 the fields did not hold (a key, `extra`): the record as a whole is refused, as
+  // the parser would have refused it, but after every field had its say.
+  if (result.problems.empty()) {
+    if (const std::string why = string_problem(json, text_kind::free_text); !why.empty()) {
+      result.problems.push_back({fhir::severity::error, "structure", "", "the record " + why});
+    }
+  }
   if (result.problems.empty()) result.record = std::move(rec);
   return result;
 }

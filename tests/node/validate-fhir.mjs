@@ -232,6 +232,43 @@ export function unknownSearchParameter(type, query) {
   return null;
 }
 
+/**
+ * Why `query` (name=value&...) is not safe to put in a conditional URL, or null. Every value must be
+ * escaped as FHIR search asks (\ before , | $ \) and then percent-encoded (RFC 3986: only
+ * A-Z a-z 0-9 - . _ ~ and %XX), with at most one literal "|" between a token's system and code:
+ * otherwise "," reads as "or", "+" as a space, "&" and "#" end the value, and a record may land on
+ * another patient.
+ */
+export function unsafeSearchValue(query) {
+  for (const pair of query.split('&')) {
+    const eq = pair.indexOf('=');
+    if (eq < 0) return `"${pair.slice(0, 20)}" has no value`;
+    const name = pair.slice(0, eq);
+    const parts = pair.slice(eq + 1).split('|');
+    if (parts.length > 2) return `${name}: more than one literal "|" (escape it as \\| and percent-encode it)`;
+    for (const part of parts) {
+      if (!/^(?:[A-Za-z0-9\-._~]|%[0-9A-Fa-f]{2})*$/.test(part)) {
+        return `${name}: a character outside the unreserved set is not percent-encoded`;
+      }
+      let decoded;
+      try {
+        decoded = decodeURIComponent(part);
+      } catch {
+        return `${name}: a percent-escape is not UTF-8`;
+      }
+      for (let i = 0; i < decoded.length; i++) {
+        if (decoded[i] === '\\') {
+          i++;
+          if (i >= decoded.length) return `${name}: a value ends in a lone backslash`;
+        } else if (',|$'.includes(decoded[i])) {
+          return `${name}: "${decoded[i]}" in a value is not escaped with a backslash`;
+        }
+      }
+    }
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Bundle validation
 // ---------------------------------------------------------------------------------------------------------
@@ -249,7 +286,10 @@ export class Stats {
  * @returns {{ok: boolean, identifier?: string, issues: Array<{severity: string, entry: number|null,
  *   label: string, path: string, message: string}>}}
  */
-export function validateBundle(bundle, stats = new Stats()) {
+// `options.searchValues`: also hold every conditional URL to the connector's own rule (escaped, then
+// percent-encoded: unsafeSearchValue). On for the connector's bundles; off in the EHR sandbox, which
+// as a server must accept any query a client may legally send and read it by FHIR's rules.
+export function validateBundle(bundle, stats = new Stats(), options = { searchValues: true }) {
   const { terminology } = loadDefinitions();
   const issues = [];
   const add = (severity, entry, label, path, message) => issues.push({ severity, entry, label, path, message });
@@ -346,6 +386,8 @@ export function validateBundle(bundle, stats = new Stats()) {
     for (const [type, query, field] of searchChecks) {
       const unknown = unknownSearchParameter(type, query);
       if (unknown) addBundleIssue('error', `${at}.request.${field}`, `${type} has no search parameter "${unknown}" in R4`);
+      const unsafe = options.searchValues ? unsafeSearchValue(query) : null;
+      if (unsafe) addBundleIssue('error', `${at}.request.${field}`, `unsafe search value: ${unsafe}`);
     }
     if (req.method === 'POST' || req.method === 'PUT') {
       const type = urlType(req.url);
@@ -377,7 +419,7 @@ export function validateBundle(bundle, stats = new Stats()) {
     const found = medplumValidate(r, `Bundle.entry[${i}].resource`);
     for (const issue of found) add(issue.severity, i, label, concretizePath(r, issue.path), issue.message);
     if (!isResourceType(r.resourceType)) return; // unknown type already reported
-    for (const issue of checkBindingsAndReferences(r, terminology, fullUrls, stats, found.some(isError))) {
+    for (const issue of checkBindingsAndReferences(r, terminology, fullUrls, stats, found.some(isError), options)) {
       add(issue.severity, i, label, concretizePath(r, issue.path), issue.message);
     }
   });
@@ -458,7 +500,8 @@ function medplumValidate(resource, where = 'Bundle') {
  *  - required value-set bindings on code / Coding / CodeableConcept / Quantity values
  *  - references: urn:uuid must resolve to a fullUrl of the bundle; target type must be allowed.
  */
-function checkBindingsAndReferences(resource, terminology, fullUrls, stats, hasStructureErrors = false) {
+function checkBindingsAndReferences(resource, terminology, fullUrls, stats, hasStructureErrors = false,
+                                    options = { searchValues: true }) {
   const issues = [];
   const visitor = {
     visitProperty(_parent, key, _path, propertyValues, schema) {
@@ -469,7 +512,7 @@ function checkBindingsAndReferences(resource, terminology, fullUrls, stats, hasS
         for (const tv of Array.isArray(pv) ? pv : [pv]) {
           if (tv?.value === undefined || tv.value === null) continue;
           if (required) checkBinding(tv, element, terminology, stats, issues);
-          if (tv.type === 'Reference') checkReference(tv, element, fullUrls, issues);
+          if (tv.type === 'Reference') checkReference(tv, element, fullUrls, issues, options);
         }
       }
     },
@@ -548,7 +591,7 @@ function bindingKind(type) {
   }
 }
 
-function checkReference(tv, element, fullUrls, issues) {
+function checkReference(tv, element, fullUrls, issues, options) {
   const ref = tv.value?.reference;
   if (typeof ref !== 'string') return;
   let targetType;
@@ -566,6 +609,11 @@ function checkReference(tv, element, fullUrls, issues) {
       const unknown = unknownSearchParameter(m[1], ref.slice(m[1].length + 1));
       if (unknown) {
         issues.push({ severity: 'error', path: tv.path, message: `conditional reference: ${m[1]} has no search parameter "${unknown}" in R4` });
+        return;
+      }
+      const unsafe = options.searchValues ? unsafeSearchValue(ref.slice(m[1].length + 1)) : null;
+      if (unsafe) {
+        issues.push({ severity: 'error', path: tv.path, message: `conditional reference: unsafe search value: ${unsafe}` });
         return;
       }
     }

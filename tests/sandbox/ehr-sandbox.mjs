@@ -146,15 +146,46 @@ const describeSearch = (type, query) => `${type}?${[...new URLSearchParams(query
 const URN_UUID = /urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/g;
 
 const TOKEN_FAST_PATH = new Set(['identifier', '_tag', '_id']);
+
+/**
+ * A token search value as FHIR R4 defines it (Search 3.1.1.1 and 3.1.1.4.9): "a,b" means a or b;
+ * "system|code", "|code" (no system), "system|" and "code"; a backslash makes the next character
+ * literal (\, \| \$ \\). Percent-encoding is already undone by the query parser. Returns the
+ * alternatives as { system, code } (system undefined: any system), or throws 400 on a dangling escape.
+ */
+function parseTokens(value, expression) {
+  const out = [];
+  let part = '';
+  let system;
+  let escaped = false;
+  for (const ch of value) {
+    if (escaped) {
+      part += ch;
+      escaped = false;
+    } else if (ch === '\\') {
+      escaped = true;
+    } else if (ch === ',') {
+      out.push({ system, code: part });
+      part = '';
+      system = undefined;
+    } else if (ch === '|' && system === undefined) {
+      system = part;
+      part = '';
+    } else {
+      part += ch;
+    }
+  }
+  if (escaped) throw fail(400, 'invalid', 'A search value ends in a lone backslash', expression);
+  out.push({ system, code: part });
+  return out;
+}
+
 function tokenMatches(token, wanted) {
   if (typeof token.value !== 'string') return false;
-  const bar = wanted.indexOf('|');
-  if (bar < 0) return token.value === wanted;
-  const system = wanted.slice(0, bar);
-  const value = wanted.slice(bar + 1);
-  if (!system && !value) return false;
-  if (!system) return !token.system && token.value === value;
-  return token.system === system && (!value || token.value === value);
+  if (wanted.system === undefined) return token.value === wanted.code;
+  if (!wanted.system && !wanted.code) return false;
+  if (!wanted.system) return !token.system && token.value === wanted.code;
+  return token.system === wanted.system && (!wanted.code || token.value === wanted.code);
 }
 
 /** Refuses (400) a query whose parameters are not R4 search parameters of `type`. */
@@ -340,8 +371,8 @@ class SandboxRepository extends MemoryRepository {
     // DocumentReference / DocumentManifest also search masterIdentifier: leave them to Medplum.
     if (filters.some((f) => f.code === 'identifier') && /^Document(Reference|Manifest)$/.test(sr.resourceType)) return undefined;
     const matchesFilter = (r, f) => {
-      const wanted = f.value.split(/(?<!\\),/).map((v) => v.replace(/\\,/g, ','));
-      if (f.code === '_id') return wanted.includes(r.id);
+      const wanted = parseTokens(f.value, f.code);
+      if (f.code === '_id') return wanted.some((w) => w.system === undefined && w.code === r.id);
       const tokens = f.code === 'identifier'
         ? [].concat(r.identifier ?? []).map((i) => ({ system: i?.system, value: i?.value }))
         : (Array.isArray(r.meta?.tag) ? r.meta.tag : []).map((c) => ({ system: c?.system, value: c?.code }));
@@ -489,7 +520,7 @@ class TransactionProcessor {
   async process(bundle, { representation = false } = {}) {
     const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
     this.preflight(entries);
-    const validation = validateBundle(bundle);
+    const validation = validateBundle(bundle, undefined, { searchValues: false });  // any legal query, read by FHIR rules
     if (!validation.ok) throw validationFailure(validation.issues);
 
     const work = structuredClone(entries);

@@ -514,6 +514,20 @@ async function run() {
   const search = await request('GET', '/fhir/Patient?identifier=https://sandbox.example/rest|r1');
   check('REST search: searchset with the match and fullUrl', search.status === 200 && search.body?.type === 'searchset'
     && search.body.entry?.length === 1 && search.body.entry[0].fullUrl === `https://localhost:${port}/fhir/Patient/${id}`);
+  // FHIR search escaping: "\," is a comma inside the value, a bare "," means "or", "%2B" is a plus.
+  const escSystem = 'https://sandbox.example/escaping';
+  for (const value of ['MRN-100', 'MRN-100,234', 'MRN+1', 'MRN-100|x']) {
+    await request('POST', '/fhir/Patient', { body: { resourceType: 'Patient', identifier: [{ system: escSystem, value }], gender: 'female' } });
+  }
+  const total = async (query) => (await request('GET', `/fhir/Patient?${query}&_count=10`)).body.total;
+  const enc = encodeURIComponent;
+  check('search escaping: "MRN-100\\,234" matches only that MRN', await total(`identifier=${enc(escSystem)}|${enc('MRN-100\\,234')}`) === 1);
+  check('search escaping: "MRN-100,234" unescaped means MRN-100 or 234', await total(`identifier=${enc(escSystem)}|${enc('MRN-100,234')}`) === 1);
+  check('search escaping: an escaped "|" is part of the value', await total(`identifier=${enc(escSystem)}|${enc('MRN-100\\|x')}`) === 1);
+  check('search escaping: "%2B" is a plus, a raw "+" a space', await total(`identifier=${enc(escSystem)}|MRN%2B1`) === 1
+    && await total(`identifier=${enc(escSystem)}|MRN+1`) === 0);
+  const dangling = await request('GET', `/fhir/Patient?identifier=${enc(escSystem)}|MRN${enc('\\')}`);
+  check('search escaping: a lone trailing backslash is refused: 400', dangling.status === 400, `${dangling.status}`);
   const unknownParam = await request('GET', '/fhir/Patient?colour=blue');
   check('REST search with an unknown parameter: 400', unknownParam.status === 400);
   const wrongType = await request('POST', '/fhir/Patient', { body: '{}', headers: { 'Content-Type': 'text/plain' } });

@@ -11,6 +11,7 @@
 namespace {
 
 const std::string sys = "https://clinic.example/fhir/resource";
+const std::string esys = "https%3A%2F%2Fclinic.example%2Ffhir%2Fresource";  // as a search value (search_values.h)
 
 TEST(urn_uuid_for, is_a_lowercase_uuid_and_stable) {
   const fhir::resource_key key{"Encounter", sys, "CONS-1/encounter"};
@@ -32,7 +33,7 @@ TEST(urn_uuid_for, differs_by_type_system_and_value) {
 
 TEST(conditional_reference, searches_by_identifier) {
   EXPECT_EQ(fhir::conditional_reference({"Procedure", sys, "P-1/procedure"}),
-            "Procedure?identifier=" + sys + "|P-1/procedure");
+            "Procedure?identifier=" + esys + "|P-1%2Fprocedure");
 }
 
 std::string write_one(const fhir::resource_key& key, fhir::write_mode mode) {
@@ -47,8 +48,8 @@ std::string write_one(const fhir::resource_key& key, fhir::write_mode mode) {
 
 TEST(transaction_writer, create_if_absent_posts_with_if_none_exist) {
   const std::string text = write_one({"Encounter", sys, "C-1/encounter"}, fhir::write_mode::create_if_absent);
-  EXPECT_NE(text.find(R"("request":{"method":"POST","url":"Encounter","ifNoneExist":"identifier=)" + sys +
-                      R"(|C-1/encounter"})"),
+  EXPECT_NE(text.find(R"("request":{"method":"POST","url":"Encounter","ifNoneExist":"identifier=)" + esys +
+                      R"(|C-1%2Fencounter"})"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find(R"("identifier":[{"system":")" + sys + R"(","value":"C-1/encounter"}])"),
@@ -58,7 +59,7 @@ TEST(transaction_writer, create_if_absent_posts_with_if_none_exist) {
 
 TEST(transaction_writer, upsert_is_a_conditional_put) {
   const std::string text = write_one({"Encounter", sys, "C-1/encounter"}, fhir::write_mode::upsert);
-  EXPECT_NE(text.find(R"("request":{"method":"PUT","url":"Encounter?identifier=)" + sys + R"(|C-1/encounter"})"),
+  EXPECT_NE(text.find(R"("request":{"method":"PUT","url":"Encounter?identifier=)" + esys + R"(|C-1%2Fencounter"})"),
             std::string::npos)
       << text;
 }
@@ -75,7 +76,7 @@ TEST(transaction_writer, adverse_events_keep_their_identifier_but_are_matched_on
   const std::string text(out.view());
   EXPECT_NE(text.find(R"("meta":{"tag":[{"system":")" + sys + R"(","code":"C-1/ae"},{"system":"urn:local","code":"entered-in-error"}]})"),
             std::string::npos) << text;
-  EXPECT_NE(text.find(R"("url":"AdverseEvent?_tag=)" + sys + "|C-1/ae"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("url":"AdverseEvent?_tag=)" + esys + "|C-1%2Fae"), std::string::npos) << text;
   EXPECT_EQ(text.find("identifier="), std::string::npos) << text;
   EXPECT_NE(text.find(R"("identifier":{"system")"), std::string::npos) << text;
 }
@@ -87,7 +88,7 @@ TEST(transaction_writer, single_identifier_types_get_an_object_and_provenance_a_
   const std::string prov = write_one({"Provenance", sys, "C-1/r1"}, fhir::write_mode::create_if_absent);
   EXPECT_NE(prov.find(R"("meta":{"tag":[{"system":")" + sys + R"(","code":"C-1/r1"}]})"), std::string::npos)
       << prov;
-  EXPECT_NE(prov.find(R"("ifNoneExist":"_tag=)" + sys + "|C-1/r1"), std::string::npos) << prov;
+  EXPECT_NE(prov.find(R"("ifNoneExist":"_tag=)" + esys + "|C-1%2Fr1"), std::string::npos) << prov;
   EXPECT_EQ(prov.find("\"identifier\":[{"), std::string::npos);
 }
 

@@ -91,7 +91,7 @@ TEST(every_bundle, first_revision_creates_only_if_absent) {
     EXPECT_TRUE(e["request"].HasMember("ifNoneExist"));
   }
   const auto& patient = m.entry_of("Patient", "MRN-100234");
-  EXPECT_EQ(str(patient["request"]["ifNoneExist"]), "identifier=https://clinic.example/fhir/mrn|MRN-100234");
+  EXPECT_EQ(str(patient["request"]["ifNoneExist"]), "identifier=https%3A%2F%2Fclinic.example%2Ffhir%2Fmrn|MRN-100234");
   const auto& practitioner = m.resources("Practitioner");
   ASSERT_EQ(practitioner.size(), 1u);
   EXPECT_EQ(str((*practitioner[0])["identifier"][0]["system"]), "http://hl7.org/fhir/sid/us-npi");
@@ -104,7 +104,7 @@ TEST(every_bundle, an_amendment_updates_what_the_record_created) {
   const auto m = map_record(r);
   EXPECT_EQ(str(m.entry_of("Procedure", "procedure")["request"]["method"]), "PUT");
   EXPECT_EQ(str(m.entry_of("Procedure", "procedure")["request"]["url"]),
-            "Procedure?identifier=https://clinic.example/fhir/resource|PROC-2026-0001/procedure");
+            "Procedure?identifier=https%3A%2F%2Fclinic.example%2Ffhir%2Fresource|PROC-2026-0001%2Fprocedure");
   // Shared resources are matched, never overwritten; the amendment gets its own Provenance.
   EXPECT_EQ(str(m.entry_of("Patient", "MRN-100234")["request"]["method"]), "POST");
   const auto& prov = *m.resources("Provenance").at(0);
@@ -128,7 +128,7 @@ TEST(every_bundle, an_amendment_retracts_what_the_earlier_revision_made_and_this
   EXPECT_EQ(str(m.resource("ChargeItem", "charge/j0585-administered")["status"]), "billable");
   const auto& reaction = m.entry_of("AdverseEvent", "adverse-event/immediate/0");
   EXPECT_EQ(str(reaction["request"]["url"]),
-            "AdverseEvent?_tag=https://clinic.example/fhir/resource|PROC-2026-0001/adverse-event/immediate/0");
+            "AdverseEvent?_tag=https%3A%2F%2Fclinic.example%2Ffhir%2Fresource|PROC-2026-0001%2Fadverse-event%2Fimmediate%2F0");
   EXPECT_EQ(str(reaction["resource"]["meta"]["tag"][1]["code"]), "entered-in-error");
   // Everything else is written once, by this revision; the Provenance covers the retraction too.
   EXPECT_EQ(m.resources("MedicationAdministration").size(), 13u);

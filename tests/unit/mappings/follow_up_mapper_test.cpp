@@ -10,7 +10,8 @@ using test_support::example;
 using test_support::map_record;
 
 std::string str(const rapidjson::Value& v) { return v.GetString(); }
-const std::string ids = "https://clinic.example/fhir/resource|";
+// The resource identifier system, escaped and percent-encoded as a search value (fhir/search_values.h).
+const std::string ids = "https%3A%2F%2Fclinic.example%2Ffhir%2Fresource|";
 
 patient_history pathway() { return patient_history({example("consultation"), example("procedure")}); }
 
@@ -26,8 +27,8 @@ TEST(follow_up_mapper, response_is_the_percent_reduction_from_the_consultation_b
   EXPECT_EQ(str(r["derivedFrom"][0]["reference"]),
             str(m.entry_of("Observation", "observation/headache-days")["fullUrl"]));
   EXPECT_EQ(str(r["derivedFrom"][1]["reference"]),
-            "Observation?identifier=" + ids + "CONS-2026-0001/observation/headache-days");
-  EXPECT_EQ(str(r["focus"][0]["reference"]), "Procedure?identifier=" + ids + "PROC-2026-0001/procedure");
+            "Observation?identifier=" + ids + "CONS-2026-0001%2Fobservation%2Fheadache-days");
+  EXPECT_EQ(str(r["focus"][0]["reference"]), "Procedure?identifier=" + ids + "PROC-2026-0001%2Fprocedure");
   EXPECT_FALSE(m.outcome.waits_for_record);
 }
 
@@ -39,7 +40,7 @@ TEST(follow_up_mapper, side_effects_suspect_the_sessions_administrations) {
   EXPECT_EQ(str(ae["date"]), "2026-08-19");
   ASSERT_EQ(ae["suspectEntity"].Size(), 13u);
   EXPECT_EQ(str(ae["suspectEntity"][0]["instance"]["reference"]),
-            "MedicationAdministration?identifier=" + ids + "PROC-2026-0001/administration/corrugator-left");
+            "MedicationAdministration?identifier=" + ids + "PROC-2026-0001%2Fadministration%2Fcorrugator-left");
 }
 
 TEST(follow_up_mapper, without_its_procedure_it_waits_and_writes_nothing) {
@@ -55,7 +56,7 @@ TEST(follow_up_mapper, plan_is_recorded_with_the_reviewed_procedure_in_focus) {
   const auto m = map_record(example("follow_up"), pathway());
   const auto& plan = m.resource("Observation", "observation/treatment-plan");
   EXPECT_EQ(str(plan["valueCodeableConcept"]["coding"][0]["code"]), "continue");
-  EXPECT_EQ(str(plan["focus"][0]["reference"]), "Procedure?identifier=" + ids + "PROC-2026-0001/procedure");
+  EXPECT_EQ(str(plan["focus"][0]["reference"]), "Procedure?identifier=" + ids + "PROC-2026-0001%2Fprocedure");
 }
 
 }  // namespace

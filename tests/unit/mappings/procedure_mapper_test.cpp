@@ -87,7 +87,7 @@ TEST(procedure_mapper, reason_refers_to_the_consultation_condition_when_known) {
   const auto m = map_record(example("procedure"), patient_history({example("consultation")}));
   const auto& p = m.resource("Procedure", "procedure");
   EXPECT_EQ(str(p["reasonReference"][0]["reference"]),
-            "Condition?identifier=https://clinic.example/fhir/resource|CONS-2026-0001/condition");
+            "Condition?identifier=https%3A%2F%2Fclinic.example%2Ffhir%2Fresource|CONS-2026-0001%2Fcondition");
 }
 
 double charge_quantity(const test_support::mapped& m, std::string_view role) {

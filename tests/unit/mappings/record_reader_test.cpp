@@ -262,3 +262,80 @@ TEST(is_valid_npi, checks_the_luhn_digit_with_the_80840_prefix) {
 }
 
 }  // namespace
+
+namespace {
+
+// Issue 9: strings FHIR R4 forbids are refused at the reader, naming the field, never echoing it.
+// The example is edited as text so that raw bytes and \u escapes arrive exactly as written.
+std::string example_with(std::string_view kind, std::string_view from, std::string_view to) {
+  std::string text = test_support::read_text(test_support::source_path("mappings/examples/" + std::string(kind) + ".json"));
+  const auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+TEST(record_reader_strings, a_control_character_is_refused_naming_the_field) {
+  const auto r = read(example_with("consultation", "\"family\": \"Example\"", "\"family\": \"Exa\\u0007mple\""));
+  ASSERT_FALSE(r.record);
+  EXPECT_EQ(message_at(r, "consultation.patient.name.family"),
+            "holds the control character U+0007, which FHIR strings may not contain");
+  EXPECT_EQ(r.problems.at(0).message.find("Exa"), std::string::npos) << "the value is never echoed";
+}
+
+TEST(record_reader_strings, every_control_character_below_space_but_tab_cr_lf_is_refused_everywhere) {
+  for (int c = 0; c < 0x20; ++c) {
+    if (c == '\t' || c == '\r' || c == '\n') continue;
+    char escape[8];
+    std::snprintf(escape, sizeof escape, "\\u%04x", c);
+    const auto r = read(example_with("procedure", "\"location\": \"Procedure room 1\"",
+                                     "\"location\": \"Procedure " + std::string(escape) + "room 1\""));
+    EXPECT_FALSE(r.record) << c;
+    EXPECT_NE(message_at(r, "procedure.visit.location").find("control character"), std::string::npos) << c;
+  }
+}
+
+TEST(record_reader_strings, tab_and_line_breaks_stay_allowed_in_notes_but_not_in_one_line_fields) {
+  const std::string consultation = test_support::read_text(test_support::source_path("mappings/examples/consultation.json"));
+  std::string with_notes = consultation;
+  with_notes.insert(with_notes.find("\"record_id\""), "\"notes\": \"line one\\n\\tline two\\r\\n\",\n  ");
+  EXPECT_TRUE(read(with_notes).record) << "free text may run over lines";
+  const auto r = read(example_with("consultation", "\"mrn\": \"MRN-100234\"", "\"mrn\": \"MRN-100234\\n\""));
+  ASSERT_FALSE(r.record);
+  EXPECT_EQ(message_at(r, "consultation.patient.mrn"), "must be a single line (it holds a tab or a line break)");
+  const auto given = read(example_with("consultation", "\"Jordan\"", "\"Jor\\tdan\""));
+  EXPECT_EQ(message_at(given, "consultation.patient.name.given[0]"), "must be a single line (it holds a tab or a line break)");
+}
+
+TEST(record_reader_strings, invalid_utf8_is_refused_naming_the_field) {
+  for (const std::string bad : {std::string("\xff"), std::string("\xc3"), std::string("\xc0\xaf"), std::string("\xe0\x80\xaf"),
+                                std::string("\xf4\x90\x80\x80")}) {
+    const auto r = read(example_with("procedure", "\"lot\": \"C6211C3\"", "\"lot\": \"C62" + bad + "11C3\""));
+    ASSERT_FALSE(r.record);
+    EXPECT_EQ(message_at(r, "procedure.product.lot"), "is not valid UTF-8 text");
+  }
+  EXPECT_TRUE(read(example_with("procedure", "\"lot\": \"C6211C3\"", "\"lot\": \"C6211C3-\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"")).record)
+      << "é, € and an emoji are text";
+}
+
+TEST(record_reader_strings, a_lone_surrogate_is_refused) {
+  const auto low = read(example_with("consultation", "\"family\": \"Example\"", "\"family\": \"Ex\\udc00ample\""));
+  ASSERT_FALSE(low.record);
+  EXPECT_EQ(message_at(low, "consultation.patient.name.family"), "holds a lone UTF-16 surrogate, which is not a character");
+  const auto high = read(example_with("consultation", "\"family\": \"Example\"", "\"family\": \"Ex\\ud800ample\""));
+  ASSERT_FALSE(high.record) << "a high surrogate without its pair is refused by the parser, with its line and column";
+  EXPECT_NE(high.problems.at(0).message.find("malformed JSON at line"), std::string::npos) << high.problems.at(0).message;
+  EXPECT_TRUE(read(example_with("consultation", "\"family\": \"Example\"", "\"family\": \"Ex\\ud83d\\ude00ample\"")).record)
+      << "a surrogate pair is one character";
+}
+
+TEST(record_reader_strings, invalid_utf8_outside_the_fields_refuses_the_record) {
+  const std::string consultation = test_support::read_text(test_support::source_path("mappings/examples/consultation.json"));
+  std::string with_extra = consultation;
+  with_extra.insert(with_extra.find("\"record_id\""), "\"extra\": {\"k\": \"\xff\"},\n  ");
+  const auto r = read(with_extra);
+  ASSERT_FALSE(r.record);
+  EXPECT_EQ(r.problems.at(0).message, "the record is not valid UTF-8 text");
+}
+
+}  // namespace
