@@ -1,4 +1,4 @@
-// Iterative, depth-limited JSON parsing with readable error positions.
+// Depth-limited JSON parsing with readable error positions.
 #include "fhir/json_parse.h"
 
 #include <rapidjson/error/en.h>
@@ -53,7 +53,10 @@ std::string parse_with(rapidjson::Document& doc, std::string_view text) {
   };
   doc.Populate(generator);
   if (!result.IsError()) return {};
-  auto where = position_of(text, result.Offset());
+  // The recursive parser has consumed the bracket when it asks to descend; name the bracket itself.
+  std::size_t offset = result.Offset();
+  if (too_deep && offset > 0) --offset;
+  auto where = position_of(text, offset);
   std::string message = "malformed JSON at line " + std::to_string(where.line) + ", column " +
                         std::to_string(where.column) + ": ";
   if (too_deep) {
@@ -67,7 +70,10 @@ std::string parse_with(rapidjson::Document& doc, std::string_view text) {
 }  // namespace
 
 std::string parse_json(rapidjson::Document& doc, std::string_view text, parse_options options) {
-  constexpr unsigned base = rapidjson::kParseIterativeFlag;
+  // RapidJSON's recursive parser, which is the faster one: the depth limit above stops it before
+  // it recurses deeper than max_json_depth (it calls StartObject / StartArray before descending),
+  // so hostile nesting cannot exhaust the stack.
+  constexpr unsigned base = rapidjson::kParseDefaultFlags;
   constexpr unsigned checked = base | rapidjson::kParseValidateEncodingFlag;
   constexpr unsigned jsonc = rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag;
   if (options.allow_comments) {

@@ -21,5 +21,10 @@ std::string percent_encode(std::string_view text);
 // name=<system>|<code> for a token parameter (identifier, _tag), both parts escaped and encoded;
 // the "|" between them stays as it is, as FHIR writes it.
 std::string token_parameter(std::string_view name, std::string_view system, std::string_view code);
+// percent_encode(escape_search_value(value)), appended to `out`.
+void append_search_value(std::string& out, std::string_view value);
+// token_parameter, appended to `out`.
+void append_token_parameter(std::string& out, std::string_view name, std::string_view system,
+                            std::string_view code);
 
 }  // namespace fhir

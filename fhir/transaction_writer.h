@@ -5,6 +5,7 @@
 // Entries reference each other through deterministic urn:uuid fullUrls.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,10 +48,11 @@ class transaction_writer {
   void begin_bundle(std::string_view identifier_system, std::string_view identifier_value);
   void end_bundle();
 
-  // Opens an entry and its resource, writing resourceType, meta.tag and identifier as the type
-  // needs; `extra_tag` adds a tag of the caller's. The caller writes the remaining members into
-  // out(), then calls end_entry(). Returns the entry's fullUrl.
-  std::string begin_entry(const resource_key& key, write_mode mode, const coding* extra_tag = nullptr);
+  // Opens an entry and its resource, writing resourceType, meta (the profile it claims, its tags)
+  // and identifier as the type needs; `extra_tag` adds a tag of the caller's. The caller writes
+  // the remaining members into out(), then calls end_entry(). Returns the entry's fullUrl.
+  std::string begin_entry(const resource_key& key, write_mode mode, const coding* extra_tag = nullptr,
+                          std::string_view profile = {});
   void end_entry();
   // Copies a complete entry written elsewhere (its JSON object, request included).
   void append_entry(std::string_view entry_json);
@@ -65,9 +67,9 @@ class transaction_writer {
   json_writer& out_;
   std::vector<std::string> written_;
   std::size_t entries_ = 0;
-  resource_key open_key_;
+  std::string_view open_type_;
   write_mode open_mode_ = write_mode::create_if_absent;
-  std::string query_;
+  std::string query_;  // the open entry's search: "identifier=<system>|<value>", encoded
 };
 
 }  // namespace fhir

@@ -1,7 +1,13 @@
 // `map`: the offline path from record files through the reader, the checks and the mapper to
 // transaction Bundles, with every problem named by file, record and field.
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <optional>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "connector/cli/commands.h"
@@ -16,9 +22,31 @@
 namespace connector {
 namespace {
 
+// A Bundle is tens of kilobytes: it goes to the descriptor in one writev, not through stdio's
+// buffer (a copy of every byte, a twentieth of the command's time).
 void write_line(std::string_view text) {
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  char newline = '\n';
+  iovec parts[2] = {{const_cast<char*>(text.data()), text.size()}, {&newline, 1}};
+  int count = 2;
+  iovec* at = parts;
+  while (count > 0) {
+    const ssize_t n = ::writev(STDOUT_FILENO, at, count);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(std::string("cannot write the Bundles: ") + std::strerror(errno));
+    }
+    auto left = static_cast<std::size_t>(n);
+    while (count > 0 && left >= at->iov_len) {
+      left -= at->iov_len;
+      ++at;
+      --count;
+    }
+    if (count > 0) {
+      at->iov_base = static_cast<char*>(at->iov_base) + left;
+      at->iov_len -= left;
+    }
+  }
 }
 
 // What one record yields, for people: no patient data, only ids, counts and flags.

@@ -24,6 +24,30 @@ TEST(json_writer, escapes_strings) {
   EXPECT_EQ(w.view(), R"({"note":"a \"quoted\"\nline\\"})");
 }
 
+// The writer copies sixteen (or eight) bytes at a time when none needs escaping: a character that does is
+// escaped wherever it falls in the word, and bytes of UTF-8 text pass through.
+TEST(json_writer, escapes_a_special_character_at_every_position) {
+  const std::string specials[] = {"\"", "\\", std::string(1, '\0'), "\x01", "\x1f", "\n"};
+  const std::string escaped[] = {"\\\"", "\\\\", "\\u0000", "\\u0001", "\\u001F", "\\n"};
+  for (std::size_t k = 0; k < std::size(specials); ++k) {
+    for (std::size_t at = 0; at < 40; ++at) {
+      const std::string text = std::string(at, 'a') + specials[k] + "\xc3\xa9 tail text";
+      fhir::json_writer w;
+      w.string(text);
+      EXPECT_EQ(w.view(), "\"" + std::string(at, 'a') + escaped[k] + "\xc3\xa9 tail text\"") << k << " at " << at;
+    }
+  }
+  for (std::size_t length = 0; length < 50; ++length) {  // every tail length, long and short
+    const std::string plain(length, 'x');
+    fhir::json_writer w;
+    w.string(plain);
+    EXPECT_EQ(w.view(), "\"" + plain + "\"") << length;
+  }
+  fhir::json_writer w;
+  w.string(" !#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}~\x7f\x80\xff");
+  EXPECT_EQ(w.view(), "\" !#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}~\x7f\x80\xff\"") << "nothing else is escaped";
+}
+
 TEST(json_writer, keys_are_quoted_and_escaped_when_they_need_it) {
   fhir::json_writer w;
   w.begin_object();
