@@ -60,6 +60,10 @@ commands:
   log [--config FILE] [--follow] [--record ID] [--since TIME] [--json]
         The sync log, readably, across its rotated files. TIME: 2026-11-24T10:00Z, 2026-11-24,
         or an age: 90s, 15m, 2h, 3d. --follow keeps printing as the daemon writes.
+  profiles [--config FILE]
+        The StructureDefinitions of the connector's own extensions, under the configured
+        mapping.identifier_system, as one FHIR Bundle (collection) for the EHR's server or
+        validator. The shipped files (default base) are in mappings/profiles/.
 
 options:
   --help       this text
@@ -92,6 +96,7 @@ int main(int argc, char** argv) {
     if (command == "replay") return connector::run_replay(args);
     if (command == "config-check") return connector::run_config_check(args);
     if (command == "log") return connector::run_log(args);
+    if (command == "profiles") return connector::run_profiles(args);
   } catch (const std::exception& e) {
     // Start-up only (configuration, code tables): messages name files and settings, never data.
     std::fprintf(stderr, "migraine-connector: %s\n", e.what());

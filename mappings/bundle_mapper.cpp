@@ -60,6 +60,12 @@ bundle_mapper::bundle_mapper(mapping_config config, const code_tables& tables)
   systems_.organization = config_.organization_system();
   systems_.device = config_.device_system();
   systems_.provenance = config_.provenance_system();
+  // A relative extension URL in the tables is the connector's own: it lives under the identifier base.
+  auto resolve = [&](const std::string& url) {
+    return url.rfind("StructureDefinition/", 0) == 0 ? config_.identifier_system + "/" + url : url;
+  };
+  systems_.drug_class_extension = resolve(tables_.extensions().drug_class);
+  systems_.billing_modifier_extension = resolve(tables_.extensions().billing_modifier);
   for (const auto& [m, m_name] : muscle_names) {
     for (const auto& [s, s_name] : side_names) {
       fragments_.body_sites[static_cast<std::size_t>(m)][static_cast<std::size_t>(s)] =

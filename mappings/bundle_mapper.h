@@ -40,6 +40,9 @@ struct mapping_outcome {
 struct identifier_systems {
   std::string mrn, resource, record, organization, device, provenance;
   std::string npi = "http://hl7.org/fhir/sid/us-npi";
+  // The connector's own extensions, under the identifier base (mappings/profiles/ has their
+  // StructureDefinitions for the default base; `migraine-connector profiles` prints them for any).
+  std::string drug_class_extension, billing_modifier_extension;
 };
 
 // JSON written identically in many resources, rendered once per mapper.

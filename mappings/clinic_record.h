@@ -19,13 +19,36 @@ struct person_name {
   std::vector<std::string> given;
 };
 
+// How a phone number or e-mail address is used (FHIR ContactPoint.use).
+enum class contact_use { home, work, mobile };
+
+// OMB race and ethnicity categories, as US Core records them; "unknown" and "declined" say why none
+// is given.
+enum class race_category { american_indian_or_alaska_native, asian, black_or_african_american,
+                           native_hawaiian_or_other_pacific_islander, white, unknown, declined };
+enum class ethnicity_category { hispanic_or_latino, not_hispanic_or_latino, unknown, declined };
+
+struct postal_address {
+  std::vector<std::string> line;
+  std::optional<std::string> city;
+  std::optional<std::string> state;  // two-letter USPS code (checked)
+  std::optional<std::string> postal_code;
+  std::optional<std::string> country;
+};
+
 struct patient_info {
   std::string mrn;
   person_name name;
   std::string birth_date;  // YYYY-MM-DD, checked
   sex gender = sex::unknown;
   std::optional<std::string> phone;
+  std::optional<contact_use> phone_use;
   std::optional<std::string> email;
+  std::optional<contact_use> email_use;
+  std::optional<postal_address> address;
+  std::vector<race_category> race;
+  std::optional<ethnicity_category> ethnicity;
+  std::optional<std::string> language;  // BCP-47, e.g. "en", "es-MX"
 };
 
 struct clinician_info {

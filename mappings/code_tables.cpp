@@ -35,7 +35,8 @@ constexpr std::string_view fixed_keys[] = {
     "detected-issue/preventives-not-met", "detected-issue/insufficient-response",
     "detected-issue/possible-toxin-spread", "provenance-agent/assembler", "provenance-agent/author",
     "provenance-activity/create", "provenance-activity/update", "provenance-activity/nullify",
-    "retraction-tag/entered-in-error"};
+    "provenance-agent/transmitter", "encounter-participant/primary-performer", "retraction-tag/entered-in-error",
+    "observation-category/functional-status"};
 
 template <typename Table>
 void add_keys(std::vector<std::string>& keys, std::string_view prefix, const Table& table) {
@@ -50,6 +51,8 @@ std::vector<std::string> required_keys() {
   add_keys(keys, "drug-class/", drug_class_names);
   add_keys(keys, "muscle/", muscle_names);
   add_keys(keys, "side-effect/", side_effect_names);
+  add_keys(keys, "race/", race_names);
+  add_keys(keys, "ethnicity/", ethnicity_names);
   return keys;
 }
 
@@ -102,6 +105,7 @@ code_tables code_tables::parse(std::string_view json, std::string_view local_cod
 
   code_tables tables;
   for (const auto& [key, entry] : section(root, "concepts", source).members) {
+    if (key.rfind("$comment", 0) == 0) continue;  // notes for the terminologist
     const std::string where = "concepts." + key;
     if (!entry.is_object()) fail(source, where + " must be an object");
     fhir::codeable_concept c;
@@ -161,8 +165,10 @@ code_tables code_tables::parse(std::string_view json, std::string_view local_cod
 
   const auto& ext = section(root, "extensions", source);
   tables.extensions_.laterality = required_string(ext, "laterality", source, "extensions");
+  tables.extensions_.asserted_date = required_string(ext, "asserted-date", source, "extensions");
+  tables.extensions_.race = required_string(ext, "race", source, "extensions");
+  tables.extensions_.ethnicity = required_string(ext, "ethnicity", source, "extensions");
   tables.extensions_.drug_class = required_string(ext, "drug-class", source, "extensions");
-  tables.extensions_.trial_duration = required_string(ext, "trial-duration", source, "extensions");
   tables.extensions_.billing_modifier = required_string(ext, "billing-modifier", source, "extensions");
   return tables;
 }

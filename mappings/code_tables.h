@@ -24,10 +24,14 @@ struct diagnosis_entry {
   std::vector<fhir::coding> also;  // further codings of the same diagnosis
 };
 
+// Extension URLs as the tables give them. A relative one ("StructureDefinition/x") is the
+// connector's own and lives under mapping.identifier_system: the mapper resolves it.
 struct extension_urls {
   std::string laterality;
+  std::string asserted_date;
+  std::string race;
+  std::string ethnicity;
   std::string drug_class;
-  std::string trial_duration;
   std::string billing_modifier;
 };
 

@@ -14,6 +14,7 @@ void write_human_name(fhir::json_writer& out, const person_name& name,
   out.key("name");
   out.begin_array();
   out.begin_object();
+  out.member("use", "official");  // as the clinic's record keeps it
   out.member("family", name.family);
   out.key("given");
   out.begin_array();
@@ -68,32 +69,101 @@ void write_practitioner(record_context& ctx) {
   ctx.end();
 }
 
+void write_contact_point(fhir::json_writer& out, std::string_view system, const std::string& value,
+                         const std::optional<contact_use>& use) {
+  out.begin_object();
+  out.member("system", system);
+  out.member("value", value);
+  if (use) out.member("use", name_of(contact_use_names, *use));
+  out.end_object();
+}
+
+// US Core's race or ethnicity extension: each category as an ombCategory coding (unknown and
+// declined are NullFlavor codes the value set holds), and the text the extension requires.
+template <typename E, std::size_t N>
+void write_omb_extension(record_context& ctx, const std::string& url, std::string_view prefix,
+                         const name_table<E, N>& names, const std::vector<E>& values) {
+  auto& out = ctx.out;
+  out.begin_object();
+  out.member("url", url);
+  out.key("extension");
+  out.begin_array();
+  std::string text;
+  for (const E v : values) {
+    const auto& category = ctx.tables.concept_for(std::string(prefix) + std::string(name_of(names, v)));
+    out.begin_object();
+    out.member("url", "ombCategory");
+    out.key("valueCoding");
+    fhir::write_coding(out, category.codings.at(0));
+    out.end_object();
+    text += (text.empty() ? "" : ", ") + (category.text.empty() ? category.codings.at(0).display : category.text);
+  }
+  out.begin_object();
+  out.member("url", "text");
+  out.member("valueString", text);
+  out.end_object();
+  out.end_array();
+  out.end_object();
+}
+
 void write_patient(record_context& ctx) {
   auto& out = ctx.out;
   const auto& p = ctx.record.patient;
   // Matched on MRN and never overwritten: demographics belong to the EHR once it has the patient.
   ctx.patient = ctx.begin_shared({"Patient", ctx.systems.mrn, p.mrn});
+  if (!p.race.empty() || p.ethnicity) {
+    out.key("extension");
+    out.begin_array();
+    if (!p.race.empty()) write_omb_extension(ctx, ctx.tables.extensions().race, "race/", race_names, p.race);
+    if (p.ethnicity) {
+      write_omb_extension(ctx, ctx.tables.extensions().ethnicity, "ethnicity/", ethnicity_names,
+                          std::vector<ethnicity_category>{*p.ethnicity});
+    }
+    out.end_array();
+  }
   out.member_bool("active", true);
   write_human_name(out, p.name, std::nullopt);
   if (p.phone || p.email) {
     out.key("telecom");
     out.begin_array();
-    if (p.phone) {
-      out.begin_object();
-      out.member("system", "phone");
-      out.member("value", *p.phone);
-      out.end_object();
-    }
-    if (p.email) {
-      out.begin_object();
-      out.member("system", "email");
-      out.member("value", *p.email);
-      out.end_object();
-    }
+    if (p.phone) write_contact_point(out, "phone", *p.phone, p.phone_use);
+    if (p.email) write_contact_point(out, "email", *p.email, p.email_use);
     out.end_array();
   }
   out.member("gender", name_of(sex_names, p.gender));
   out.member("birthDate", p.birth_date);
+  if (p.address) {
+    const auto& a = *p.address;
+    out.key("address");
+    out.begin_array();
+    out.begin_object();
+    if (!a.line.empty()) {
+      out.key("line");
+      out.begin_array();
+      for (const auto& l : a.line) out.string(l);
+      out.end_array();
+    }
+    if (a.city) out.member("city", *a.city);
+    if (a.state) out.member("state", *a.state);
+    if (a.postal_code) out.member("postalCode", *a.postal_code);
+    if (a.country) out.member("country", *a.country);
+    out.end_object();
+    out.end_array();
+  }
+  if (p.language) {
+    out.key("communication");
+    out.begin_array();
+    out.begin_object();
+    out.key("language");
+    out.begin_object();
+    out.key("coding");
+    out.begin_array();
+    fhir::write_coding(out, {"urn:ietf:bcp:47", *p.language, ""});
+    out.end_array();
+    out.end_object();
+    out.end_object();
+    out.end_array();
+  }
   ctx.reference("managingOrganization", ctx.organization);
   ctx.end();
 }
@@ -107,7 +177,7 @@ void write_shared_resources(record_context& ctx) {
   write_patient(ctx);
 }
 
-void write_encounter(record_context& ctx, std::string_view type_key) {
+void write_encounter(record_context& ctx, std::string_view type_key, const std::string& reason) {
   auto& out = ctx.out;
   const auto& visit = ctx.record.visit;
   ctx.encounter = ctx.begin("Encounter", "encounter");
@@ -122,11 +192,18 @@ void write_encounter(record_context& ctx, std::string_view type_key) {
   out.key("participant");
   out.begin_array();
   out.begin_object();
+  out.key("type");
+  out.begin_array();
+  ctx.write_concept_value("encounter-participant/primary-performer");
+  out.end_array();
+  out.key("period");
+  fhir::write_period(out, visit.start.text, visit.end ? std::string_view(visit.end->text) : "");
   ctx.reference("individual", ctx.practitioner);
   out.end_object();
   out.end_array();
   out.key("period");
   fhir::write_period(out, visit.start.text, visit.end ? std::string_view(visit.end->text) : "");
+  if (!reason.empty()) ctx.reference_list("reasonReference", reason);
   if (visit.location) {
     out.key("location");
     out.begin_array();
@@ -149,6 +226,10 @@ std::string begin_observation(record_context& ctx, std::string_view role, std::s
   out.key("category");
   out.begin_array();
   ctx.write_concept_value("observation-category/survey");
+  // US Core's screening-assessment category for the disability instruments.
+  if (role == "observation/midas" || role == "observation/hit6") {
+    ctx.write_concept_value("observation-category/functional-status");
+  }
   out.end_array();
   ctx.write_concept("code", code_key);
   ctx.subject();
@@ -208,16 +289,19 @@ void write_provenance(record_context& ctx) {
   ctx.write_concept("activity", ctx.retracted ? "provenance-activity/nullify"
                                 : rec.revision > 1 ? "provenance-activity/update"
                                                    : "provenance-activity/create");
+  // The connector assembled the resources and transmits them, the clinician authored the record;
+  // all on behalf of the clinic.
   out.key("agent");
   out.begin_array();
-  out.begin_object();
-  ctx.write_concept("type", "provenance-agent/assembler");
-  ctx.reference("who", ctx.device);
-  out.end_object();
-  out.begin_object();
-  ctx.write_concept("type", "provenance-agent/author");
-  ctx.reference("who", ctx.practitioner);
-  out.end_object();
+  for (const auto& [type, who] : {std::pair{"provenance-agent/assembler", &ctx.device},
+                                  std::pair{"provenance-agent/transmitter", &ctx.device},
+                                  std::pair{"provenance-agent/author", &ctx.practitioner}}) {
+    out.begin_object();
+    ctx.write_concept("type", type);
+    ctx.reference("who", *who);
+    ctx.reference("onBehalfOf", ctx.organization);
+    out.end_object();
+  }
   out.end_array();
   out.key("entity");
   out.begin_array();

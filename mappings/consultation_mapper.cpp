@@ -11,6 +11,15 @@ void write_condition(record_context& ctx, const consultation& c) {
   auto& out = ctx.out;
   const diagnosis_entry& dx = *ctx.tables.diagnosis(c.diagnosis_code);  // checked by the reader
   ctx.begin("Condition", "condition");
+  // When the clinician asserted the diagnosis (R4 core's extension; US Core's Condition
+  // Encounter Diagnosis profile lists it as must-support).
+  out.key("extension");
+  out.begin_array();
+  out.begin_object();
+  out.member("url", ctx.tables.extensions().asserted_date);
+  out.member("valueDateTime", ctx.record.visit.start.text);
+  out.end_object();
+  out.end_array();
   // con-5: clinicalStatus must be absent when the condition is entered-in-error.
   if (!ctx.retracted) ctx.write_concept("clinicalStatus", "condition-clinical/active");
   ctx.write_concept("verificationStatus", ctx.retracted ? "condition-verification/entered-in-error"
@@ -39,22 +48,16 @@ void write_condition(record_context& ctx, const consultation& c) {
 
 void write_prior_preventive(record_context& ctx, const prior_preventive& p, std::size_t index) {
   auto& out = ctx.out;
-  const auto& ext = ctx.tables.extensions();
   ctx.begin("MedicationStatement", "medication-statement/" + std::to_string(index));
+  // HL7 has no element or extension for a drug's class on R4 MedicationStatement: the
+  // connector's own, whose StructureDefinition ships in mappings/profiles/.
   out.key("extension");
   out.begin_array();
   out.begin_object();
-  out.member("url", ext.drug_class);
+  out.member("url", ctx.systems.drug_class_extension);
   out.key("valueCodeableConcept");
   ctx.write_concept_value("drug-class/" + std::string(name_of(drug_class_names, p.klass)));
   out.end_object();
-  if (p.weeks) {
-    out.begin_object();
-    out.member("url", ext.trial_duration);
-    out.key("valueDuration");
-    fhir::write_ucum_quantity(out, *p.weeks, "weeks", "wk");
-    out.end_object();
-  }
   out.end_array();
   // Contraindicated drugs were never taken; ongoing ones still are.
   std::string_view status = "stopped";
@@ -75,6 +78,22 @@ void write_prior_preventive(record_context& ctx, const prior_preventive& p, std:
   ctx.reference("context", ctx.encounter);
   out.member("dateAsserted", ctx.record.visit.start.text);
   ctx.reference("informationSource", ctx.practitioner);
+  if (p.weeks) {
+    // How long the trial lasted: the dosage's timing bounds, a standard element.
+    out.key("dosage");
+    out.begin_array();
+    out.begin_object();
+    out.key("timing");
+    out.begin_object();
+    out.key("repeat");
+    out.begin_object();
+    out.key("boundsDuration");
+    fhir::write_ucum_quantity(out, *p.weeks, "weeks", "wk");
+    out.end_object();
+    out.end_object();
+    out.end_object();
+    out.end_array();
+  }
   ctx.end();
 }
 
@@ -97,9 +116,10 @@ void write_triggers(record_context& ctx, const std::vector<std::string>& trigger
 
 void write_consultation(record_context& ctx, const consultation& c) {
   auto& out = ctx.out;
-  write_encounter(ctx, "encounter-type/consultation");
-  write_condition(ctx, c);
+  // The visit was for the diagnosis it confirms (a reference forward to the entry below).
   const std::string condition = fhir::urn_uuid_for(ctx.own_key("Condition", "condition"));
+  write_encounter(ctx, "encounter-type/consultation", condition);
+  write_condition(ctx, c);
 
   const std::string headache_days = write_integer_observation(
       ctx, "observation/headache-days", "observation/headache-days", c.headache_days_per_month);

@@ -22,6 +22,24 @@ inline constexpr name_table<record_status, 3> record_status_names{{
 inline constexpr name_table<sex, 4> sex_names{{
     {sex::female, "female"}, {sex::male, "male"}, {sex::other, "other"}, {sex::unknown, "unknown"}}};
 
+inline constexpr name_table<contact_use, 3> contact_use_names{{
+    {contact_use::home, "home"}, {contact_use::work, "work"}, {contact_use::mobile, "mobile"}}};
+
+inline constexpr name_table<race_category, 7> race_names{{
+    {race_category::american_indian_or_alaska_native, "american-indian-or-alaska-native"},
+    {race_category::asian, "asian"},
+    {race_category::black_or_african_american, "black-or-african-american"},
+    {race_category::native_hawaiian_or_other_pacific_islander, "native-hawaiian-or-other-pacific-islander"},
+    {race_category::white, "white"},
+    {race_category::unknown, "unknown"},
+    {race_category::declined, "declined"}}};
+
+inline constexpr name_table<ethnicity_category, 4> ethnicity_names{{
+    {ethnicity_category::hispanic_or_latino, "hispanic-or-latino"},
+    {ethnicity_category::not_hispanic_or_latino, "not-hispanic-or-latino"},
+    {ethnicity_category::unknown, "unknown"},
+    {ethnicity_category::declined, "declined"}}};
+
 inline constexpr name_table<drug_class, 8> drug_class_names{{
     {drug_class::beta_blocker, "beta-blocker"},
     {drug_class::anticonvulsant, "anticonvulsant"},

@@ -103,7 +103,7 @@ void write_follow_up(record_context& ctx, const follow_up& f) {
   const response_assessment r = assess_response(f, ctx.record, ctx.history);
   const reviewed_session session = reviewed_references(ctx, f, r);
 
-  write_encounter(ctx, "encounter-type/follow-up");
+  write_encounter(ctx, "encounter-type/follow-up", session.procedure);
   const std::string headache_days = write_integer_observation(
       ctx, "observation/headache-days", "observation/headache-days", f.headache_days_per_month);
   write_integer_observation(ctx, "observation/migraine-days", "observation/migraine-days",

@@ -2,6 +2,7 @@
 #include "mappings/preempt.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -38,8 +39,9 @@ bool matches_preempt_layout(const std::vector<injection>& listed) {
 
 std::string format_units(double units) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.10g", units);
-  return buf;
+  // As printf's %.10g would write it, without printf's cost (this is on every administration).
+  const auto end = std::to_chars(buf, buf + sizeof buf, units, std::chars_format::general, 10).ptr;
+  return std::string(buf, end);
 }
 
 }  // namespace mappings

@@ -37,14 +37,18 @@ std::string write_medication(record_context& ctx, const procedure& p) {
   return url;
 }
 
-void write_reason(record_context& ctx, const procedure& p) {
-  auto& out = ctx.out;
-  // The consultation's Condition when the connector has seen it (so the EHR has it too);
-  // otherwise the reason as a concept, since a dangling conditional reference fails the whole
-  // transaction.
+// The consultation this session follows, when the connector has delivered it (so the EHR has its
+// resources too); a conditional reference to anything else would fail the whole transaction.
+const clinic_record* consultation_seen(const record_context& ctx, const procedure& p) {
   const clinic_record* consult =
       p.consultation_record_id ? ctx.history.find(*p.consultation_record_id) : nullptr;
-  if (consult != nullptr && consult->body.index() == consultation_kind) {
+  return consult != nullptr && consult->body.index() == consultation_kind ? consult : nullptr;
+}
+
+// The consultation's Condition when it was seen; otherwise the reason as a concept.
+void write_reason(record_context& ctx, const procedure& p) {
+  auto& out = ctx.out;
+  if (const clinic_record* consult = consultation_seen(ctx, p)) {
     ctx.reference_list("reasonReference", fhir::conditional_reference(
                                    ctx.key_of(consult->record_id, "Condition", "condition")));
   } else {
@@ -55,12 +59,24 @@ void write_reason(record_context& ctx, const procedure& p) {
   }
 }
 
+// The treatment course the consultation planned, when it recommended Botox.
+void write_based_on(record_context& ctx, const procedure& p) {
+  const clinic_record* consult = consultation_seen(ctx, p);
+  if (consult == nullptr ||
+      std::get<consultation>(consult->body).decision != consultation_decision::recommend_botox) {
+    return;
+  }
+  ctx.reference_list("basedOn", fhir::conditional_reference(ctx.key_of(
+                                    consult->record_id, "ServiceRequest", "service-request/treatment-course")));
+}
+
 std::string write_procedure_resource(record_context& ctx, const procedure& p,
                                      const std::vector<site_dose>& doses,
                                      const std::string& medication) {
   auto& out = ctx.out;
   const auto& visit = ctx.record.visit;
   std::string url = ctx.begin("Procedure", "procedure");
+  write_based_on(ctx, p);
   out.member("status", ctx.status("completed"));
   ctx.write_concept("code", "procedure/chemodenervation");
   ctx.subject();
@@ -115,11 +131,12 @@ void write_charge(record_context& ctx, std::string_view role, std::string_view c
   auto& out = ctx.out;
   ctx.begin("ChargeItem", role);
   if (!modifier_key.empty()) {
-    // R4 ChargeItem has no modifier element: the HCPCS modifier travels as an extension.
+    // R4 ChargeItem has no modifier element and HL7 no extension for one: the HCPCS modifier
+    // travels in the connector's own (StructureDefinition in mappings/profiles/).
     out.key("extension");
     out.begin_array();
     out.begin_object();
-    out.member("url", ctx.tables.extensions().billing_modifier);
+    out.member("url", ctx.systems.billing_modifier_extension);
     out.key("valueCodeableConcept");
     ctx.write_concept_value(modifier_key);
     out.end_object();
@@ -191,7 +208,11 @@ void write_next_session(record_context& ctx, const procedure& p) {
 
 void write_procedure(record_context& ctx, const procedure& p) {
   const std::vector<site_dose> doses = p.doses_by_site();
-  write_encounter(ctx, "encounter-type/procedure");
+  const clinic_record* consult = consultation_seen(ctx, p);
+  write_encounter(ctx, "encounter-type/procedure",
+                  consult == nullptr ? std::string()
+                                     : fhir::conditional_reference(ctx.key_of(
+                                           consult->record_id, "Condition", "condition")));
   const std::string medication = write_medication(ctx, p);
   const std::string procedure_url = write_procedure_resource(ctx, p, doses, medication);
   write_administrations(ctx, doses, medication, procedure_url);

@@ -1,6 +1,8 @@
 // Keys, write modes and shorthands shared by every resource writer.
 #include "mappings/record_context.h"
 
+#include "mappings/us_core.h"
+
 namespace mappings {
 
 record_context::record_context(const clinic_record& rec, const patient_history& hist,
@@ -42,7 +44,7 @@ std::string record_context::begin(std::string_view type, std::string_view role) 
       retracted && type == "AdverseEvent"
           ? &tables.concept_for("retraction-tag/entered-in-error").codings.at(0)
           : nullptr;
-  std::string url = bundle.begin_entry(own_key(type, role), mode, retraction_tag);
+  std::string url = bundle.begin_entry(own_key(type, role), mode, retraction_tag, us_core_profile(type, role));
   count(type);
   own_resources.push_back(url);
   return url;
@@ -50,7 +52,7 @@ std::string record_context::begin(std::string_view type, std::string_view role) 
 
 std::string record_context::begin_shared(const fhir::resource_key& key) {
   count(key.type);
-  return bundle.begin_entry(key, fhir::write_mode::create_if_absent);
+  return bundle.begin_entry(key, fhir::write_mode::create_if_absent, nullptr, us_core_profile(key.type, ""));
 }
 
 std::string_view record_context::status(std::string_view normal) const {
@@ -73,6 +75,7 @@ void record_context::reference_list(std::string_view member, std::string_view re
   fhir::write_reference(out, ref);
   out.end_array();
 }
+
 
 void record_context::performer_actor() {
   out.key("performer");

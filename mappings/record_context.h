@@ -70,11 +70,13 @@ class record_context {
 
  private:
   void count(std::string_view type);
+
 };
 
 // Resource writers shared by all record kinds (common_resources.cpp).
 void write_shared_resources(record_context& ctx);
-void write_encounter(record_context& ctx, std::string_view type_key);
+// `reason`: a reference to the Condition or Procedure the visit was for, or empty.
+void write_encounter(record_context& ctx, std::string_view type_key, const std::string& reason);
 // Opens an Observation with status, category, code, subject, encounter, effective time and
 // performer written; the caller adds value[x] and the rest, then calls ctx.end().
 std::string begin_observation(record_context& ctx, std::string_view role, std::string_view code_key);

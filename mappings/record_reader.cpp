@@ -75,6 +75,16 @@ enum class text_kind { single_line, free_text };
 // code point, never the text around it.
 std::string string_problem(std::string_view s, text_kind kind) {
   for (std::size_t i = 0; i < s.size();) {
+    // Eight printable ASCII bytes at a time (nearly all text): none below 0x20, none above 0x7F.
+    if (s.size() - i >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+      if (((w | ((w - ones * 0x20) & ~w)) & highs) == 0) {
+        i += 8;
+        continue;
+      }
+    }
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x20) {
       if (c == '\t' || c == '\r' || c == '\n') {
@@ -346,17 +356,99 @@ person_name read_name(problem_sink& sink, const Value& owner) {
   return name;
 }
 
+// BCP-47 as US Core's simple-language value set has it: a 2-3 letter lower-case language, then
+// optional subtags of 2-8 letters or digits ("en", "es-MX", "zh-Hant").
+bool is_language_tag(std::string_view s) {
+  std::size_t part = 0, length = 0;
+  for (std::size_t i = 0; i <= s.size(); ++i) {
+    if (i == s.size() || s[i] == '-') {
+      if (part == 0 ? (length < 2 || length > 3) : (length < 2 || length > 8)) return false;
+      ++part;
+      length = 0;
+      continue;
+    }
+    const char c = s[i];
+    const bool ok = part == 0 ? (c >= 'a' && c <= 'z') : std::isalnum(static_cast<unsigned char>(c)) != 0;
+    if (!ok) return false;
+    ++length;
+  }
+  return true;
+}
+
+void read_address(problem_sink& sink, const Value& patient, patient_info& p) {
+  const Value* obj = read_object(sink, patient, "address", need::optional);
+  if (obj == nullptr) return;
+  auto f = sink.field("address");
+  check_known_fields(sink, *obj, {"line", "city", "state", "postal_code", "country"});
+  postal_address a;
+  a.line = read_string_array(sink, *obj, "line", need::optional, false);
+  if (a.line.size() > 4) {
+    auto at = sink.field("line");
+    sink.report("value", "must hold at most 4 lines");
+  }
+  a.city = read_string(sink, *obj, "city", need::optional);
+  a.state = read_string(sink, *obj, "state", need::optional);
+  a.postal_code = read_string(sink, *obj, "postal_code", need::optional);
+  a.country = read_string(sink, *obj, "country", need::optional);
+  if (a.line.empty() && !a.city && !a.state && !a.postal_code && !a.country) {
+    sink.report("required", "must give at least one of line, city, state, postal_code, country");
+    return;
+  }
+  p.address = std::move(a);
+}
+
+void read_race(problem_sink& sink, const Value& patient, patient_info& p) {
+  const Value* arr = read_array(sink, patient, "race", need::optional);
+  if (arr == nullptr) return;
+  auto f = sink.field("race");
+  for (rapidjson::SizeType i = 0; i < arr->Size(); ++i) {
+    auto at = sink.index(i);
+    const Value& item = (*arr)[i];
+    const auto r = item.IsString() ? parse_name(race_names, {item.GetString(), item.GetStringLength()}) : std::nullopt;
+    if (!r) {
+      std::string allowed;
+      for (const auto& [value, spelled] : race_names) allowed += (allowed.empty() ? "" : ", ") + std::string(spelled);
+      sink.report("code-invalid", "must be one of: " + allowed);
+      continue;
+    }
+    if (std::find(p.race.begin(), p.race.end(), *r) != p.race.end()) {
+      sink.report("value", "is listed twice");
+      continue;
+    }
+    p.race.push_back(*r);
+  }
+  const bool reason = std::any_of(p.race.begin(), p.race.end(), [](race_category r) {
+    return r == race_category::unknown || r == race_category::declined;
+  });
+  if (reason && p.race.size() > 1) sink.report("value", "unknown or declined must stand alone");
+}
+
 void read_patient(problem_sink& sink, const Value& root, patient_info& p) {
   const Value* obj = read_object(sink, root, "patient", need::required);
   if (obj == nullptr) return;
   auto f = sink.field("patient");
-  check_known_fields(sink, *obj, {"mrn", "name", "birth_date", "sex", "phone", "email"});
+  check_known_fields(sink, *obj, {"mrn", "name", "birth_date", "sex", "phone", "phone_use", "email", "email_use",
+                                  "address", "race", "ethnicity", "language"});
   p.mrn = read_string(sink, *obj, "mrn", need::required).value_or("");
   p.name = read_name(sink, *obj);
   if (auto d = read_date(sink, *obj, "birth_date", need::required)) p.birth_date = d->iso();
   p.gender = read_enum(sink, *obj, "sex", need::required, sex_names).value_or(sex::unknown);
   p.phone = read_string(sink, *obj, "phone", need::optional);
+  p.phone_use = read_enum(sink, *obj, "phone_use", need::optional, contact_use_names);
+  if (p.phone_use && !p.phone) sink.report_field("phone_use", "required", "is given without phone");
   p.email = read_string(sink, *obj, "email", need::optional);
+  p.email_use = read_enum(sink, *obj, "email_use", need::optional, contact_use_names);
+  if (p.email_use && !p.email) sink.report_field("email_use", "required", "is given without email");
+  read_address(sink, *obj, p);
+  read_race(sink, *obj, p);
+  p.ethnicity = read_enum(sink, *obj, "ethnicity", need::optional, ethnicity_names);
+  if (auto lang = read_string(sink, *obj, "language", need::optional)) {
+    if (is_language_tag(*lang)) {
+      p.language = std::move(*lang);
+    } else {
+      sink.report_field("language", "value", "must be a BCP-47 language tag such as en or es-MX");
+    }
+  }
 }
 
 void read_clinician(problem_sink& sink, const Value& root, clinician_info& c) {

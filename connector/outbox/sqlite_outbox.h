@@ -33,7 +33,8 @@ class sqlite_outbox final : public outbox {
  public:
   // Opens or creates the store. Throws store_error.
   explicit sqlite_outbox(const std::string& path, sqlite_options options = {});
-  sqlite_outbox(const std::string& path, bool full_sync) : sqlite_outbox(path, sqlite_options{full_sync}) {}
+  sqlite_outbox(const std::string& path, bool full_sync)
+      : sqlite_outbox(path, sqlite_options{.full_sync = full_sync, .on_busy = {}}) {}
 
   std::vector<enqueue_result> enqueue(const std::vector<inbound_record>& records,
                                       const std::vector<quarantined_record>& quarantined,

@@ -46,11 +46,13 @@ function toCoding(c) {
 
 // key -> CodeableConcept, built once and shared by every resource that uses it.
 const CONCEPT = {};
+const CONCEPT_ENTRY = {};
 for (const [key, entry] of Object.entries(tablesJson.concepts)) {
   const cc = {};
   if (entry.codings && entry.codings.length) cc.coding = entry.codings.map(toCoding);
   if (entry.text) cc.text = entry.text;
   CONCEPT[key] = cc;
+  if (entry.codings) CONCEPT_ENTRY[key] = { codings: entry.codings.map(toCoding), text: entry.text };
 }
 const DIAGNOSES = {};
 for (const [code, d] of Object.entries(tablesJson.diagnoses)) {
@@ -61,18 +63,40 @@ for (const [ndc11, p] of Object.entries(tablesJson.products)) {
   if (ndc11 !== '$comment') PRODUCTS[ndc11] = { ndc10: p.ndc10, units: p.vial_units, display: p.display };
 }
 const COUNTED_CLASSES = new Set(tablesJson.counted_preventive_classes.classes);
+// A relative extension URL is the connector's own, under the identifier base.
+const ownExtension = (url) => (url.startsWith('StructureDefinition/') ? `${BASE}/${url}` : url);
 const EXT = {
   laterality: tablesJson.extensions.laterality,
-  drugClass: tablesJson.extensions['drug-class'],
-  trialDuration: tablesJson.extensions['trial-duration'],
-  billingModifier: tablesJson.extensions['billing-modifier'],
+  assertedDate: tablesJson.extensions['asserted-date'],
+  race: tablesJson.extensions.race,
+  ethnicity: tablesJson.extensions.ethnicity,
+  drugClass: ownExtension(tablesJson.extensions['drug-class']),
+  billingModifier: ownExtension(tablesJson.extensions['billing-modifier']),
 };
+const US_CORE = 'http://hl7.org/fhir/us/core/StructureDefinition/';
+const PROFILES = {
+  Patient: 'us-core-patient', Practitioner: 'us-core-practitioner', Organization: 'us-core-organization',
+  Encounter: 'us-core-encounter', Condition: 'us-core-condition-encounter-diagnosis',
+  Procedure: 'us-core-procedure', ServiceRequest: 'us-core-servicerequest', Medication: 'us-core-medication',
+  Provenance: 'us-core-provenance',
+};
+const INSTRUMENTS = new Set(['observation/pain-severity', 'observation/midas', 'observation/hit6']);
+function usCoreProfile(type, role) {
+  if (type === 'Observation') {
+    return US_CORE + (INSTRUMENTS.has(role) ? 'us-core-observation-screening-assessment' : 'us-core-simple-observation');
+  }
+  return PROFILES[type] ? US_CORE + PROFILES[type] : '';
+}
 
 // --- contract enums and clinical constants ----------------------------------------------------
 
 const KINDS = ['consultation', 'procedure', 'follow_up'];
 const STATUSES = ['final', 'amended', 'entered-in-error'];
 const SEXES = ['female', 'male', 'other', 'unknown'];
+const CONTACT_USES = ['home', 'work', 'mobile'];
+const RACES = ['american-indian-or-alaska-native', 'asian', 'black-or-african-american',
+  'native-hawaiian-or-other-pacific-islander', 'white', 'unknown', 'declined'];
+const ETHNICITIES = ['hispanic-or-latino', 'not-hispanic-or-latino', 'unknown', 'declined'];
 const DRUG_CLASSES = ['beta-blocker', 'anticonvulsant', 'antidepressant', 'calcium-channel-blocker',
   'arb-ace-inhibitor', 'cgrp-monoclonal-antibody', 'gepant', 'other'];
 const OUTCOMES = ['ineffective', 'not-tolerated', 'contraindicated', 'ongoing'];
@@ -102,7 +126,9 @@ const KIND_FIELDS = {
     'baseline_headache_days_per_month']),
 };
 const FIELDS = {
-  patient: new Set(['mrn', 'name', 'birth_date', 'sex', 'phone', 'email']),
+  patient: new Set(['mrn', 'name', 'birth_date', 'sex', 'phone', 'phone_use', 'email', 'email_use',
+    'address', 'race', 'ethnicity', 'language']),
+  address: new Set(['line', 'city', 'state', 'postal_code', 'country']),
   clinician: new Set(['npi', 'name', 'credentials']),
   name: new Set(['family', 'given']),
   visit: new Set(['start', 'end', 'location']),
@@ -198,8 +224,12 @@ function urnUuid(type, system, value) {
     `${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-const conditionalRef = (type, recordId, role) =>
-  `${type}?identifier=${SYS.resource}|${recordId}/${role}`;
+// A token search value as FHIR search escapes it (\ before , | $ \) and then percent-encoded.
+const searchValue = (v) => encodeURIComponent(v.replace(/[\\,|$]/g, (c) => `\\${c}`))
+  .replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+const tokenQuery = (type, system, value) =>
+  `${type === 'Provenance' ? '_tag' : 'identifier'}=${searchValue(system)}|${searchValue(value)}`;
+const conditionalRef = (type, recordId, role) => `${type}?${tokenQuery(type, SYS.resource, `${recordId}/${role}`)}`;
 const ref = (url) => ({ reference: url });
 
 function validNpi(npi) {
@@ -344,6 +374,29 @@ function checkEnvelope(r, kind, rec) {
   oneOf(p, 'sex', pAt, true, SEXES);
   str(p, 'phone', pAt, false);
   str(p, 'email', pAt, false);
+  if (oneOf(p, 'phone_use', pAt, false, CONTACT_USES) !== undefined && p.phone === undefined) {
+    reject(`${pAt}.phone_use`, 'is given without phone');
+  }
+  if (oneOf(p, 'email_use', pAt, false, CONTACT_USES) !== undefined && p.email === undefined) {
+    reject(`${pAt}.email_use`, 'is given without email');
+  }
+  const a = object(p, 'address', pAt, false);
+  if (a !== undefined) {
+    knownFields(a, `${pAt}.address`, FIELDS.address);
+    if (Object.keys(a).length === 0) reject(`${pAt}.address`, 'must give at least one of line, city, state, postal_code, country');
+  }
+  const race = array(p, 'race', pAt, false);
+  if (race !== undefined) {
+    race.forEach((v, i) => { if (!RACES.includes(v)) reject(`${pAt}.race[${i}]`, 'is not an OMB race category'); });
+    if (race.length > 1 && (race.includes('unknown') || race.includes('declined'))) {
+      reject(`${pAt}.race`, 'unknown or declined must stand alone');
+    }
+  }
+  oneOf(p, 'ethnicity', pAt, false, ETHNICITIES);
+  const language = str(p, 'language', pAt, false);
+  if (language !== undefined && !/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(language)) {
+    reject(`${pAt}.language`, 'must be a BCP-47 language tag such as en or es-MX');
+  }
 
   const c = object(r, 'clinician', kind, true);
   const cAt = `${kind}.clinician`;
@@ -764,38 +817,39 @@ function newContext(rec, history) {
   };
 }
 
-function identifierOf(type, system, value) {
-  if (type === 'Provenance') return ['meta', { tag: [{ system, code: value }] }];
-  const id = { system, value };
-  return ['identifier', type === 'AdverseEvent' ? id : [id]];
-}
+// Provenance and AdverseEvent are matched on a tag (the searchable token they have); every type
+// but Provenance also carries the identifier.
+const MATCHED_BY_TAG = new Set(['Provenance', 'AdverseEvent']);
+const RETRACTION_TAG = CONCEPT_ENTRY['retraction-tag/entered-in-error'].codings[0];
 
-// Adds an entry and returns it; the caller fills entry.resource. `mode`: POST, PUT or DELETE.
-function addEntry(ctx, type, system, value, mode) {
-  const query = `${type === 'Provenance' ? '_tag' : 'identifier'}=${system}|${value}`;
-  if (mode === 'DELETE') {
-    const entry = { request: { method: 'DELETE', url: `${type}?${query}` } };
-    ctx.entries.push(entry);
-    return entry;
-  }
+// Adds an entry and returns it; the caller fills entry.resource. `mode`: POST or PUT.
+function addEntry(ctx, type, system, value, mode, role = '', retractionTag = false) {
+  const query = tokenQuery(type, system, value);
   const fullUrl = urnUuid(type, system, value);
-  const [idKey, idValue] = identifierOf(type, system, value);
   const request = mode === 'POST'
     ? { method: 'POST', url: type, ifNoneExist: query }
     : { method: 'PUT', url: `${type}?${query}` };
-  const entry = { fullUrl, resource: { resourceType: type, [idKey]: idValue }, request };
+  const resource = { resourceType: type };
+  const profile = usCoreProfile(type, role);
+  const tag = [];
+  if (MATCHED_BY_TAG.has(type)) tag.push({ system, code: value });
+  if (retractionTag) tag.push(RETRACTION_TAG);
+  if (profile || tag.length) {
+    resource.meta = {};
+    if (profile) resource.meta.profile = [profile];
+    if (tag.length) resource.meta.tag = tag;
+  }
+  if (type !== 'Provenance') resource.identifier = type === 'AdverseEvent' ? { system, value } : [{ system, value }];
+  const entry = { fullUrl, resource, request };
   ctx.entries.push(entry);
   return entry;
 }
 
 // This record's own resource for `role` (create for a first revision, upsert for an amendment;
-// a retracted AdverseEvent, which has no status, is deleted and null is returned).
+// a retracted AdverseEvent, which has no status, carries the entered-in-error tag).
 function ownResource(ctx, type, role) {
-  if (ctx.rec.retracted && type === 'AdverseEvent') {
-    addEntry(ctx, type, SYS.resource, `${ctx.rec.id}/${role}`, 'DELETE');
-    return null;
-  }
-  const entry = addEntry(ctx, type, SYS.resource, `${ctx.rec.id}/${role}`, ctx.upsert ? 'PUT' : 'POST');
+  const entry = addEntry(ctx, type, SYS.resource, `${ctx.rec.id}/${role}`, ctx.upsert ? 'PUT' : 'POST', role,
+    ctx.rec.retracted && type === 'AdverseEvent');
   ctx.own.push(entry.fullUrl);
   return entry;
 }
@@ -805,9 +859,27 @@ const note = (text) => [{ text }];
 const ucum = (value, unit, code) => ({ value, unit, system: SYS.ucum, code });
 
 function humanName(n, suffix) {
-  const name = { family: n.family, given: n.given };
+  const name = { use: 'official', family: n.family, given: n.given };
   if (suffix !== undefined) name.suffix = [suffix];
   return [name];
+}
+
+function contactPoint(system, value, use) {
+  const c = { system, value };
+  if (use !== undefined) c.use = use;
+  return c;
+}
+
+function ombExtension(url, prefix, values) {
+  const extension = [];
+  const text = [];
+  for (const v of values) {
+    const concept = CONCEPT_ENTRY[`${prefix}/${v}`];
+    extension.push({ url: 'ombCategory', valueCoding: concept.codings[0] });
+    text.push(concept.text ?? concept.codings[0].display);
+  }
+  extension.push({ url: 'text', valueString: text.join(', ') });
+  return { url, extension };
 }
 
 function addSharedResources(ctx) {
@@ -834,15 +906,33 @@ function addSharedResources(ctx) {
   const patient = addEntry(ctx, 'Patient', SYS.mrn, p.mrn, 'POST');
   ctx.patient = patient.fullUrl;
   const r = patient.resource;
+  if (p.race !== undefined || p.ethnicity !== undefined) {
+    r.extension = [];
+    if (p.race !== undefined) r.extension.push(ombExtension(EXT.race, 'race', p.race));
+    if (p.ethnicity !== undefined) r.extension.push(ombExtension(EXT.ethnicity, 'ethnicity', [p.ethnicity]));
+  }
   r.active = true;
   r.name = humanName(p.name);
   if (p.phone !== undefined || p.email !== undefined) {
     r.telecom = [];
-    if (p.phone !== undefined) r.telecom.push({ system: 'phone', value: p.phone });
-    if (p.email !== undefined) r.telecom.push({ system: 'email', value: p.email });
+    if (p.phone !== undefined) r.telecom.push(contactPoint('phone', p.phone, p.phone_use));
+    if (p.email !== undefined) r.telecom.push(contactPoint('email', p.email, p.email_use));
   }
   r.gender = p.sex;
   r.birthDate = p.birth_date;
+  if (p.address !== undefined) {
+    const a = p.address;
+    const address = {};
+    if (a.line !== undefined && a.line.length) address.line = a.line;
+    if (a.city !== undefined) address.city = a.city;
+    if (a.state !== undefined) address.state = a.state;
+    if (a.postal_code !== undefined) address.postalCode = a.postal_code;
+    if (a.country !== undefined) address.country = a.country;
+    r.address = [address];
+  }
+  if (p.language !== undefined) {
+    r.communication = [{ language: { coding: [{ system: 'urn:ietf:bcp:47', code: p.language }] } }];
+  }
   r.managingOrganization = ref(ctx.organization);
 }
 
@@ -852,7 +942,7 @@ function period(rec) {
   return p;
 }
 
-function addEncounter(ctx, typeKey) {
+function addEncounter(ctx, typeKey, reason = '') {
   const { rec } = ctx;
   const e = ownResource(ctx, 'Encounter', 'encounter');
   ctx.encounter = e.fullUrl;
@@ -861,8 +951,13 @@ function addEncounter(ctx, typeKey) {
   r.class = CONCEPT['encounter-class/ambulatory'].coding[0];
   r.type = [CONCEPT[typeKey]];
   r.subject = ref(ctx.patient);
-  r.participant = [{ individual: ref(ctx.practitioner) }];
+  r.participant = [{
+    type: [CONCEPT['encounter-participant/primary-performer']],
+    period: period(rec),
+    individual: ref(ctx.practitioner),
+  }];
   r.period = period(rec);
+  if (reason) r.reasonReference = [ref(reason)];
   if (rec.raw.visit.location !== undefined) r.location = [{ location: { display: rec.raw.visit.location } }];
   r.serviceProvider = ref(ctx.organization);
 }
@@ -873,7 +968,9 @@ function addObservation(ctx, role, codeKey) {
   const e = ownResource(ctx, 'Observation', role);
   Object.assign(e.resource, {
     status: status(ctx, 'final'),
-    category: [CONCEPT['observation-category/survey']],
+    category: role === 'observation/midas' || role === 'observation/hit6'
+      ? [CONCEPT['observation-category/survey'], CONCEPT['observation-category/functional-status']]
+      : [CONCEPT['observation-category/survey']],
     code: CONCEPT[codeKey],
     subject: ref(ctx.patient),
     encounter: ref(ctx.encounter),
@@ -917,8 +1014,9 @@ function addProvenance(ctx) {
   r.activity = CONCEPT[rec.retracted ? 'provenance-activity/nullify'
     : rec.revision > 1 ? 'provenance-activity/update' : 'provenance-activity/create'];
   r.agent = [
-    { type: CONCEPT['provenance-agent/assembler'], who: ref(ctx.device) },
-    { type: CONCEPT['provenance-agent/author'], who: ref(ctx.practitioner) },
+    { type: CONCEPT['provenance-agent/assembler'], who: ref(ctx.device), onBehalfOf: ref(ctx.organization) },
+    { type: CONCEPT['provenance-agent/transmitter'], who: ref(ctx.device), onBehalfOf: ref(ctx.organization) },
+    { type: CONCEPT['provenance-agent/author'], who: ref(ctx.practitioner), onBehalfOf: ref(ctx.organization) },
   ];
   r.entity = [{
     role: 'source',
@@ -933,11 +1031,12 @@ function addProvenance(ctx) {
 function addConsultation(ctx) {
   const { rec } = ctx;
   const c = rec.raw;
-  addEncounter(ctx, 'encounter-type/consultation');
+  addEncounter(ctx, 'encounter-type/consultation', urnUuid('Condition', SYS.resource, `${rec.id}/condition`));
 
   const dx = DIAGNOSES[c.diagnosis_code];
   const condition = ownResource(ctx, 'Condition', 'condition');
   const cr = condition.resource;
+  cr.extension = [{ url: EXT.assertedDate, valueDateTime: rec.start.text }];
   if (!rec.retracted) cr.clinicalStatus = CONCEPT['condition-clinical/active'];
   cr.verificationStatus = CONCEPT[rec.retracted ? 'condition-verification/entered-in-error'
     : 'condition-verification/confirmed'];
@@ -1007,9 +1106,6 @@ function addConsultation(ctx) {
 function addPriorPreventive(ctx, p, index) {
   const r = ownResource(ctx, 'MedicationStatement', `medication-statement/${index}`).resource;
   r.extension = [{ url: EXT.drugClass, valueCodeableConcept: CONCEPT[`drug-class/${p.drug_class}`] }];
-  if (p.weeks !== undefined) {
-    r.extension.push({ url: EXT.trialDuration, valueDuration: ucum(p.weeks, 'weeks', 'wk') });
-  }
   // Contraindicated drugs were never taken; ongoing ones still are.
   r.status = status(ctx, p.outcome === 'ongoing' ? 'active'
     : p.outcome === 'contraindicated' ? 'not-taken' : 'stopped');
@@ -1019,6 +1115,7 @@ function addPriorPreventive(ctx, p, index) {
   r.context = ref(ctx.encounter);
   r.dateAsserted = ctx.rec.start.text;
   r.informationSource = ref(ctx.practitioner);
+  if (p.weeks !== undefined) r.dosage = [{ timing: { repeat: { boundsDuration: ucum(p.weeks, 'weeks', 'wk') } } }];
 }
 
 // Units and sites per muscle and side, fixed layout and follow-the-pain merged, in first-seen order.
@@ -1050,11 +1147,17 @@ function bodySite(muscle, side) {
   };
 }
 
-// The consultation's Condition when it was seen, otherwise the reason as a concept.
-function setReason(ctx, r) {
+// The consultation this session follows, when it was seen.
+function consultationSeen(ctx) {
   const id = ctx.rec.raw.consultation_record_id;
   const consult = id !== undefined ? ctx.history.find(id) : null;
-  if (consult && consult.kind === 'consultation') {
+  return consult && consult.kind === 'consultation' ? consult : null;
+}
+
+// The consultation's Condition when it was seen, otherwise the reason as a concept.
+function setReason(ctx, r) {
+  const consult = consultationSeen(ctx);
+  if (consult) {
     r.reasonReference = [ref(conditionalRef('Condition', consult.id, 'condition'))];
   } else {
     r.reasonCode = [CONCEPT['condition/chronic-migraine']];
@@ -1083,7 +1186,8 @@ function addProcedure(ctx) {
   const { rec } = ctx;
   const p = rec.raw;
   const doses = dosesBySite(rec);
-  addEncounter(ctx, 'encounter-type/procedure');
+  const consult = consultationSeen(ctx);
+  addEncounter(ctx, 'encounter-type/procedure', consult ? conditionalRef('Condition', consult.id, 'condition') : '');
 
   const med = ownResource(ctx, 'Medication', 'medication');
   Object.assign(med.resource, {
@@ -1098,6 +1202,9 @@ function addProcedure(ctx) {
 
   const proc = ownResource(ctx, 'Procedure', 'procedure');
   const pr = proc.resource;
+  if (consult && consult.raw.decision === 'recommend-botox') {
+    pr.basedOn = [ref(conditionalRef('ServiceRequest', consult.id, 'service-request/treatment-course'))];
+  }
   pr.status = status(ctx, 'completed');
   pr.code = CONCEPT['procedure/chemodenervation'];
   pr.subject = ref(ctx.patient);
@@ -1139,7 +1246,6 @@ function addProcedure(ctx) {
   const base = CONCEPT['adverse-event/immediate-reaction'];
   (p.immediate_reactions || []).forEach((x, i) => {
     const ae = ownResource(ctx, 'AdverseEvent', `adverse-event/immediate/${i}`);
-    if (!ae) return; // retraction: deleted
     Object.assign(ae.resource, {
       actuality: 'actual',
       event: { coding: base.coding, text: x.reaction },
@@ -1185,7 +1291,7 @@ function addFollowUp(ctx, response) {
     suspects.push(conditionalRef('Medication', f.procedure_record_id, 'medication'));
   }
 
-  addEncounter(ctx, 'encounter-type/follow-up');
+  addEncounter(ctx, 'encounter-type/follow-up', procedure);
   const headacheDays = addIntegerObservation(ctx, 'observation/headache-days', f.headache_days_per_month);
   addIntegerObservation(ctx, 'observation/migraine-days', f.migraine_days_per_month);
   if (f.average_pain !== undefined) addIntegerObservation(ctx, 'observation/pain-severity', f.average_pain);
@@ -1217,7 +1323,6 @@ function addFollowUp(ctx, response) {
 
   (f.side_effects || []).forEach((e, i) => {
     const ae = ownResource(ctx, 'AdverseEvent', `adverse-event/side-effect/${i}`);
-    if (!ae) return; // retraction: deleted
     const effect = CONCEPT[`side-effect/${e.effect}`];
     const r = ae.resource;
     r.actuality = 'actual';

@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
     const std::int64_t owner = store.register_owner("sync", 1);
     store.status(2);
     for (int i = 0; i < 2000; ++i) {
-      for (const auto& c : store.claim(owner, 2, 60000, 2)) store.settle(c, {result::delivered, 0, "", "{}"}, 2);
+      for (const auto& c : store.claim(owner, 2, 60000, 2)) store.settle(c, {result::delivered, 0, "", "{}", false, std::nullopt}, 2);
     }
     std::printf("resident memory working through a %zu-record backlog: %.1f MB (%.1f MB before opening it)\n", memory,
                 rss_kib() / 1024.0, start_rss / 1024.0);

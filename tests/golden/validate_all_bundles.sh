@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Every Bundle the golden cases and the valid contract corpus produce, through the real FHIR R4
-# validator (tests/node/validate-fhir.mjs: @medplum/core plus required-binding checks).
+# Every Bundle the golden cases and the valid contract corpus produce, through four validators,
+# each of which must pass:
+#   validate-fhir.mjs                  @medplum/core, required bindings, transaction rules,
+#                                      extension content against its StructureDefinition
+#   check-r4-schema-and-invariants.mjs HL7's R4 JSON Schema (ajv) and every error-level R4
+#                                      FHIRPath invariant (HL7's fhirpath engine)
+#   validate-us-core.mjs               US Core 6.1.0, for the profiles each resource claims
 # Bundles are made by the CLI itself, with each golden case's history, as a clinic would run it.
 set -euo pipefail
 connector=$1
@@ -26,4 +31,9 @@ done > "$work/corpus.ndjson"
 count=$(wc -l < "$work/bundles.ndjson")
 echo "validating $count bundles"
 [ "$count" -ge 40 ] || { echo "too few bundles: $count"; exit 1; }
-node "$root/tests/node/validate-fhir.mjs" "$work/bundles.ndjson" | grep -v '^ok '
+status=0
+for validator in validate-fhir.mjs check-r4-schema-and-invariants.mjs validate-us-core.mjs; do
+  echo "== $validator"
+  node "$root/tests/node/$validator" "$work/bundles.ndjson" 2>/dev/null | grep -v '^ok ' || status=1
+done
+exit $status

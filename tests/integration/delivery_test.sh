@@ -7,7 +7,7 @@ bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 source "$root/tests/integration/lib.sh"
-trap 'stop_sandboxes; rm -rf "$work"' EXIT
+trap 'stop_sandboxes; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 start_main_sandbox || exit 1
 stat_of() { ctl stats | node -e "const s=JSON.parse(require('fs').readFileSync(0,'utf8')); console.log($1)"; }
@@ -177,6 +177,26 @@ check "the EHR down: the daemon backs off" [ "${#waits[@]}" -ge 2 ]
 check "the EHR down: each wait longer than the last" [ "${waits[1]:-0}" -gt "${waits[0]:-0}" ]
 "$bin" status --config "$c8" > "$work/status.out"
 check "the EHR down: status says so" grep -q "^EHR: NOT reached .*connect: Connection refused" "$work/status.out"
+
+# Another clinic's identifier base: its own extensions live under it. A strict server that does not
+# know their StructureDefinitions refuses the bundles that carry one (dead letters, 422); loaded from what
+# `profiles --config` prints, the same records are accepted.
+cb=$(config other-base "$BASE_main")
+sed -i 's|"store"|"mapping": { "identifier_system": "https://other-clinic.example.net/fhir" }, "store"|' "$cb"
+"$bin" profiles --config "$cb" > "$work/other-base-profiles.json"
+check "profiles: our extensions under the configured base" grep -Eq '"url": *"https://other-clinic.example.net/fhir/StructureDefinition/billing-modifier"' "$work/other-base-profiles.json"
+"$bin" ingest --config "$cb" "$work/pathway.ndjson" > /dev/null
+sync_once "$cb"
+"$bin" status --config "$cb" > "$work/status.out"
+check "unknown extensions: consultation and procedure refused by the EHR" grep -q " dead 2 " "$work/status.out"
+check "unknown extensions: the EHR's answer names the extension" grep -q '"ehr_error":"error invalid at Bundle.entry\[22\].resource.extension\[0\]"' "$work/other-base/sync-log.jsonl"
+start_sandbox profiled "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert \
+  --profiles "$work/other-base-profiles.json" || exit 1
+cb2=$(config other-base-profiled "$BASE_profiled")
+sed -i 's|"store"|"mapping": { "identifier_system": "https://other-clinic.example.net/fhir" }, "store"|' "$cb2"
+"$bin" ingest --config "$cb2" "$work/pathway.ndjson" > /dev/null
+sync_until_done "$cb2" 3
+check "with the clinic's profiles loaded the pathway is delivered" [ "$rc" -eq 0 ]
 
 # TLS refused: another CA, no client certificate, another host name, an expired certificate.
 requests=$(stat_of s.requests)

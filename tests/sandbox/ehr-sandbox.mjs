@@ -45,7 +45,8 @@ async function importFromTools(name) {
 // ---------------------------------------------------------------------------------------------------------
 
 const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key server.key [--client-ca ca.pem]
-         [--require-client-cert] [--port 0] [--host 127.0.0.1] [--no-referential-integrity] [--verbose]
+         [--require-client-cert] [--port 0] [--host 127.0.0.1] [--no-referential-integrity]
+         [--profiles FILE|DIR]... [--verbose]
   --cert FILE               server certificate (PEM; may include intermediates)
   --key FILE                its private key (PEM)
   --client-ca FILE          CA bundle that client certificates are verified against (requests a client cert)
@@ -53,10 +54,13 @@ const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key
   --port N                  TCP port (0 = any free port; default 0)
   --host ADDR               address to bind (default 127.0.0.1, loopback only)
   --no-referential-integrity  accept literal references to resources the server does not have
+  --profiles FILE|DIR       more extension StructureDefinitions (a Bundle, one definition, or a folder of them),
+                            e.g. what \`migraine-connector profiles --config F\` prints for another identifier base
   --verbose                 log one line per request to stderr (method, path, status, ms; no data)`;
 
 function parseArgs(argv) {
-  const opts = { port: 0, host: '127.0.0.1', requireClientCert: false, referentialIntegrity: true, verbose: false };
+  const opts = { port: 0, host: '127.0.0.1', requireClientCert: false, referentialIntegrity: true, verbose: false,
+    profiles: [] };
   const value = (i, name) => {
     if (i + 1 >= argv.length) usageError(`${name} needs a value`);
     return argv[i + 1];
@@ -76,6 +80,7 @@ function parseArgs(argv) {
       }
       case '--host': opts.host = value(i++, a); break;
       case '--no-referential-integrity': opts.referentialIntegrity = false; break;
+      case '--profiles': opts.profiles.push(value(i++, a)); break;
       case '--verbose': case '-v': opts.verbose = true; break;
       case '--help': case '-h': console.log(USAGE); process.exit(0); break;
       default: usageError(`unknown argument ${a}`);
@@ -104,6 +109,8 @@ const { loadDefinitions, validateBundle, validateSingleResource, unknownSearchPa
 const { OperationOutcomeError, deepClone, getStatus, isOk, isResourceType, parseSearchRequest } = core;
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+// Extension definitions beyond mappings/profiles/, R4 core and US Core (--profiles).
+let extensionProfiles = [];
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
 // Result parameters a plain search may carry besides search parameters (not checked against the R4 list).
 const RESULT_PARAMETERS = new Set(['_count', '_offset', '_sort', '_total', '_summary', '_elements', '_include',
@@ -463,7 +470,7 @@ class SandboxRepository extends MemoryRepository {
 
 /** Validates one resource (REST write); 422 with one issue per problem. */
 function assertValid(resource) {
-  const result = validateSingleResource(resource);
+  const result = validateSingleResource(resource, undefined, { profiles: extensionProfiles });
   if (!result.ok) {
     const errors = result.issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
     throw new OperationOutcomeError(outcome(422, errors.map((i) => issue('invalid', `${i.path}: ${i.message}`, i.path))));
@@ -520,7 +527,8 @@ class TransactionProcessor {
   async process(bundle, { representation = false } = {}) {
     const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
     this.preflight(entries);
-    const validation = validateBundle(bundle, undefined, { searchValues: false });  // any legal query, read by FHIR rules
+    // Any legal query, read by FHIR rules; extensions against the definitions loaded at start.
+    const validation = validateBundle(bundle, undefined, { searchValues: false, profiles: extensionProfiles });
     if (!validation.ok) throw validationFailure(validation.issues);
 
     const work = structuredClone(entries);
@@ -837,6 +845,7 @@ export async function main(argv) {
   loadDefinitions();
   core.indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
 
+  extensionProfiles = opts.profiles;
   const repo = new SandboxRepository({ referentialIntegrity: opts.referentialIntegrity });
   const router = new FhirRouter();
   const startedAt = new Date().toISOString();

@@ -130,7 +130,7 @@ TEST_F(lanes_test, one_record_per_patient_at_a_time_in_arrival_order) {
 TEST_F(lanes_test, delivery_moves_the_lane_on) {
   store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a")}, {}, 1000);
   const auto first = claim_one(1000);
-  EXPECT_TRUE(store_->settle(first, {result::delivered, 0, "", "{\"resourceType\":\"Bundle\"}"}, 2000));
+  EXPECT_TRUE(store_->settle(first, {result::delivered, 0, "", "{\"resourceType\":\"Bundle\"}", false, std::nullopt}, 2000));
   const auto second = claim_one(2000);
   EXPECT_EQ(second.record_id, "A-2");
   EXPECT_EQ(second.attempts, 1);
@@ -140,7 +140,7 @@ TEST_F(lanes_test, delivery_moves_the_lane_on) {
 TEST_F(lanes_test, a_retry_holds_back_only_its_patient_until_its_time) {
   store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a"), record("B-1", 1, "b")}, {}, 1000);
   const auto a = claim_one(1000);
-  store_->settle(a, {result::retry, 5000, "HTTP 503: will retry", ""}, 1000);
+  store_->settle(a, {result::retry, 5000, "HTTP 503: will retry", "", false, std::nullopt}, 1000);
   EXPECT_EQ(claim_ids(1000), std::vector<std::string>{"B-1"});  // A-2 waits behind A-1
   EXPECT_TRUE(claim_ids(4999).empty());
   const auto again = claim_one(5000);
@@ -151,18 +151,18 @@ TEST_F(lanes_test, a_retry_holds_back_only_its_patient_until_its_time) {
 
 TEST_F(lanes_test, a_dead_letter_does_not_block_its_patient) {
   store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a")}, {}, 1000);
-  store_->settle(claim_one(1000), {result::dead, 0, "HTTP 422: the EHR refused the record", "{}"}, 1000);
+  store_->settle(claim_one(1000), {result::dead, 0, "HTTP 422: the EHR refused the record", "{}", false, std::nullopt}, 1000);
   EXPECT_EQ(claim_ids(1000), std::vector<std::string>{"A-2"});
   EXPECT_EQ(store_->status(1000).records.at(record_state::dead), 1);
 }
 
 TEST_F(lanes_test, a_held_follow_up_steps_aside_and_returns_when_a_procedure_is_delivered) {
   store_->enqueue({record("F-1", 1, "a"), record("P-1", 1, "a")}, {}, 1000);
-  store_->settle(claim_one(1000), {result::held, 0, "waits for procedure P-1", ""}, 1000);
+  store_->settle(claim_one(1000), {result::held, 0, "waits for procedure P-1", "", false, std::nullopt}, 1000);
   const auto procedure = claim_one(1000);
   EXPECT_EQ(procedure.record_id, "P-1");
   EXPECT_EQ(store_->status(1000).records.at(record_state::held), 1);
-  store_->settle(procedure, {result::delivered, 0, "", "{}"}, 2000);
+  store_->settle(procedure, {result::delivered, 0, "", "{}", false, std::nullopt}, 2000);
   const auto follow_up = claim_one(2000);
   EXPECT_EQ(follow_up.record_id, "F-1");
   EXPECT_EQ(follow_up.attempts, 1);  // waiting was not an attempt
@@ -170,14 +170,14 @@ TEST_F(lanes_test, a_held_follow_up_steps_aside_and_returns_when_a_procedure_is_
 
 TEST_F(lanes_test, a_released_record_was_not_attempted) {
   store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
-  store_->settle(claim_one(1000), {result::released, 60000, "delivery paused", ""}, 1000);
+  store_->settle(claim_one(1000), {result::released, 60000, "delivery paused", "", false, std::nullopt}, 1000);
   EXPECT_TRUE(claim_ids(59999).empty());
   EXPECT_EQ(claim_one(60000).attempts, 1);
 }
 
 TEST_F(lanes_test, a_newer_revision_replaces_a_waiting_one_in_its_lane) {
   store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
-  store_->settle(claim_one(1000), {result::retry, 5000, "timed out: will retry", ""}, 1000);
+  store_->settle(claim_one(1000), {result::retry, 5000, "timed out: will retry", "", false, std::nullopt}, 1000);
   store_->enqueue({record("A-1", 2, "a")}, {}, 2000);
   const auto c = claim_one(2000);  // revision 2 is ready now; revision 1 will never be sent
   EXPECT_EQ(c.revision, 2);
@@ -194,7 +194,7 @@ TEST_F(lanes_test, waiting_lanes_keep_their_place_when_more_records_arrive) {
 TEST_F(lanes_test, replay_requeues_dead_letters_and_records_who_and_why) {
   store_->enqueue({record("A-1", 1, "a"), record("B-1", 1, "b")}, {}, 1000);
   for (const auto& c : store_->claim(owner_, 1000, lease, 2)) {
-    store_->settle(c, {result::dead, 0, "HTTP 422: the EHR refused the record", "{}"}, 1000);
+    store_->settle(c, {result::dead, 0, "HTTP 422: the EHR refused the record", "{}", false, std::nullopt}, 1000);
   }
   const auto dry = store_->replay("A-1", "fixed the code table", "it-staff", true, 2000);
   ASSERT_EQ(dry.size(), 1u);
@@ -221,7 +221,7 @@ TEST_F(lanes_test, a_claim_carries_its_owner_and_a_new_token_each_time) {
   store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
   const auto first = claim_one(1000);
   EXPECT_EQ(first.owner, owner_);
-  store_->settle(first, {result::released, 1000, "not sent", ""}, 1000);
+  store_->settle(first, {result::released, 1000, "not sent", "", false, std::nullopt}, 1000);
   const auto second = claim_one(1000);
   EXPECT_GT(second.token, first.token);
 }
@@ -232,9 +232,9 @@ TEST_F(lanes_test, a_settle_with_a_stale_token_is_refused_and_changes_nothing) {
   EXPECT_EQ(store_->take_over(1000 + lease, 1000000).size(), 1u);  // the lease ran out
   const auto current = claim_one(1000 + lease);
   EXPECT_EQ(current.record_id, "A-1");
-  EXPECT_FALSE(store_->settle(stale, {result::delivered, 0, "", "[]"}, 70000));
+  EXPECT_FALSE(store_->settle(stale, {result::delivered, 0, "", "[]", false, std::nullopt}, 70000));
   EXPECT_EQ(store_->status(70000).records.at(record_state::in_flight), 1);  // still the current holder's
-  EXPECT_TRUE(store_->settle(current, {result::delivered, 0, "", "[]"}, 70000));
+  EXPECT_TRUE(store_->settle(current, {result::delivered, 0, "", "[]", false, std::nullopt}, 70000));
   EXPECT_EQ(claim_ids(70000), std::vector<std::string>{"A-2"});
 }
 
@@ -310,7 +310,7 @@ TEST_F(lanes_test, status_names_the_processes_and_what_each_holds) {
 TEST_F(lanes_test, a_lane_due_beyond_the_horizon_is_due_now_after_the_clock_stepped_back) {
   store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
   // Scheduled an hour ahead by a clock that was an hour fast, then set right.
-  store_->settle(claim_one(1000), {result::retry, 1000 + 3600000, "HTTP 503", ""}, 1000);
+  store_->settle(claim_one(1000), {result::retry, 1000 + 3600000, "HTTP 503", "", false, std::nullopt}, 1000);
   EXPECT_TRUE(claim_ids(2000).empty());
   store_->take_over(2000, 11 * 60000);  // nothing the connector sets waits longer than 11 minutes
   EXPECT_EQ(claim_ids(2000), std::vector<std::string>{"A-1"});
@@ -335,13 +335,13 @@ TEST_F(lanes_test, a_record_never_moves_between_patients) {
 // headed the lane as ready, and went out beside it.
 TEST_F(lanes_test, a_replayed_dead_letter_waits_while_its_patient_has_a_record_in_flight) {
   store_->enqueue({record("A-1", 1, "a"), record("A-2", 1, "a")}, {}, 1000);
-  store_->settle(claim_one(1000), {result::dead, 0, "HTTP 422", "{}"}, 1000);
+  store_->settle(claim_one(1000), {result::dead, 0, "HTTP 422", "{}", false, std::nullopt}, 1000);
   const auto second = claim_one(1000);
   EXPECT_EQ(second.record_id, "A-2");
   ASSERT_EQ(store_->replay("A-1", "fixed", "it-staff", false, 2000).size(), 1u);
   EXPECT_TRUE(claim_ids(2000).empty()) << "A-2 is still in flight: nothing else of this patient goes";
   EXPECT_EQ(store_->status(2000).records.at(record_state::in_flight), 1);
-  store_->settle(second, {result::delivered, 0, "", "[]"}, 3000);
+  store_->settle(second, {result::delivered, 0, "", "[]", false, std::nullopt}, 3000);
   EXPECT_EQ(claim_ids(3000), std::vector<std::string>{"A-1"});
 }
 
@@ -350,7 +350,7 @@ TEST_F(lanes_test, own_claims_held_are_not_taken_back_even_when_their_lease_look
   const auto c = claim_one(1000);
   // The wall clock jumped an hour ahead: the lease looks long gone, but this object knows it holds it.
   EXPECT_TRUE(store_->take_over(1000 + 3600000, 1000000, {c}).empty());
-  EXPECT_TRUE(store_->settle(c, {result::delivered, 0, "", "[]"}, 1000 + 3600000));
+  EXPECT_TRUE(store_->settle(c, {result::delivered, 0, "", "[]", false, std::nullopt}, 1000 + 3600000));
 }
 
 TEST_F(lanes_test, own_claims_not_held_come_back_once_their_lease_ran_out) {
@@ -370,7 +370,7 @@ TEST_F(lanes_test, an_unanswered_revision_joins_the_history_of_its_amendment) {
   const auto r2 = claim_one(2000);
   EXPECT_EQ(r2.revision, 2);
   EXPECT_EQ(store_->history("a", r2.seq).size(), 1u) << "revision 1 is in the history of revision 2";
-  store_->settle(r2, {result::delivered, 0, "", "[]"}, 3000);
+  store_->settle(r2, {result::delivered, 0, "", "[]", false, std::nullopt}, 3000);
   EXPECT_EQ(store_->status(3000).maybe_at_ehr, 1) << "the superseded revision stays 'possibly delivered'";
   EXPECT_FALSE(store_->record_history("A-1").at(1).maybe_at_ehr) << "a delivered revision is simply delivered";
 }
@@ -437,7 +437,7 @@ class fail_matrix_test : public sqlite_outbox_test {
   // an fsync per commit), so the hundreds of fixtures a test needs cost little.
   void make_template() {
     template_ = (dir_ / "template.db").string();
-    const connector::sqlite_options fast{false};
+    const connector::sqlite_options fast{.full_sync = false, .on_busy = {}};
     {
       sqlite_outbox gone(template_, fast);  // a process that dies holding C-1
       const std::int64_t o = gone.register_owner("sync", 1000);
@@ -448,8 +448,8 @@ class fail_matrix_test : public sqlite_outbox_test {
     const std::int64_t o = store.register_owner("sync", 1000);
     store.enqueue({record("F-1", 1, "a"), record("P-1", 1, "a"), record("B-1", 1, "b"), record("D-1", 1, "d")}, {}, 1000);
     for (auto& c : store.claim(o, 1000, lease_ms, 10)) {  // F-1, B-1, D-1
-      if (c.record_id == "F-1") store.settle(c, {result::held, 0, "waits for procedure P-1", ""}, 1000);
-      if (c.record_id == "B-1") store.settle(c, {result::dead, 0, "HTTP 422", "{}"}, 1000);
+      if (c.record_id == "F-1") store.settle(c, {result::held, 0, "waits for procedure P-1", "", false, std::nullopt}, 1000);
+      if (c.record_id == "B-1") store.settle(c, {result::dead, 0, "HTTP 422", "{}", false, std::nullopt}, 1000);
       if (c.record_id == "D-1") store.settle(c, {result::retry, 1500, "timed out", "", true, std::nullopt}, 1000);
     }
     store.release_owner(o, 1000);
@@ -458,7 +458,7 @@ class fail_matrix_test : public sqlite_outbox_test {
     if (template_.empty()) make_template();
     fs::copy_file(template_, path, fs::copy_options::overwrite_existing);
     fixture f;
-    f.store = std::make_unique<sqlite_outbox>(path, connector::sqlite_options{false});
+    f.store = std::make_unique<sqlite_outbox>(path, connector::sqlite_options{.full_sync = false, .on_busy = {}});
     f.owner = f.store->register_owner("daemon", 1000);
     f.procedure = f.store->claim(f.owner, 1000, lease_ms, 10).at(0);  // P-1, the one ready lane head
     return f;

@@ -284,7 +284,7 @@ class sync_engine_test : public testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     path_ = (dir_ / "outbox.db").string();
-    real_ = std::make_unique<sqlite_outbox>(path_, sqlite_options{false});
+    real_ = std::make_unique<sqlite_outbox>(path_, sqlite_options{.full_sync = false, .on_busy = {}});
     store_ = std::make_unique<failing_outbox>(*real_);
     owner_ = real_->register_owner("daemon", now_ms());
   }
@@ -555,7 +555,7 @@ TEST_F(sync_engine_test, a_claim_taken_over_meanwhile_records_nothing_and_says_s
   engine.start(owner_);
   run_until([&] { return !ehr.held.empty(); });
   // Another process decides this one stalled (its lease ran out) and takes the record back.
-  sqlite_outbox other(path_, sqlite_options{false});
+  sqlite_outbox other(path_, sqlite_options{.full_sync = false, .on_busy = {}});
   ASSERT_EQ(other.take_over(now_ms() + 60000, 1000000).size(), 1u);
   other.take_over(now_ms(), 0);  // and the lane due now rather than in a minute
   ehr.hold = nullptr;
@@ -581,7 +581,7 @@ TEST_F(sync_engine_test, a_record_claimed_anew_never_lets_the_old_request_out) {
   sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(10), events, now_ms, fast(false));
   engine.start(owner_);
   run_until([&] { return !ehr.held.empty(); });
-  sqlite_outbox other(path_, sqlite_options{false});
+  sqlite_outbox other(path_, sqlite_options{.full_sync = false, .on_busy = {}});
   ASSERT_EQ(other.take_over(now_ms() + 600000, 1000000).size(), 1u);  // as a wall clock 10 minutes ahead sees it
   other.take_over(now_ms(), 0);                                       // due now
   run_until([&] { return ehr.commits().size() == 1; });               // claimed anew and delivered

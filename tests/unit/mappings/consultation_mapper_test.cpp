@@ -63,7 +63,9 @@ TEST(every_bundle, has_unique_full_urls_and_resolves_every_urn_reference) {
     const auto m = map_record(example(kind), test_support::history_for(kind));
     std::set<std::string> urls;
     for (const auto& e : m.bundle["entry"].GetArray()) {
-      if (e.HasMember("fullUrl")) EXPECT_TRUE(urls.insert(str(e["fullUrl"])).second) << kind;
+      if (e.HasMember("fullUrl")) {
+        EXPECT_TRUE(urls.insert(str(e["fullUrl"])).second) << kind;
+      }
     }
     std::size_t refs = 0;
     for (std::size_t at = m.text.find("\"reference\":\"urn:uuid:"); at != std::string::npos;

@@ -308,7 +308,7 @@ TEST(record_reader_strings, tab_and_line_breaks_stay_allowed_in_notes_but_not_in
 }
 
 TEST(record_reader_strings, invalid_utf8_is_refused_naming_the_field) {
-  for (const std::string bad : {std::string("\xff"), std::string("\xc3"), std::string("\xc0\xaf"), std::string("\xe0\x80\xaf"),
+  for (const std::string& bad : {std::string("\xff"), std::string("\xc3"), std::string("\xc0\xaf"), std::string("\xe0\x80\xaf"),
                                 std::string("\xf4\x90\x80\x80")}) {
     const auto r = read(example_with("procedure", "\"lot\": \"C6211C3\"", "\"lot\": \"C62" + bad + "11C3\""));
     ASSERT_FALSE(r.record);
