@@ -1,5 +1,6 @@
 // Test helper: talks to the EHR sandbox's control API and FHIR search over mutual TLS.
-// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | reset | count TYPE | get PATH)
+// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | reset | auth JSON | count TYPE | get PATH)
+// With SANDBOX_TOKEN set, FHIR requests carry it (a sandbox that enforces tokens, e.g. --static-token-file).
 import https from 'node:https';
 import fs from 'node:fs';
 
@@ -13,7 +14,9 @@ const tls = {
 
 function request(method, path, body) {
   return new Promise((resolve, reject) => {
-    const req = https.request(`${origin}${path}`, { method, ...tls, headers: { 'content-type': 'application/json' } }, (res) => {
+    const headers = { 'content-type': 'application/json' };
+    if (process.env.SANDBOX_TOKEN && !path.startsWith('/_sandbox')) headers.authorization = `Bearer ${process.env.SANDBOX_TOKEN}`;
+    const req = https.request(`${origin}${path}`, { method, ...tls, headers }, (res) => {
       let text = '';
       res.on('data', (d) => (text += d));
       res.on('end', () => resolve({ status: res.statusCode, body: text }));
@@ -29,6 +32,9 @@ if (command === 'stats') {
 } else if (command === 'faults') {
   const r = await request('POST', '/_sandbox/faults', arg);
   if (r.status >= 300) throw new Error(`faults: ${r.status} ${r.body}`);
+} else if (command === 'auth') {
+  const r = await request('POST', '/_sandbox/auth', arg);
+  if (r.status >= 300) throw new Error(`auth: ${r.status} ${r.body}`);
 } else if (command === 'clear-faults') {
   await request('DELETE', '/_sandbox/faults');
 } else if (command === 'reset') {

@@ -3,6 +3,7 @@
 //
 //   node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key server.key [--client-ca ca.pem]
 //        [--require-client-cert] [--port 0] [--host 127.0.0.1] [--no-referential-integrity] [--verbose]
+//        [--smart-client ID=JWKS]... [--secret-client ID=FILE]... [--static-token-file FILE] [--token-lifetime S]
 //
 // Prints exactly one line to stdout once it listens:  {"ready":true,"port":N,"base":"https://localhost:N/fhir"}
 // and runs until SIGTERM / SIGINT (exit 0). See tests/sandbox/README.md for the control API (/_sandbox/...)
@@ -14,12 +15,14 @@
 // transactions with more than 8 entries that contain conditional operations (or more than 50 updates), does
 // not resolve conditional references and is not atomic on the memory repository.
 // Patient data is never logged: --verbose prints method, path (without query), status and duration only.
+// With an auth option, FHIR requests need a bearer token from the OAuth token endpoint: see ./auth.mjs.
 
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { AUTH_USAGE, ZERO_STATS, addAuthOption, authEnabled, checkAuthOptions, createAuth, newAuthOptions } from './auth.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const nodeToolsDir = join(here, '..', 'node');
@@ -46,7 +49,8 @@ async function importFromTools(name) {
 
 const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key server.key [--client-ca ca.pem]
          [--require-client-cert] [--port 0] [--host 127.0.0.1] [--no-referential-integrity]
-         [--profiles FILE|DIR]... [--verbose]
+         [--profiles FILE|DIR]... [--verbose] [--smart-client ID=JWKS]... [--jwks-ca FILE]
+         [--secret-client ID=SECRET_FILE]... [--static-token-file FILE] [--token-lifetime SECONDS]
   --cert FILE               server certificate (PEM; may include intermediates)
   --key FILE                its private key (PEM)
   --client-ca FILE          CA bundle that client certificates are verified against (requests a client cert)
@@ -56,11 +60,12 @@ const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key
   --no-referential-integrity  accept literal references to resources the server does not have
   --profiles FILE|DIR       more extension StructureDefinitions (a Bundle, one definition, or a folder of them),
                             e.g. what \`migraine-connector profiles --config F\` prints for another identifier base
-  --verbose                 log one line per request to stderr (method, path, status, ms; no data)`;
+  --verbose                 log one line per request to stderr (method, path, status, ms; no data, no credentials)
+${AUTH_USAGE}`;
 
 function parseArgs(argv) {
   const opts = { port: 0, host: '127.0.0.1', requireClientCert: false, referentialIntegrity: true, verbose: false,
-    profiles: [] };
+    profiles: [], auth: newAuthOptions() };
   const value = (i, name) => {
     if (i + 1 >= argv.length) usageError(`${name} needs a value`);
     return argv[i + 1];
@@ -82,12 +87,16 @@ function parseArgs(argv) {
       case '--no-referential-integrity': opts.referentialIntegrity = false; break;
       case '--profiles': opts.profiles.push(value(i++, a)); break;
       case '--verbose': case '-v': opts.verbose = true; break;
+      case '--smart-client': case '--jwks-ca': case '--secret-client': case '--static-token-file': case '--token-lifetime':
+        addAuthOption(opts.auth, a, value(i++, a), usageError);
+        break;
       case '--help': case '-h': console.log(USAGE); process.exit(0); break;
       default: usageError(`unknown argument ${a}`);
     }
   }
   if (!opts.cert || !opts.key) usageError('--cert and --key are required');
   if (opts.requireClientCert && !opts.clientCa) usageError('--require-client-cert needs --client-ca');
+  checkAuthOptions(opts.auth, usageError);
   return opts;
 }
 
@@ -855,6 +864,16 @@ export async function main(argv) {
   const processor = new TransactionProcessor(repo, router, stats);
   let faults = [];
   let base = '';
+  // OAuth token endpoint and bearer tokens on /fhir, only with an auth option (tests/sandbox/auth.mjs).
+  let auth = null;
+  if (authEnabled(opts.auth)) {
+    try {
+      auth = createAuth(opts.auth, { jose: await importFromTools('jose'), baseUrl: () => base, send, readBody });
+    } catch (err) {
+      console.error(`ehr-sandbox: cannot set up authentication: ${err.message}`);
+      process.exit(1);
+    }
+  }
 
   // All FHIR processing is serialised: a transaction sees no interleaved writes and can roll back cleanly.
   let chain = Promise.resolve();
@@ -911,12 +930,15 @@ export async function main(argv) {
     const url = new URL(req.url ?? '/', 'https://localhost');
     const path = url.pathname;
     if (path === '/_sandbox' || path.startsWith('/_sandbox/')) return control(req, res, path);
+    if (auth && await auth.route(req, res, path)) return undefined;
     if (path !== '/fhir' && !path.startsWith('/fhir/')) {
       await readBody(req);
       return send(res, 404, { body: publicOutcome(outcome(404, [issue('not-found', 'Not found: the FHIR base is /fhir')])) });
     }
     stats.requests++;
     const body = await readBody(req);
+    const denied = auth?.deny(req, path);
+    if (denied) return send(res, 401, denied);
     const fault = takeFault();
     if (fault) {
       stats.faultsApplied++;
@@ -983,7 +1005,8 @@ export async function main(argv) {
     }
 
     if (rel === 'metadata' && method === 'GET') {
-      return { status: 200, body: capabilityStatement(base, startedAt, opts.referentialIntegrity) };
+      const cs = capabilityStatement(base, startedAt, opts.referentialIntegrity);
+      return { status: 200, body: auth ? auth.describeIn(cs) : cs };
     }
 
     if (rel === '' && method === 'POST') {
@@ -1044,12 +1067,14 @@ export async function main(argv) {
     const route = `${req.method} ${path.replace(/\/+$/, '')}`;
     switch (route) {
       case 'GET /_sandbox/stats':
-        return reply(200, { ...stats, resources: repo.counts(), pendingFaults: faults.reduce((n, f) => n + f.remaining, 0) });
+        return reply(200, { ...stats, ...(auth?.stats() ?? ZERO_STATS), resources: repo.counts(),
+          pendingFaults: faults.reduce((n, f) => n + f.remaining, 0) });
       case 'POST /_sandbox/reset':
         await serialised(async () => {
           repo.clear();
           faults = [];
           Object.assign(stats, newStats());
+          auth?.reset();
         });
         return reply(200, { reset: true });
       case 'GET /_sandbox/faults':
@@ -1074,8 +1099,11 @@ export async function main(argv) {
         faults.push(...parsed);
         return reply(200, { queued: parsed.length, faults });
       }
+      case 'GET /_sandbox/auth': case 'POST /_sandbox/auth': case 'DELETE /_sandbox/auth':
+        if (!auth) return reply(409, { error: 'authentication is off: start with --smart-client, --secret-client or --static-token-file' });
+        return reply(...auth.control(req.method, raw));
       default:
-        return reply(404, { error: `unknown control endpoint ${route}`, endpoints: ['GET /_sandbox/stats', 'POST /_sandbox/reset', 'POST /_sandbox/faults', 'GET /_sandbox/faults', 'DELETE /_sandbox/faults'] });
+        return reply(404, { error: `unknown control endpoint ${route}`, endpoints: ['GET /_sandbox/stats', 'POST /_sandbox/reset', 'POST /_sandbox/faults', 'GET /_sandbox/faults', 'DELETE /_sandbox/faults', 'GET|POST|DELETE /_sandbox/auth'] });
     }
   }
 
