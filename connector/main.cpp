@@ -64,6 +64,9 @@ commands:
         The StructureDefinitions of the connector's own extensions, under the configured
         mapping.identifier_system, as one FHIR Bundle (collection) for the EHR's server or
         validator. The shipped files (default base) are in mappings/profiles/.
+  jwks [--config FILE]
+        The public JWK Set of ehr.auth's signing key (smart_backend): what the clinic
+        registers with the EHR, or hosts at ehr.auth.jwks_url.
 
 options:
   --help       this text
@@ -97,6 +100,7 @@ int main(int argc, char** argv) {
     if (command == "config-check") return connector::run_config_check(args);
     if (command == "log") return connector::run_log(args);
     if (command == "profiles") return connector::run_profiles(args);
+    if (command == "jwks") return connector::run_jwks(args);
   } catch (const std::exception& e) {
     // Start-up only (configuration, code tables): messages name files and settings, never data.
     std::fprintf(stderr, "migraine-connector: %s\n", e.what());

@@ -205,6 +205,10 @@ http_response admin_api::metrics_text(outbox& store) {
   if (c_.log != nullptr) s.log_failed_writes = c_.log->failed_writes();
   const delivery_health health = c_.delivery ? c_.delivery() : delivery_health{};
   s.store_degraded = health.store_degraded;
+  if (health.auth) {
+    s.token_requests = health.auth->requests;
+    s.token_failures = health.auth->failures;
+  }
   s.ready = check_readiness(store, s.status, s.certificates, now, health).ready();
   return {200, "text/plain; version=0.0.4; charset=utf-8", c_.counters.prometheus_text(s, now), {}};
 }
@@ -224,6 +228,24 @@ http_response admin_api::status(outbox& store) {
   if (health.store_degraded) out.member("problem", health.store_problem);
   out.end_object();
   out.member_number("delivered_per_minute", c_.counters.delivered_per_minute(now));
+  out.key("auth");
+  if (health.auth) {
+    const auto& a = *health.auth;
+    out.begin_object();
+    out.member("kind", a.kind);
+    out.member_bool("has_token", a.has_token);
+    if (a.expires_in_ms) {
+      const std::int64_t aged = *a.expires_in_ms - (steady_ms() - health.auth_published_steady_ms);
+      out.member("token_expires_in_s", std::max<std::int64_t>(0, aged) / 1000);
+    }
+    if (!a.granted_scope.empty()) out.member("granted_scope", a.granted_scope);
+    out.member("last_error", a.last_error);
+    out.member("token_requests", a.requests);
+    out.member("token_failures", a.failures);
+    out.end_object();
+  } else {
+    out.raw("null");
+  }
   out.key("ehr");
   if (s.ehr_last_contact_ms) {
     out.begin_object();

@@ -27,6 +27,7 @@
 #include "connector/net/http_server.h"
 #include "connector/observe/metrics.h"
 #include "connector/observe/sync_log.h"
+#include "connector/auth/access_tokens.h"
 #include "connector/outbox/outbox.h"
 #include "connector/outbox/store_worker.h"
 
@@ -36,6 +37,10 @@ namespace connector {
 struct delivery_health {
   bool store_degraded = false;  // delivery waits for the store to take writes again
   std::string store_problem;
+  // ehr.auth's token as the event loop last published it (never the token itself); absent
+  // without ehr.auth. published_steady_ms ages expires_in_ms to the moment it is read.
+  std::optional<token_status> auth;
+  std::int64_t auth_published_steady_ms = 0;
 };
 
 // Routes that read the store run on `reader` (a worker with its own connection, so a slow scan or

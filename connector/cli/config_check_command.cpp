@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 
 #include "connector/cli/commands.h"
 #include "connector/config/certificate_files.h"
@@ -13,6 +14,41 @@
 #include "mappings/code_tables.h"
 
 namespace connector {
+
+namespace {
+
+// ehr.auth: the key against its algorithm, then a real token request (after discovery), reporting
+// the endpoint, the granted scope and the token's life, never the token.
+template <typename Ok, typename Bad>
+void check_auth(const ehr_config& ehr, const Ok& ok, const Bad& bad) {
+  const auto& auth = ehr.auth;
+  try {
+    if (auth.what == ehr_auth_config::kind::smart_backend) {
+      const auto key = signing_key::load("ehr.auth.private_key_file", auth.private_key_file, auth.algorithm);
+      ok("ehr.auth.private_key_file: " + key.describe() + ", fits " + auth.algorithm);
+    }
+    boost::asio::io_context io;
+    access_tokens tokens(auth, ehr.base_url, token_http_of(io, ehr), steady_ms);
+    std::optional<token_result> got;
+    tokens.get([&](token_result r) { got = std::move(r); });
+    io.run();
+    if (!got) return bad("ehr.auth: the token request never finished");
+    if (auth.what == ehr_auth_config::kind::bearer_file) {
+      if (got->what == token_result::kind::ok) return ok("ehr.auth.token_file " + auth.token_file + " (readable, not empty)");
+      return bad("ehr.auth: " + got->error);
+    }
+    const std::string where = tokens.token_url().empty() ? "" : " from " + tokens.token_url();
+    if (got->what != token_result::kind::ok) return bad("ehr.auth: no token" + where + ": " + got->error);
+    const auto status = tokens.status();
+    ok("ehr.auth: token issued" + where + " (" + std::string(auth_kind_name(auth.what)) + "; scope \"" +
+       (status.granted_scope.empty() ? auth.scope + "\" asked, none stated" : status.granted_scope + "\" granted") +
+       (status.expires_in_ms ? "; lives " + std::to_string((*status.expires_in_ms + 500) / 1000) + " s" : "") + ")");
+  } catch (const std::exception& e) {
+    bad(e.what());
+  }
+}
+
+}  // namespace
 
 int run_config_check(const std::vector<std::string>& args) {
   std::vector<std::string> seen;
@@ -92,6 +128,7 @@ int run_config_check(const std::vector<std::string>& args) {
     } catch (const std::exception& e) {
       bad(e.what());
     }
+    if (config.ehr.auth.what != ehr_auth_config::kind::none) check_auth(config.ehr, ok, bad);
   }
   std::printf(problems == 0 ? "configuration OK\n" : "%d problem(s)\n", problems);
   return problems == 0 ? exit_ok : exit_usage;

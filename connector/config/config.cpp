@@ -217,6 +217,77 @@ void read_intake_and_watch(const fhir::json_value& root, const Relative& relativ
 
 }  // namespace
 
+namespace {
+
+// ehr.auth: which keys each kind needs, and nothing a kind does not use.
+template <typename Relative>
+void read_auth(const fhir::json_value& a, const Relative& relative, ehr_auth_config& out) {
+  if (!a.is_object()) throw config_error("setting ehr.auth must be an object");
+  std::string kind;
+  read_string(a, "ehr.auth", "kind", kind);
+  const auto require = [&](const char* key, std::string& target) {
+    read_string(a, "ehr.auth", key, target);
+    if (target.empty()) throw config_error("setting ehr.auth." + std::string(key) + " is required with kind " + kind);
+  };
+  const auto optional_url = [&](const char* key, std::optional<std::string>& target) {
+    std::string value;
+    read_string(a, "ehr.auth", key, value);
+    if (value.empty()) return;
+    if (value.rfind("https://", 0) != 0) throw config_error("setting ehr.auth." + std::string(key) + " must be an https:// URL");
+    target = value;
+  };
+  if (kind == "smart_backend") {
+    refuse_unknown(a, "ehr.auth", {"kind", "client_id", "private_key_file", "algorithm", "key_id", "jwks_url", "scope",
+                                   "token_url"});
+    out.what = ehr_auth_config::kind::smart_backend;
+    require("client_id", out.client_id);
+    require("private_key_file", out.private_key_file);
+    out.private_key_file = relative(out.private_key_file);
+    require("algorithm", out.algorithm);
+    if (out.algorithm != "RS384" && out.algorithm != "ES384") {
+      throw config_error("setting ehr.auth.algorithm must be \"RS384\" or \"ES384\"");
+    }
+    require("key_id", out.key_id);
+    require("scope", out.scope);
+    optional_url("jwks_url", out.jwks_url);
+    optional_url("token_url", out.token_url);
+  } else if (kind == "client_secret_basic") {
+    refuse_unknown(a, "ehr.auth", {"kind", "client_id", "client_secret_file", "scope", "token_url"});
+    out.what = ehr_auth_config::kind::client_secret_basic;
+    require("client_id", out.client_id);
+    if (out.client_id.find(':') != std::string::npos) throw config_error("setting ehr.auth.client_id must not contain ':'");
+    require("client_secret_file", out.client_secret_file);
+    out.client_secret_file = relative(out.client_secret_file);
+    require("scope", out.scope);
+    optional_url("token_url", out.token_url);
+  } else if (kind == "bearer_file") {
+    refuse_unknown(a, "ehr.auth", {"kind", "token_file"});
+    out.what = ehr_auth_config::kind::bearer_file;
+    require("token_file", out.token_file);
+    out.token_file = relative(out.token_file);
+  } else if (kind == "none") {
+    refuse_unknown(a, "ehr.auth", {"kind"});
+  } else {
+    throw config_error("setting ehr.auth.kind must be \"smart_backend\", \"client_secret_basic\", \"bearer_file\" or "
+                       "\"none\"");
+  }
+  for (char c : out.scope) {
+    if (c < 0x21 && c != ' ') throw config_error("setting ehr.auth.scope must be printable scopes separated by spaces");
+  }
+}
+
+}  // namespace
+
+std::string_view auth_kind_name(ehr_auth_config::kind k) {
+  switch (k) {
+    case ehr_auth_config::kind::none: return "none";
+    case ehr_auth_config::kind::smart_backend: return "smart_backend";
+    case ehr_auth_config::kind::client_secret_basic: return "client_secret_basic";
+    case ehr_auth_config::kind::bearer_file: return "bearer_file";
+  }
+  return "none";
+}
+
 bool listen_address::loopback() const {
   if (host == "localhost" || host == "::1") return true;
   return host.rfind("127.", 0) == 0 && host.find_first_not_of("0123456789.") == std::string::npos;
@@ -288,7 +359,7 @@ connector_config load_config(const std::optional<std::string>& path) {
   if (const auto* e = root.find("ehr")) {
     if (!e->is_object()) throw config_error("setting ehr must be an object");
     refuse_unknown(*e, "ehr", {"base_url", "ca_file", "client_cert_file", "client_key_file",
-                               "connections", "timeout_seconds"});
+                               "connections", "timeout_seconds", "auth"});
     auto& ec = config.ehr;
     read_string(*e, "ehr", "base_url", ec.base_url);
     for (auto [key, target] : {std::pair{"ca_file", &ec.ca_file}, std::pair{"client_cert_file", &ec.client_cert_file},
@@ -299,6 +370,7 @@ connector_config load_config(const std::optional<std::string>& path) {
     }
     read_int(*e, "ehr", "connections", 1, 64, ec.connections);
     read_int(*e, "ehr", "timeout_seconds", 1, 600, ec.timeout_seconds);
+    if (const auto* a = e->find("auth")) read_auth(*a, relative, ec.auth);
   }
   if (const auto* y = root.find("sync")) {
     if (!y->is_object()) throw config_error("setting sync must be an object");

@@ -23,6 +23,26 @@ struct store_config {
   int busy_timeout_ms = 2000;
 };
 
+// How the connector proves who it is to the EHR beyond a client certificate (ehr.auth; absent:
+// none). Secrets are read from files, never from this configuration.
+struct ehr_auth_config {
+  enum class kind { none, smart_backend, client_secret_basic, bearer_file };
+  kind what = kind::none;
+  std::string client_id;             // smart_backend, client_secret_basic
+  std::string scope;                 // smart_backend, client_secret_basic: e.g. system/*.write
+  std::optional<std::string> token_url;  // absent: discovered from the FHIR base
+  // smart_backend: the signing key (PEM: RSA >= 2048 for RS384, EC P-384 for ES384), its kid,
+  // and where the clinic hosts the public JWKS (sent as jku), if it does.
+  std::string private_key_file;
+  std::string algorithm;  // "RS384" or "ES384"
+  std::string key_id;
+  std::optional<std::string> jwks_url;
+  std::string client_secret_file;  // client_secret_basic
+  std::string token_file;          // bearer_file: re-read when it changes
+};
+
+std::string_view auth_kind_name(ehr_auth_config::kind k);
+
 // The EHR's FHIR endpoint and how to reach it (paths relative to the configuration file).
 struct ehr_config {
   std::string base_url;  // required to deliver: https://host[:port]/fhir-base
@@ -31,6 +51,7 @@ struct ehr_config {
   std::optional<std::string> client_key_file;
   int connections = 2;
   int timeout_seconds = 30;
+  ehr_auth_config auth;
 };
 
 struct sync_config {

@@ -64,6 +64,13 @@ class daemon_events : public event_sink {
     std::lock_guard lock(mutex_);
     return health_;
   }
+  // From the event loop, where the token lives.
+  void publish_auth(const access_tokens* tokens) {
+    if (tokens == nullptr) return;
+    std::lock_guard lock(mutex_);
+    health_.auth = tokens->status();
+    health_.auth_published_steady_ms = steady_ms();
+  }
 
  private:
   sync_log& log_;
@@ -113,6 +120,7 @@ class daemon {
     std::fprintf(stderr, "migraine-connector: delivering to %s; sync log %s%s%s\n", config_.ehr.base_url.c_str(),
                  config_.log.path.c_str(), folder_ ? "; inbox " : "", folder_ ? config_.inbox.dir.c_str() : "");
     std::fprintf(stderr, "migraine-connector: SIGTERM or SIGINT stops after the requests in flight\n");
+    events_.publish_auth(delivery_.tokens.get());
     delivery_.engine.start(delivery_.owner);
     if (folder_) scan_inbox();
     if (alerts_) arm(alert_timer_, alert_check, [this] { evaluate_alerts(); });
@@ -199,19 +207,25 @@ class daemon {
   // GET [base]/metadata when nothing was sent for a minute: tells /readyz and the alerts whether
   // the EHR can be reached while there is nothing to deliver.
   void probe_if_idle() {
+    events_.publish_auth(delivery_.tokens.get());
     const std::int64_t now = steady_ms();
     const std::int64_t last = std::max(last_probe_, delivery_.engine.last_answer_steady_ms().value_or(0));
     if (delivery_.engine.in_flight() == 0 && now - last >= probe_after_idle_ms) {
       last_probe_ = now;
-      delivery_.ehr.send(
-          {"/metadata", "application/fhir+json", "", "probe-" + std::to_string(++probes_), nullptr},
+      // Through the token, when there is one: a refused token keeps its alert open, and the
+      // probe is also how a paused daemon notices the EHR took the credentials back.
+      delivery_.channel.send(
+          {.path = "/metadata", .content_type = "application/fhir+json", .body = "",
+           .request_id = "probe-" + std::to_string(++probes_), .may_send = nullptr, .accept = {}, .authorization = {}},
           [this](ehr_answer answer) {
-            const bool reached = answer.outcome.what == attempt_outcome::kind::response;
+            const bool reached = answer.outcome.what == attempt_outcome::kind::response ||
+                                 answer.outcome.what == attempt_outcome::kind::credentials_refused;
             const ehr_contact contact{reached, reached ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error};
             delivery_.worker.run([contact](outbox& s) { s.note_ehr_contact(contact, now_ms()); },
                                  [](store_result<bool>) {});
             const int status = reached ? answer.outcome.http_status : 0;
-            if (answer.tls_failure || status == 401 || status == 403) {
+            const bool refused = answer.outcome.what == attempt_outcome::kind::credentials_refused;
+            if (answer.tls_failure || status == 401 || status == 403 || refused) {
               sync_event e;
               e.time_ms = now_ms();
               e.name = answer.tls_failure ? event::tls_fault : event::auth_fault;

@@ -10,6 +10,8 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "connector/auth/access_tokens.h"
+#include "connector/auth/authorized_channel.h"
 #include "connector/clock.h"
 #include "connector/config/config.h"
 #include "connector/net/ehr_client.h"
@@ -31,6 +33,25 @@ inline ehr_settings ehr_settings_of(const ehr_config& e) {
   s.connections = e.connections;
   s.timeout = std::chrono::seconds(e.timeout_seconds);
   return s;
+}
+
+// Token requests and discovery go out over their own connection, trusting what the EHR's
+// connections trust and presenting the same client certificate.
+inline http_factory token_http_of(boost::asio::io_context& loop, const ehr_config& e) {
+  return [&loop, e](const std::string& url) -> std::unique_ptr<ehr_channel> {
+    ehr_settings s = ehr_settings_of(e);
+    s.base_url = url;
+    s.section = "ehr.auth";
+    s.url_key = "token_url";
+    s.connections = 1;
+    return std::make_unique<ehr_client>(loop, s);
+  };
+}
+
+// null without ehr.auth. Throws config_error for an unusable key or secret file.
+inline std::unique_ptr<access_tokens> access_tokens_of(boost::asio::io_context& loop, const ehr_config& e) {
+  if (e.auth.what == ehr_auth_config::kind::none) return nullptr;
+  return std::make_unique<access_tokens>(e.auth, e.base_url, token_http_of(loop, e), steady_ms);
 }
 
 // The store as every process opens it: a busy store is reported to the sync log as it happens.
@@ -65,9 +86,11 @@ struct delivery_setup {
         store(config.store.path, store_options_of(config.store, events)),
         owner(store.register_owner(owner_kind, now_ms())),
         ehr(loop, ehr_settings_of(config.ehr)),
+        tokens(access_tokens_of(loop, config.ehr)),
+        channel(ehr, tokens.get()),
         random(std::random_device{}()),
         worker(loop, store),
-        engine(loop, worker, ehr, mapper, tables,
+        engine(loop, worker, channel, mapper, tables,
                delivery_policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
                                 std::chrono::milliseconds(config.sync.max_delay_ms)},
                                [this] { return std::uniform_real_distribution<double>(0.0, 1.0)(random); }),
@@ -85,6 +108,8 @@ struct delivery_setup {
   sqlite_outbox store;
   std::int64_t owner;
   ehr_client ehr;
+  std::unique_ptr<access_tokens> tokens;  // null without ehr.auth
+  authorized_channel channel;             // what delivery sends through: ehr, with the token
   std::mt19937_64 random;
   store_worker worker;
   sync_engine engine;

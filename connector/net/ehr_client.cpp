@@ -108,7 +108,8 @@ class connection : public std::enable_shared_from_this<connection> {
     request_.set(http::field::host, endpoint_.host);
     request_.set(http::field::user_agent, "migraine-connector");
     if (!r.body.empty()) request_.set(http::field::content_type, r.content_type);
-    request_.set(http::field::accept, r.content_type);
+    request_.set(http::field::accept, r.accept.empty() ? r.content_type : r.accept);
+    if (!r.authorization.empty()) request_.set(http::field::authorization, r.authorization);
     request_.set("X-Request-ID", r.request_id);
     request_.keep_alive(true);
     request_.body() = std::move(r.body);
@@ -374,7 +375,9 @@ bool ehr_client::send(ehr_request request, std::function<void(ehr_answer)> done)
 
 bool ehr_client::post_transaction(std::string bundle, std::string request_id,
                                   std::function<void(ehr_answer)> done) {
-  return send({"", "application/fhir+json", std::move(bundle), std::move(request_id), nullptr}, std::move(done));
+  return send({.path = "", .content_type = "application/fhir+json", .body = std::move(bundle),
+               .request_id = std::move(request_id), .may_send = nullptr, .accept = {}, .authorization = {}},
+              std::move(done));
 }
 
 int ehr_client::free_connections() const {

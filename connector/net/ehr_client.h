@@ -58,6 +58,8 @@ struct ehr_request {
   // Asked right before the request is written (after connecting): false withholds it, and the
   // answer says kind::withheld. The sync engine refuses to send once its claim's lease ran out.
   std::function<bool()> may_send;
+  std::string accept;         // empty: the content type
+  std::string authorization;  // the Authorization header's value, if any (never logged)
 };
 
 // What the sync engine needs of the EHR: the real client, or a fake in tests.

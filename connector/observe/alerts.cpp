@@ -26,8 +26,12 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
   }
   if (s.ehr_reached && (s.ehr_detail == "HTTP 401" || s.ehr_detail == "HTTP 403")) {
     now.push_back({"ehr_refuses_credentials",
-                   "the EHR answered " + s.ehr_detail + ": delivery is paused; check the client certificate "
-                   "or the EHR's access rules",
+                   "the EHR answered " + s.ehr_detail + ": delivery is paused; check the client certificate, "
+                   "the token's scopes or the EHR's access rules",
+                   s.ehr_last_contact_ms.value_or(now_ms)});
+  } else if (s.ehr_reached && s.ehr_detail.rfind("token endpoint refused", 0) == 0) {
+    now.push_back({"ehr_refuses_credentials",
+                   s.ehr_detail + ": delivery is paused; check ehr.auth and the connector's registration at the EHR",
                    s.ehr_last_contact_ms.value_or(now_ms)});
   }
   if (const auto dead = s.records.find(record_state::dead); dead != s.records.end() && dead->second > 0) {

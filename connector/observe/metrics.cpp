@@ -169,6 +169,10 @@ std::string metrics::prometheus_text(const metrics_snapshot& s, std::int64_t now
   sample(out, "migraine_dead_lettered_total", static_cast<double>(dead_lettered_));
   family(out, "migraine_replayed_total", "counter", "Dead letters replayed through this process.");
   sample(out, "migraine_replayed_total", static_cast<double>(replayed_));
+  family(out, "migraine_token_requests_total", "counter", "Requests to the EHR's token endpoint (ehr.auth).");
+  sample(out, "migraine_token_requests_total", static_cast<double>(s.token_requests));
+  family(out, "migraine_token_failures_total", "counter", "Token requests refused or unanswered.");
+  sample(out, "migraine_token_failures_total", static_cast<double>(s.token_failures));
   family(out, "migraine_auth_faults_total", "counter", "Answers 401/403: delivery paused.");
   sample(out, "migraine_auth_faults_total", static_cast<double>(auth_faults_));
   family(out, "migraine_tls_faults_total", "counter", "TLS handshakes with the EHR that failed.");

@@ -54,7 +54,9 @@ void alert_webhook::post_next() {
     return;
   }
   const bool taken = client_->send(
-      {"", "application/json", payloads_.front(), "alert-" + std::to_string(++sent_), nullptr}, [this](ehr_answer answer) {
+      {.path = "", .content_type = "application/json", .body = payloads_.front(),
+       .request_id = "alert-" + std::to_string(++sent_), .may_send = nullptr, .accept = {}, .authorization = {}},
+      [this](ehr_answer answer) {
         std::string error;
         if (answer.outcome.what != attempt_outcome::kind::response) {
           error = answer.error;

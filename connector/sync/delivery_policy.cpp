@@ -15,6 +15,7 @@ std::string describe(const attempt_outcome& o) {
     case attempt_outcome::kind::timed_out: return "timed out";
     case attempt_outcome::kind::response: return "HTTP " + std::to_string(o.http_status);
     case attempt_outcome::kind::withheld: return "not sent";
+    case attempt_outcome::kind::credentials_refused: return "no token";
   }
   return "failed";
 }
@@ -26,7 +27,8 @@ bool outcome_unknown(const attempt_outcome& o) {
     case attempt_outcome::kind::response: return o.http_status == 502 || o.http_status == 504;
     case attempt_outcome::kind::connection_failed:
     case attempt_outcome::kind::timed_out: return o.request_sent;
-    case attempt_outcome::kind::withheld: return false;
+    case attempt_outcome::kind::withheld:
+    case attempt_outcome::kind::credentials_refused: return false;
   }
   return true;
 }
@@ -50,6 +52,9 @@ delivery_verdict delivery_policy::judge(const attempt_outcome& outcome, int atte
   }
   if (response && outcome.http_status >= 200 && outcome.http_status < 300) {
     return {delivery_decision::delivered, {}, "HTTP " + std::to_string(outcome.http_status)};
+  }
+  if (outcome.what == attempt_outcome::kind::credentials_refused) {
+    return {delivery_decision::pause_for_auth, {}, "the EHR's token endpoint refused the connector; delivery paused"};
   }
   if (response && (outcome.http_status == 401 || outcome.http_status == 403)) {
     return {delivery_decision::pause_for_auth, {},

@@ -7,6 +7,7 @@
 //   withheld (never sent: the claim's lease ran out first) -> released, not an attempt
 //   401, 403                              -> pause all delivery: an authentication fault, not the
 //                                            record's; burning through the queue would not help
+//   credentials refused (never sent: the token endpoint refused the connector) -> the same pause
 //   400, 404, 409, 412, 422 and other 4xx -> dead letter, with the EHR's OperationOutcome kept
 // Pure: the random source is injected so schedules can be asserted exactly.
 #pragma once
@@ -20,7 +21,8 @@
 namespace connector {
 
 struct attempt_outcome {
-  enum class kind { response, connection_failed, timed_out, withheld };
+  // credentials_refused: not sent, because the EHR's token endpoint refused to issue a token.
+  enum class kind { response, connection_failed, timed_out, withheld, credentials_refused };
   kind what = kind::response;
   int http_status = 0;                            // with kind::response
   std::optional<std::chrono::seconds> retry_after;  // the EHR's Retry-After, if any

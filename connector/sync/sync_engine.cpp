@@ -242,8 +242,8 @@ void sync_engine::send(flight& f, const std::string& bundle) {
   auto e = event_of(f.claim, event::sent, f.record_type);
   e.correlation_id = f.correlation_id;
   emit(e);
-  ehr_request request{"", "application/fhir+json", bundle, f.correlation_id,
-                      [this, seq] { return may_send(seq); }};
+  ehr_request request{.path = "", .content_type = "application/fhir+json", .body = bundle,
+                      .request_id = f.correlation_id, .may_send = [this, seq] { return may_send(seq); }, .accept = {}, .authorization = {}};
   const bool taken = ehr_.send(std::move(request), [this, seq](ehr_answer answer) {
     try {
       on_answer(seq, answer);
@@ -264,6 +264,8 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
   const std::int64_t steady = steady_now();
   const bool answered = answer.outcome.what == attempt_outcome::kind::response;
   const bool withheld = answer.outcome.what == attempt_outcome::kind::withheld;
+  // The EHR's token endpoint answered, refusing: the EHR is reachable, the credentials are not good.
+  const bool token_refused = answer.outcome.what == attempt_outcome::kind::credentials_refused;
   const delivery_verdict verdict = policy_.judge(answer.outcome, record.attempts);
   std::string error = answer.error.empty() ? verdict.reason : answer.error + ": " + verdict.reason;
   const std::string ehr_error = answered ? fhir::summarize_operation_outcome(answer.body) : "";
@@ -271,7 +273,8 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
   attempt_report report;
   report.maybe_at_ehr = outcome_unknown(answer.outcome);
   if (!withheld) {
-    report.contact = ehr_contact{answered, answered ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error};
+    report.contact = ehr_contact{answered || token_refused,
+                                 answered ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error};
   }
   auto e = event_of(record, event::delivered, f.record_type);
   e.correlation_id = f.correlation_id;
@@ -280,7 +283,8 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
   e.ehr_error = ehr_error;
 
   // The EHR as a whole: answered, down, or refusing the connector's credentials.
-  if (answered) {
+  if (answered && verdict.decision != delivery_decision::pause_for_auth) auth_streak_ = 0;
+  if (answered || token_refused) {
     last_answer_ = steady;
     unreachable_streak_ = 0;
   } else if (!withheld && !answer.closed_on_reuse) {  // an idle connection's close is not an outage
@@ -320,16 +324,20 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
       e.name = event::dead_lettered;
       e.detail = error;
       break;
-    case delivery_decision::pause_for_auth:
+    case delivery_decision::pause_for_auth: {
+      // Asked again after 1 s, doubling up to engine_settings.auth_pause: a registration fixed at
+      // the EHR is picked up by itself, and a refusing EHR is asked about once a minute.
+      const std::int64_t wait = std::min<std::int64_t>(1000LL << std::min(auth_streak_++, 20), settings_.auth_pause.count());
       report_.auth_fault = true;
-      pause_until_ = std::max(pause_until_, steady + settings_.auth_pause.count());
+      pause_until_ = std::max(pause_until_, steady + wait);
       if (settings_.until_idle) claims_stopped_ = true;
       report.what = result::released;
-      report.retry_at_ms = now + settings_.auth_pause.count();
+      report.retry_at_ms = now + wait;
       report.error = error;
       e.name = event::auth_fault;
       e.detail = error;
       break;
+    }
     case delivery_decision::released:
       return release(seq, verdict.reason, 0);
   }

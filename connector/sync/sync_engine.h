@@ -52,7 +52,7 @@ struct engine_settings {
   std::chrono::milliseconds lease{60000};   // how long a claim holds without renewal
   std::chrono::milliseconds poll{200};      // how soon records stored by another process are noticed
   std::chrono::milliseconds sweep{5000};    // how often dead or stalled holders' claims are taken back
-  std::chrono::milliseconds auth_pause{60000};  // after 401/403: the credentials need a person
+  std::chrono::milliseconds auth_pause{60000};  // the longest pause after 401/403 or a refused token
   std::chrono::milliseconds store_retry_max{5000};  // backoff ceiling while the store refuses writes
   // sync --once: stop once nothing is claimable (or the EHR is down), and give up on a store
   // that refuses writes for this long. Zero: the daemon, which goes on until stopped.
@@ -155,6 +155,7 @@ class sync_engine {
   std::chrono::milliseconds store_backoff_{100};
   std::int64_t pause_until_ = 0;  // steady: the EHR is backed off as a whole until then
   int unreachable_streak_ = 0;
+  int auth_streak_ = 0;  // authentication faults in a row: the pause doubles
   std::optional<std::int64_t> last_answer_;
   sync_report report_;
   std::function<void()> on_idle_;

@@ -149,7 +149,8 @@ class ehr_client_test : public testing::Test {
   ehr_answer send(ehr_client& client, std::function<bool()> may_send = nullptr) {
     ehr_answer got;
     bool done = false;
-    EXPECT_TRUE(client.send({"", "application/fhir+json", R"({"resourceType":"Bundle"})", "test-1", std::move(may_send)},
+    EXPECT_TRUE(client.send({.path = "", .content_type = "application/fhir+json", .body = R"({"resourceType":"Bundle"})",
+                             .request_id = "test-1", .may_send = std::move(may_send), .accept = {}, .authorization = {}},
                             [&](ehr_answer a) {
                               got = std::move(a);
                               done = true;
