@@ -98,8 +98,10 @@ token_result read_token_answer(const ehr_answer& answer, std::int64_t& expires_i
       }
     }
     const auto* expires = body.find("expires_in");
-    expires_in_s = expires && expires->is_number() && expires->number > 0 ? static_cast<std::int64_t>(expires->number)
-                                                                          : default_expires_in_s;
+    // Clamped: a fraction of a second would mean a token per request, 1e300 an overflow.
+    expires_in_s = expires && expires->is_number() && expires->number > 0
+                       ? static_cast<std::int64_t>(std::clamp(expires->number, 1.0, 86400.0))
+                       : default_expires_in_s;
     const auto* granted = body.find("scope");
     scope = granted && granted->is_string() ? granted->text : "";
     return {token_result::kind::ok, token->text, ""};
@@ -187,10 +189,22 @@ void access_tokens::drop(const std::string& token) {
 
 void access_tokens::fetch() {
   fetching_ = true;
-  if (token_url_.empty()) {
-    discover();
-  } else {
-    request_token();
+  guarded([this] {
+    if (token_url_.empty()) {
+      discover();
+    } else {
+      request_token();
+    }
+  });
+}
+
+// A step that throws (an unusable URL, a certificate file gone, no random bytes) must still answer
+// everyone waiting, or delivery would wait for ever: it is a refusal a person must fix.
+void access_tokens::guarded(const std::function<void()>& step) {
+  try {
+    step();
+  } catch (const std::exception& e) {
+    finish({token_result::kind::refused, "", std::string("token request failed: ") + e.what()});
   }
 }
 
@@ -208,12 +222,13 @@ void access_tokens::discover() {
           }
           fhir::json_value cs;
           if (fhir::parse_json_value(a.body, cs, false).empty()) token_url_ = token_url_in_capabilities(cs);
+          if (token_url_.rfind("https://", 0) != 0) token_url_.clear();  // an EHR's word, but https only
           if (token_url_.empty()) {
             return finish({token_result::kind::refused, "",
                            "no token endpoint: neither .well-known/smart-configuration nor the CapabilityStatement "
-                           "names one; set ehr.auth.token_url"});
+                           "names an https one; set ehr.auth.token_url"});
           }
-          request_token();
+          guarded([this] { request_token(); });
         });
     if (!taken) finish({token_result::kind::unreachable, "", "token endpoint discovery: no free connection"});
   };
@@ -229,10 +244,10 @@ void access_tokens::discover() {
         if (a.outcome.http_status == 200 && fhir::parse_json_value(a.body, doc, false).empty()) {
           if (const auto* t = doc.find("token_endpoint"); t && t->is_string() && t->text.rfind("https://", 0) == 0) {
             token_url_ = t->text;
-            return request_token();
+            return guarded([this] { request_token(); });
           }
         }
-        from_capabilities();
+        guarded(from_capabilities);
       });
   if (!taken) finish({token_result::kind::unreachable, "", "token endpoint discovery: no free connection"});
 }
@@ -277,8 +292,11 @@ void access_tokens::finish(token_result result) {
   } else {
     ++failures_;
     last_error_ = result.error;
-    // A token still good keeps serving when its early renewal fails.
-    if (!token_.empty() && steady_ms_() < expires_at_) {
+    // A token still good keeps serving when its early renewal fails; the renewal is tried again
+    // half-way to its expiry (at least a second later), not on every request.
+    const std::int64_t now = steady_ms_();
+    if (!token_.empty() && now < expires_at_) {
+      renew_at_ = now + std::max<std::int64_t>(1000, (expires_at_ - now) / 2);
       result = {token_result::kind::ok, token_, ""};
     }
   }

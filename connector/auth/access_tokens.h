@@ -64,6 +64,7 @@ class access_tokens {
 
  private:
   void fetch();
+  void guarded(const std::function<void()>& step);
   void discover();
   void request_token();
   void finish(token_result result);

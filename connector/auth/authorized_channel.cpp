@@ -11,7 +11,8 @@ ehr_answer authorized_channel::not_sent(const token_result& t) {
   a.outcome.what = t.what == token_result::kind::refused ? attempt_outcome::kind::credentials_refused
                                                           : attempt_outcome::kind::connection_failed;
   a.outcome.request_sent = false;
-  a.error = t.error;
+  // "no token: ..." marks every refusal alike, whatever refused (the endpoint, a missing file).
+  a.error = t.what == token_result::kind::refused ? "no token: " + t.error : t.error;
   return a;
 }
 

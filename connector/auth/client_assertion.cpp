@@ -10,6 +10,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -58,9 +59,15 @@ signing_key& signing_key::operator=(signing_key&&) noexcept = default;
 signing_key signing_key::load(const std::string& setting, const std::string& pem_file, const std::string& algorithm) {
   std::FILE* f = std::fopen(pem_file.c_str(), "rb");
   if (f == nullptr) throw config_error("setting " + setting + ": cannot read " + pem_file);
-  EVP_PKEY* raw = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+  // A passphrase callback that gives none: a daemon has nobody to ask, and must not prompt.
+  auto no_passphrase = [](char*, int, int, void*) { return -1; };
+  EVP_PKEY* raw = PEM_read_PrivateKey(f, nullptr, no_passphrase, nullptr);
   std::fclose(f);
-  if (raw == nullptr) throw config_error("setting " + setting + ": " + pem_file + " holds no PEM private key");
+  if (raw == nullptr) {
+    ERR_clear_error();
+    throw config_error("setting " + setting + ": " + pem_file +
+                       " holds no unencrypted PEM private key (an encrypted key needs a passphrase nobody can type)");
+  }
   signing_key k;
   k.key_.reset(raw);
   k.algorithm_ = algorithm;

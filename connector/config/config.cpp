@@ -233,7 +233,9 @@ void read_auth(const fhir::json_value& a, const Relative& relative, ehr_auth_con
     std::string value;
     read_string(a, "ehr.auth", key, value);
     if (value.empty()) return;
-    if (value.rfind("https://", 0) != 0) throw config_error("setting ehr.auth." + std::string(key) + " must be an https:// URL");
+    if (value.rfind("https://", 0) != 0 || value.size() <= 8 || value[8] == '/' || value[8] == ':') {
+      throw config_error("setting ehr.auth." + std::string(key) + " must be an https:// URL with a host name");
+    }
     target = value;
   };
   if (kind == "smart_backend") {

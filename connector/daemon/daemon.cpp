@@ -220,7 +220,8 @@ class daemon {
           [this](ehr_answer answer) {
             const bool reached = answer.outcome.what == attempt_outcome::kind::response ||
                                  answer.outcome.what == attempt_outcome::kind::credentials_refused;
-            const ehr_contact contact{reached, reached ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error};
+            const bool http = answer.outcome.what == attempt_outcome::kind::response;
+            const ehr_contact contact{reached, http ? "HTTP " + std::to_string(answer.outcome.http_status) : answer.error};
             delivery_.worker.run([contact](outbox& s) { s.note_ehr_contact(contact, now_ms()); },
                                  [](store_result<bool>) {});
             const int status = reached ? answer.outcome.http_status : 0;

@@ -29,7 +29,7 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
                    "the EHR answered " + s.ehr_detail + ": delivery is paused; check the client certificate, "
                    "the token's scopes or the EHR's access rules",
                    s.ehr_last_contact_ms.value_or(now_ms)});
-  } else if (s.ehr_reached && s.ehr_detail.rfind("token endpoint refused", 0) == 0) {
+  } else if (s.ehr_reached && s.ehr_detail.rfind("no token: ", 0) == 0) {
     now.push_back({"ehr_refuses_credentials",
                    s.ehr_detail + ": delivery is paused; check ehr.auth and the connector's registration at the EHR",
                    s.ehr_last_contact_ms.value_or(now_ms)});

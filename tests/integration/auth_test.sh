@@ -107,6 +107,16 @@ patients 1 5 sec > "$work/sec.ndjson"
 sync_until_done "$sec" 3
 check "client_secret_basic: delivered" [ "$rc" -eq 0 ]
 
+# Without mutual TLS: a sandbox that asks for no client certificate, the token alone.
+start_sandbox open "$certs/server.pem" "$certs/server.key" --smart-client "es-client=$work/es.jwks" || exit 1
+nomtls=$(config no-mtls '{ "kind": "smart_backend", "client_id": "es-client", "private_key_file": "'"$work"'/es.pem",
+                  "algorithm": "ES384", "key_id": "es-1", "scope": "system/*.write" }')
+sed -i "s|\"BASE\"|\"$BASE_open\"|; s|, \"client_cert_file\": \"[^\"]*\",|,|; s|\"client_key_file\": \"[^\"]*\", ||" "$nomtls"
+check "no mTLS: the configuration has no client certificate" eval '! grep -q client_cert_file "$nomtls"'
+"$bin" ingest --config "$nomtls" "$work/es.ndjson" > /dev/null
+sync_until_done "$nomtls" 3
+check "no mTLS: ES384 token alone, delivered" [ "$rc" -eq 0 ]
+
 # bearer_file: the token a gateway renews in a file; a new one is picked up without a restart.
 patients 1 3 bearer > "$work/bearer.ndjson"
 "$bin" ingest --config "$bearer" "$work/bearer.ndjson" > /dev/null
@@ -168,7 +178,7 @@ drop 11 13 d3
 alert_open() { grep -q '"event":"alert_opened".*ehr_refuses_credentials' "$work/daemon/sync-log.jsonl"; }
 check "refused client: the ehr_refuses_credentials alert opens" wait_for 30 alert_open
 check "refused client: the status names the cause" \
-  [ "$(json_of /api/status 'j.ehr.detail')" = "token endpoint refused: invalid_client (HTTP 400)" ]
+  [ "$(json_of /api/status 'j.ehr.detail')" = "no token: token endpoint refused: invalid_client (HTTP 400)" ]
 check "refused client: the last token error is shown" \
   [ "$(json_of /api/status 'j.auth.last_error')" = "token endpoint refused: invalid_client (HTTP 400)" ]
 check "refused client: nothing dead-lettered" [ "$(json_of /api/status 'j.records.dead')" = 0 ]

@@ -90,7 +90,7 @@ TEST(alert_conditions, ehr_unreachable_not_without_a_first_failure) {
 }
 
 TEST(alert_conditions, ehr_refuses_credentials_on_401_and_403_when_reached) {
-  for (const char* detail : {"HTTP 401", "HTTP 403", "token endpoint refused: invalid_client (HTTP 400)"}) {
+  for (const char* detail : {"HTTP 401", "HTTP 403", "no token: token endpoint refused: invalid_client (HTTP 400)"}) {
     alert_inputs in;
     in.status.ehr_reached = true;
     in.status.ehr_detail = detail;

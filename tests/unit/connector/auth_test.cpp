@@ -378,6 +378,61 @@ TEST_F(token_fixture, a_bearer_file_is_read_again_when_it_changes) {
   EXPECT_EQ(get_now(*tokens).what, token_result::kind::refused);
 }
 
+TEST_F(token_fixture, a_step_that_throws_still_answers_everyone_waiting) {
+  auto tokens = std::make_unique<access_tokens>(
+      secret_auth(), "https://ehr.example/fhir",
+      [](const std::string&) -> std::unique_ptr<ehr_channel> { throw config_error("ehr.auth.token_url: no host name"); },
+      [this] { return now; });
+  for (int i = 0; i < 2; ++i) {  // the first failure must not leave a fetch "in progress" for ever
+    const auto r = get_now(*tokens);
+    EXPECT_EQ(r.what, token_result::kind::refused);
+    EXPECT_EQ(r.error, "token request failed: ehr.auth.token_url: no host name");
+  }
+}
+
+TEST_F(token_fixture, a_failed_renewal_is_retried_half_way_not_on_every_request) {
+  queued = {token_answer("tok-1", 100)};
+  auto tokens = make(secret_auth());
+  EXPECT_EQ(get_now(*tokens).token, "tok-1");
+  now += 81000;  // past 80%: renewal; the endpoint answers 429 (no answer queued is "unreachable")
+  endpoint->answers = {http(429, "")};
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(get_now(*tokens).token, "tok-1");
+  EXPECT_EQ(endpoint->seen.size(), 2u) << "one renewal attempt, not one per request";
+  now += 9600;  // half-way to expiry: tried again
+  endpoint->answers = {token_answer("tok-2", 100)};
+  get_now(*tokens);
+  EXPECT_EQ(endpoint->seen.size(), 3u);
+  EXPECT_EQ(get_now(*tokens).token, "tok-2");
+}
+
+TEST(token_answer, expires_in_is_clamped) {
+  std::int64_t expires = 0;
+  std::string scope;
+  read_token_answer(http(200, R"({"access_token":"t","token_type":"bearer","expires_in":0.2})"), expires, scope);
+  EXPECT_EQ(expires, 1);
+  read_token_answer(http(200, R"({"access_token":"t","token_type":"bearer","expires_in":1e300})"), expires, scope);
+  EXPECT_EQ(expires, 86400);
+  read_token_answer(http(200, R"({"access_token":"t","token_type":"bearer"})"), expires, scope);
+  EXPECT_EQ(expires, 300);
+}
+
+TEST(signing_key, an_encrypted_key_is_refused_without_a_prompt) {
+  scratch_dir dir;
+  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+  const fs::path file = dir.path() / "encrypted.pem";
+  std::FILE* f = std::fopen(file.c_str(), "wb");
+  char pass[] = "secret";
+  PEM_write_PrivateKey(f, key, EVP_aes_256_cbc(), reinterpret_cast<unsigned char*>(pass), 6, nullptr, nullptr);
+  std::fclose(f);
+  EVP_PKEY_free(key);
+  try {
+    signing_key::load("ehr.auth.private_key_file", file.string(), "ES384");
+    ADD_FAILURE() << "an encrypted key was accepted";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("no unencrypted PEM private key"), std::string::npos) << e.what();
+  }
+}
+
 // The channel: bearer header, one resend after a 401, then the 401 goes through.
 struct counting_ehr final : ehr_channel {
   std::vector<std::string> authorizations;
@@ -418,7 +473,7 @@ TEST_F(token_fixture, a_refused_token_request_sends_nothing_and_says_credentials
   channel.send({}, [&](ehr_answer a) { got = a; });
   EXPECT_EQ(got.outcome.what, attempt_outcome::kind::credentials_refused);
   EXPECT_FALSE(got.outcome.request_sent);
-  EXPECT_EQ(got.error, "token endpoint refused: invalid_client (HTTP 401)");
+  EXPECT_EQ(got.error, "no token: token endpoint refused: invalid_client (HTTP 401)");
   EXPECT_TRUE(ehr.authorizations.empty());
 }
 
