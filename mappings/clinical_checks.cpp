@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <set>
 
 #include "mappings/contract_names.h"
@@ -215,7 +216,7 @@ eligibility_assessment assess_eligibility(const consultation& c, const code_tabl
   for (const auto& p : c.prior_preventives) {
     if (!tables.counts_as_preventive_class(p.klass)) continue;
     const bool failed_trial = p.outcome == preventive_outcome::ineffective && p.weeks &&
-                              *p.weeks * 7 >= preventive_trial_days;
+                              std::int64_t{*p.weeks} * 7 >= preventive_trial_days;  // bounded by the reader too
     const bool could_not_take = p.outcome == preventive_outcome::not_tolerated ||
                                 p.outcome == preventive_outcome::contraindicated;
     if (failed_trial || could_not_take) failed.insert(p.klass);

@@ -513,7 +513,7 @@ consultation read_consultation(problem_sink& sink, const Value& root, const code
   consultation c;
   read_day_counts(sink, root, c.headache_days_per_month, c.migraine_days_per_month);
   c.months_at_frequency =
-      read_integer(sink, root, "months_at_frequency", need::required, 0, INT32_MAX).value_or(0);
+      read_integer(sink, root, "months_at_frequency", need::required, 0, limits::max_months).value_or(0);
   if (auto hours = read_number(sink, root, "headache_hours_per_day", need::optional)) {
     if (*hours < 0 || *hours > 24) {
       sink.report_field("headache_hours_per_day", "value", "must be between 0 and 24");
@@ -540,7 +540,7 @@ consultation read_consultation(problem_sink& sink, const Value& root, const code
       p.medication = read_string(sink, item, "medication", need::required).value_or("");
       p.klass = read_enum(sink, item, "drug_class", need::required, drug_class_names)
                     .value_or(drug_class::other);
-      p.weeks = read_integer(sink, item, "weeks", need::optional, 0, INT32_MAX);
+      p.weeks = read_integer(sink, item, "weeks", need::optional, 0, limits::max_weeks);
       p.outcome = read_enum(sink, item, "outcome", need::required, preventive_outcome_names)
                       .value_or(preventive_outcome::ongoing);
       c.prior_preventives.push_back(std::move(p));
@@ -584,11 +584,14 @@ std::vector<injection> read_injections(problem_sink& sink, const Value& root,
                         "follow-the-pain sites must be temporalis, occipitalis or trapezius");
     }
     auto s = read_enum(sink, item, "side", need::required, side_names);
-    auto sites = read_integer(sink, item, "sites", need::required, 1, INT32_MAX);
+    auto sites = read_integer(sink, item, "sites", need::required, 1, limits::max_sites);
     const double units = read_number(sink, item, "units", need::required).value_or(0);
     const bool units_read = member(item, "units") != nullptr && item["units"].IsNumber();
     if (units_read && units <= 0) sink.report_field("units", "value", "must be > 0");
-    if (m && s && sites && units > 0) out.push_back({*m, *s, *sites, units});
+    if (units_read && units > limits::max_units_per_line) {
+      sink.report_field("units", "value", "must be at most " + format_units(limits::max_units_per_line));
+    }
+    if (m && s && sites && units > 0 && units <= limits::max_units_per_line) out.push_back({*m, *s, *sites, units});
   }
   return out;
 }
@@ -599,7 +602,7 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
   bool quantities_read = true;
   auto track = [&](std::size_t before) { quantities_read = quantities_read && sink.count() == before; };
   p.consultation_record_id = read_record_ref(sink, root, "consultation_record_id", need::optional);
-  p.cycle = read_integer(sink, root, "cycle", need::optional, 1, INT32_MAX);
+  p.cycle = read_integer(sink, root, "cycle", need::optional, 1, limits::max_cycle);
 
   const product_entry* product = nullptr;
   if (const Value* obj = read_object(sink, root, "product", need::required)) {
@@ -634,11 +637,13 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
         p.product.vial_units = *units;
       }
     }
-    p.product.vials = read_integer(sink, *obj, "vials", need::optional, 1, INT32_MAX).value_or(1);
+    p.product.vials = read_integer(sink, *obj, "vials", need::optional, 1, limits::max_vials).value_or(1);
     track(before_vials);
     if (auto ml = read_number(sink, *obj, "diluent_ml", need::optional)) {
       if (*ml <= 0) {
         sink.report_field("diluent_ml", "value", "must be > 0");
+      } else if (*ml > limits::max_diluent_ml) {
+        sink.report_field("diluent_ml", "value", "must be at most " + format_units(limits::max_diluent_ml));
       } else {
         p.product.diluent_ml = ml;
       }
@@ -679,6 +684,8 @@ procedure read_procedure(problem_sink& sink, const Value& root, const code_table
   if (auto discarded = read_number(sink, root, "units_discarded", need::required)) {
     if (*discarded < 0) {
       sink.report_field("units_discarded", "value", "must be >= 0");
+    } else if (*discarded > limits::max_units_discarded) {
+      sink.report_field("units_discarded", "value", "must be at most " + format_units(limits::max_units_discarded));
     } else {
       p.units_discarded = *discarded;
     }

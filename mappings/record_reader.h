@@ -14,6 +14,20 @@
 
 namespace mappings {
 
+// Bounds of the contract's open-ended numbers: generous for any real record, small enough that no
+// arithmetic on them (weeks x 7, vials x vial units, sums of doses) can overflow. The JSON Schema
+// says the same.
+namespace limits {
+inline constexpr int max_weeks = 520;             // a preventive trial: ten years
+inline constexpr int max_months = 1200;           // months at the current frequency: a lifetime
+inline constexpr int max_sites = 100;             // injection sites on one line
+inline constexpr int max_cycle = 1000;            // treatment cycles (one every 12 weeks: 230 years)
+inline constexpr int max_vials = 20;
+inline constexpr double max_units_per_line = 1000;  // far above any dose: flags, not this, judge doses
+inline constexpr double max_diluent_ml = 100;
+inline constexpr double max_units_discarded = 4000;  // 20 vials of 200 U
+}  // namespace limits
+
 struct reader_limits {
   // A clinic record is a few kilobytes; anything this large is a wrong file, not a record.
   std::size_t max_record_bytes = 1024 * 1024;
