@@ -36,7 +36,7 @@ int run_check(const std::vector<std::string>& args) {
   for (const auto& path : files) {
     const record_file file = read_record_file(path);
     if (!file.error.empty()) {
-      std::fprintf(stderr, "%s: %s\n", path.c_str(), file.error.c_str());
+      std::fprintf(stderr, "%s: %s\n", printable(path).c_str(), printable(file.error).c_str());
       exit_code = exit_usage;
       continue;
     }

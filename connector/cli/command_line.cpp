@@ -10,6 +10,37 @@
 
 namespace connector {
 
+std::string printable(std::string_view text) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    // C1 controls are U+0080..U+009F, in UTF-8 0xC2 0x80..0x9F.
+    const bool c1 = c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+                    static_cast<unsigned char>(text[i + 1]) <= 0x9f;
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    } else if (c1) {
+      const unsigned char next = static_cast<unsigned char>(text[++i]);
+      out += "\\u00";
+      out += digits[next >> 4];
+      out += digits[next & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 // "file:record_id" for messages; NDJSON records without a readable id are named by line.
 std::string record_label(const record_file& file, const record_text& text,
                          const mappings::read_result& result) {
@@ -21,9 +52,9 @@ std::string record_label(const record_file& file, const record_text& text,
 void print_problems(std::FILE* to, const std::string& label, const fhir::issues& problems) {
   for (const auto& p : problems) {
     if (p.path.empty()) {
-      std::fprintf(to, "%s: %s\n", label.c_str(), p.message.c_str());
+      std::fprintf(to, "%s: %s\n", printable(label).c_str(), printable(p.message).c_str());
     } else {
-      std::fprintf(to, "%s: %s: %s\n", label.c_str(), p.path.c_str(), p.message.c_str());
+      std::fprintf(to, "%s: %s: %s\n", printable(label).c_str(), printable(p.path).c_str(), printable(p.message).c_str());
     }
   }
 }

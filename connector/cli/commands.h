@@ -19,6 +19,10 @@ inline constexpr int exit_usage = 1;
 inline constexpr int exit_rejected = 2;
 inline constexpr int exit_waiting = 3;  // held records: they wait for a record not given yet
 
+// Text for a terminal: control characters (C0, DEL, C1) escaped as \n, \t, \xNN, so that a file
+// name or a stored detail cannot move the cursor, forge a line or recolour the screen.
+std::string printable(std::string_view text);
+
 int run_map(const std::vector<std::string>& args);
 int run_check(const std::vector<std::string>& args);
 int run_ingest(const std::vector<std::string>& args);

@@ -31,21 +31,22 @@ int run_ingest(const std::vector<std::string>& args) {
   for (const auto& path : options->files) {
     const record_file file = read_record_file(path);
     if (!file.error.empty()) {
-      std::fprintf(stderr, "%s: %s\n", path.c_str(), file.error.c_str());
+      std::fprintf(stderr, "%s: %s\n", printable(path).c_str(), printable(file.error).c_str());
       exit_code = exit_usage;
       continue;
     }
     // One transaction per file: nothing below is printed before it is durable.
     const auto results = records.take(store, file.records, path, "cli");
-    std::printf("%s: %s\n", path.c_str(), describe_batch(results).c_str());
+    std::printf("%s: %s\n", printable(path).c_str(), describe_batch(results).c_str());
     for (const auto& r : results) {
       if (r.accepted) continue;
       const std::string label = path + ":" + (r.record_id.empty() ? "line " + std::to_string(r.line) : r.record_id);
       for (const auto& p : r.problems) {
         if (p.path.empty()) {
-          std::printf("  rejected %s: %s\n", label.c_str(), p.message.c_str());
+          std::printf("  rejected %s: %s\n", printable(label).c_str(), printable(p.message).c_str());
         } else {
-          std::printf("  rejected %s: %s: %s\n", label.c_str(), p.path.c_str(), p.message.c_str());
+          std::printf("  rejected %s: %s: %s\n", printable(label).c_str(), printable(p.path).c_str(),
+                      printable(p.message).c_str());
         }
       }
       if (exit_code == exit_ok) exit_code = exit_rejected;

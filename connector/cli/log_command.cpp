@@ -72,7 +72,7 @@ void show(std::string_view line, const log_filter& filter) {
   if (filter.json) {
     std::printf("%.*s\n", static_cast<int>(line.size()), line.data());
   } else {
-    std::printf("%s\n", readable(e).c_str());
+    std::printf("%s\n", printable(readable(e)).c_str());
   }
 }
 

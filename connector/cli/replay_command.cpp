@@ -52,8 +52,8 @@ int run_replay(const std::vector<std::string>& args) {
       e.detail = "by " + who + " (command line; the reason is in the store's replay audit) (was: " + l.last_error + ")";
       log->emit(e);
     }
-    std::printf("%s %s revision %d (was: %s)\n", dry_run ? "would replay" : "replayed", l.record_id.c_str(),
-                l.revision, l.last_error.c_str());
+    std::printf("%s %s revision %d (was: %s)\n", dry_run ? "would replay" : "replayed", printable(l.record_id).c_str(),
+                l.revision, printable(l.last_error).c_str());
   }
   if (letters.empty()) {
     std::fprintf(stderr, "no dead letter %s\n", record_id ? ("for record " + *record_id).c_str() : "to replay");

@@ -51,16 +51,16 @@ int run_status(const std::vector<std::string>& args) {
   }
   std::printf("oldest pending: %s\n",
               s.oldest_pending_age_ms ? duration_text(*s.oldest_pending_age_ms).c_str() : "none");
-  std::printf("last error: %s\n", s.last_error ? s.last_error->c_str() : "none");
+  std::printf("last error: %s\n", s.last_error ? printable(*s.last_error).c_str() : "none");
   if (s.ehr_last_contact_ms) {
     std::printf("EHR: %s %s ago (%s)\n", s.ehr_reached ? "reached" : "NOT reached",
-                duration_text(now - *s.ehr_last_contact_ms).c_str(), s.ehr_detail.c_str());
+                duration_text(now - *s.ehr_last_contact_ms).c_str(), printable(s.ehr_detail).c_str());
   } else {
     std::printf("EHR: not contacted yet\n");
   }
   if (s.owners.empty()) std::printf("processes delivering: none\n");
   for (const auto& o : s.owners) {
-    std::printf("process delivering: %s pid %lld since %s, %d in flight%s\n", o.kind.c_str(),
+    std::printf("process delivering: %s pid %lld since %s, %d in flight%s\n", printable(o.kind).c_str(),
                 static_cast<long long>(o.pid), utc_text(o.started_at_ms).c_str(), o.claims,
                 o.alive ? "" : " (gone: its claims are taken back by the next process)");
   }

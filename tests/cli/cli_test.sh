@@ -135,5 +135,12 @@ check "status --json is JSON" node -e "JSON.parse(require('fs').readFileSync('$w
 check "no patient data in ingest or status output" bash -c "! grep -Eq 'Jordan|Example|MRN-100234|1984-05-17' '$work/out' '$work/err'"
 check "the store is owner-only" [ "$(stat -c %a "$work/store/outbox.db")" = 600 ]
 
+# Human output cannot be forged: a file name with a line break and an escape sequence is printed escaped.
+forged="$work/visit"$'\n'"2026-12-01 09:00:00  delivered       FAKE-1"$'\e'"[2J.json"
+printf '{"record_type": "consultation"}' > "$forged"
+run check "$forged"
+check "check: a control character in a file name is escaped" grep -q 'visit\\n2026-12-01 09:00:00  delivered       FAKE-1\\x1b\[2J.json' "$work/out"
+check "check: no forged line" [ "$(grep -c '^2026-12-01 09:00:00  delivered' "$work/out")" -eq 0 ]
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
