@@ -202,7 +202,10 @@ http_response admin_api::metrics_text(outbox& store) {
   s.status = store.status(now);
   s.certificates = configured_certificates(c_.config, now / 1000);
   s.alerts = store.open_alerts();
-  if (c_.log != nullptr) s.log_failed_writes = c_.log->failed_writes();
+  if (c_.log != nullptr) {
+    s.log_failed_writes = c_.log->failed_writes();
+    s.log_writable = !c_.log->failing();
+  }
   const delivery_health health = c_.delivery ? c_.delivery() : delivery_health{};
   s.store_degraded = health.store_degraded;
   if (health.auth) {

@@ -193,7 +193,10 @@ class daemon {
     intake_worker_.run(
         [this](outbox& s) {
           const std::int64_t at = now_ms();
-          return alerts_->evaluate(s, {s.status(at), configured_certificates(config_, at / 1000)}, at);
+          return alerts_->evaluate(s,
+                                   {s.status(at), configured_certificates(config_, at / 1000),
+                                    log_.failing() ? log_.settings().path : std::string()},
+                                   at);
         },
         [this](store_result<std::vector<alert_change>> r) {
           if (r.ok() && webhook_) {

@@ -45,6 +45,12 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
                    "the oldest undelivered record has waited " + minutes_text(*s.oldest_pending_age_ms),
                    now_ms - *s.oldest_pending_age_ms});
   }
+  if (!in.sync_log_failing.empty()) {
+    now.push_back({"sync_log_unwritable",
+                   "the sync log " + in.sync_log_failing + " cannot be written (read-only or full disk?): delivery goes "
+                   "on, its events are lost until the log is writable",
+                   now_ms});
+  }
   for (const auto& c : in.certificates) {
     if (!c.days_left) {
       now.push_back({"certificate_expiring:" + c.setting, c.setting + " " + c.file + " cannot be read", now_ms});

@@ -7,6 +7,7 @@
 //   dead_letters                at least one record waits in the dead letters for a replay
 //   oldest_pending              a record has waited longer than alerts.oldest_pending_minutes
 //   certificate_expiring:SETTING  a configured certificate expires within alerts.certificate_days
+//   sync_log_unwritable         the sync log cannot be written (read-only, full disk): delivery goes on
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,7 @@ namespace connector {
 struct alert_inputs {
   outbox_status status;
   std::vector<certificate_days> certificates;
+  std::string sync_log_failing;  // the log's path while its writes fail; empty when it writes
 };
 
 struct alert_change {

@@ -149,6 +149,8 @@ std::string metrics::prometheus_text(const metrics_snapshot& s, std::int64_t now
   sample(out, "migraine_maybe_at_ehr_records", static_cast<double>(s.status.maybe_at_ehr));
   family(out, "migraine_sync_log_failed_writes_total", "counter", "Sync log lines that could not be written.");
   sample(out, "migraine_sync_log_failed_writes_total", static_cast<double>(s.log_failed_writes));
+  family(out, "migraine_sync_log_writable", "gauge", "1 while the sync log takes lines, 0 while its writes fail.");
+  sample(out, "migraine_sync_log_writable", s.log_writable ? 1 : 0);
 
   std::lock_guard lock(mutex_);
   family(out, "migraine_records_received_total", "counter", "Records stored durably by intake, by channel.");

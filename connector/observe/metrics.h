@@ -25,6 +25,7 @@ struct metrics_snapshot {
   bool ready = false;
   bool store_degraded = false;  // delivery waits for the store to take writes again
   std::int64_t log_failed_writes = 0;
+  bool log_writable = true;
   std::int64_t token_requests = 0;  // to the EHR's token endpoint (ehr.auth)
   std::int64_t token_failures = 0;
 };

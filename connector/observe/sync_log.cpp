@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -145,7 +146,37 @@ std::string event_json(const sync_event& e) {
 
 sync_log::sync_log(log_config settings) : settings_(std::move(settings)) {
   fd_ = ::open(settings_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (fd_ < 0) throw config_error("setting log.path: cannot open " + settings_.path + " for appending");
+  if (fd_ < 0) {
+    const int err = errno;
+    failing_ = true;
+    std::fprintf(stderr, "migraine-connector: warning: the sync log %s cannot be opened for appending (%s); "
+                 "delivery goes on, and the log resumes once the file can be written\n",
+                 settings_.path.c_str(), std::strerror(err));
+  }
+}
+
+bool sync_log::failing() const {
+  std::lock_guard lock(mutex_);
+  return failing_;
+}
+
+// Warns once when the log stops taking lines and once when it takes them again.
+void sync_log::note_write(bool ok) {
+  if (!ok) {
+    ++failed_writes_;
+    ++lost_since_failing_;
+    if (!failing_) {
+      const int err = errno;
+      std::fprintf(stderr, "migraine-connector: warning: the sync log %s cannot be written (%s); delivery goes on\n",
+                   settings_.path.c_str(), std::strerror(err));
+    }
+    failing_ = true;
+  } else if (failing_) {
+    std::fprintf(stderr, "migraine-connector: the sync log %s is written again (%lld line(s) lost meanwhile)\n",
+                 settings_.path.c_str(), static_cast<long long>(lost_since_failing_));
+    failing_ = false;
+    lost_since_failing_ = 0;
+  }
 }
 
 sync_log::~sync_log() {
@@ -203,7 +234,7 @@ void sync_log::emit(const sync_event& e) {
     rotate();
   }
   // O_APPEND: one write per line keeps lines whole when several processes append.
-  if (fd_ < 0 || ::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) ++failed_writes_;
+  note_write(fd_ >= 0 && ::write(fd_, line.data(), line.size()) == static_cast<ssize_t>(line.size()));
 }
 
 std::vector<std::string> log_files_oldest_first(const log_config& settings) {

@@ -18,7 +18,9 @@ namespace connector {
 
 class sync_log : public event_sink {
  public:
-  // Opens (creates, mode 0640) the log. Throws config_error when it cannot.
+  // Opens (creates, mode 0640) the log. A log that cannot be opened (read-only, a missing folder,
+  // a full disk) never stops the connector: a warning goes to stderr, lines are counted as lost,
+  // and every later line tries the file again, so the log resumes by itself.
   explicit sync_log(log_config settings);
   ~sync_log() override;
   sync_log(const sync_log&) = delete;
@@ -28,17 +30,22 @@ class sync_log : public event_sink {
   // log, is the record of truth, and delivery must not stop because a disk filled with logs.
   void emit(const sync_event& e) override;
   std::int64_t failed_writes() const;
+  // The last write failed (for the sync_log_unwritable alert and /metrics).
+  bool failing() const;
 
   const log_config& settings() const { return settings_; }
 
  private:
   void reopen_if_rotated();
   void rotate();
+  void note_write(bool ok);
 
   log_config settings_;
   mutable std::mutex mutex_;
   int fd_ = -1;
   std::int64_t failed_writes_ = 0;
+  bool failing_ = false;
+  std::int64_t lost_since_failing_ = 0;
 };
 
 // The event as one JSON object (no newline); empty and zero fields are left out.

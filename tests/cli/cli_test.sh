@@ -135,6 +135,17 @@ check "status --json is JSON" node -e "JSON.parse(require('fs').readFileSync('$w
 check "no patient data in ingest or status output" bash -c "! grep -Eq 'Jordan|Example|MRN-100234|1984-05-17' '$work/out' '$work/err'"
 check "the store is owner-only" [ "$(stat -c %a "$work/store/outbox.db")" = 600 ]
 
+# A log that cannot be written never stops the connector: a warning, and the records are stored.
+printf 'not a folder\n' > "$work/logs-blocked"
+cat > "$work/no-log.jsonc" <<JSON
+{ "store": { "path": "store-no-log/outbox.db" }, "log": { "path": "logs-blocked/sync-log.jsonl" } }
+JSON
+mkdir -p "$work/store-no-log"
+run ingest --config "$work/no-log.jsonc" "$work/pathway.ndjson"
+check "an unwritable log: ingest still stores (exit 0)" [ "$rc" -eq 0 ]
+check "an unwritable log: ingest acknowledges" grep -q "3 accepted, 0 rejected" "$work/out"
+check "an unwritable log: a warning names it" grep -q "warning: the sync log .*logs-blocked/sync-log.jsonl cannot be opened for appending" "$work/err"
+
 # Human output cannot be forged: a file name with a line break and an escape sequence is printed escaped.
 forged="$work/visit"$'\n'"2026-12-01 09:00:00  delivered       FAKE-1"$'\e'"[2J.json"
 printf '{"record_type": "consultation"}' > "$forged"

@@ -115,6 +115,15 @@ TEST(alert_conditions, ehr_refuses_credentials_not_for_other_answers_or_when_not
   EXPECT_TRUE(alert_conditions(defaults(), not_reached, t0).empty());
 }
 
+TEST(alert_conditions, sync_log_unwritable_while_its_writes_fail) {
+  alert_inputs in;
+  EXPECT_TRUE(alert_conditions(defaults(), in, t0).empty());
+  in.sync_log_failing = "/var/log/migraine-connector/sync-log.jsonl";
+  const auto now = alert_conditions(defaults(), in, t0);
+  ASSERT_EQ(keys(now), std::vector<std::string>{"sync_log_unwritable"});
+  EXPECT_NE(now[0].detail.find("/var/log/migraine-connector/sync-log.jsonl"), std::string::npos);
+}
+
 TEST(alert_conditions, dead_letters_when_any_record_is_dead) {
   EXPECT_TRUE(alert_conditions(defaults(), dead_letters(0), t0).empty());
   const auto one = alert_conditions(defaults(), dead_letters(1), t0);
