@@ -33,7 +33,8 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 struct endpoint {
-  std::string host;
+  std::string host;       // for the resolver and certificate checks: a name, an IPv4 or a bare IPv6 address
+  std::string authority;  // for the Host header, as written: host[:port], [v6][:port]
   std::string port;
   std::string target;  // the base path: transactions are POSTed to it
 };
@@ -46,23 +47,51 @@ endpoint parse_base_url(const std::string& url, const std::string& setting) {
   std::string authority = rest.substr(0, slash);
   endpoint e;
   e.target = slash == std::string::npos ? "/" : rest.substr(slash);
-  const auto colon = authority.rfind(':');
-  if (colon != std::string::npos && authority.find(']') == std::string::npos) {
+  e.authority = authority;
+  e.port = "443";
+  if (!authority.empty() && authority[0] == '[') {  // an IPv6 literal: https://[::1]:8443/fhir
+    const auto close = authority.find(']');
+    if (close == std::string::npos) throw config_error("setting " + setting + " has an IPv6 address without its ]");
+    e.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') throw config_error("setting " + setting + ": only :port may follow the IPv6 address");
+      e.port = authority.substr(close + 2);
+    }
+  } else if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
     e.host = authority.substr(0, colon);
     e.port = authority.substr(colon + 1);
   } else {
     e.host = authority;
-    e.port = "443";
   }
   if (e.host.empty()) throw config_error("setting " + setting + " has no host name");
+  if (e.port.empty() || e.port.find_first_not_of("0123456789") != std::string::npos) {
+    throw config_error("setting " + setting + " has a port that is not a number");
+  }
   return e;
+}
+
+// The SSL ex_data slot where the client-certificate callback notes that the EHR asked for one.
+int certificate_requested_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
 }
 
 void configure_tls(ssl::context& ctx, const ehr_settings& s) {
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  // The policy is the connector's, whatever the system's OpenSSL configuration says: TLS 1.2 or
+  // newer, and security level 2 at least (RSA and DH of 2048 bits or more, no SHA-1 signatures).
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  if (SSL_CTX_get_security_level(ctx.native_handle()) < 2) SSL_CTX_set_security_level(ctx.native_handle(), 2);
   ctx.set_verify_mode(ssl::verify_peer);
+  if (!s.client_cert_file) {
+    // Without a certificate of our own, note when the EHR asks for one, so the failure that
+    // follows (often a bare reset under TLS 1.3) can be named for what it is.
+    SSL_CTX_set_client_cert_cb(ctx.native_handle(), [](SSL* ssl, X509**, EVP_PKEY**) {
+      SSL_set_ex_data(ssl, certificate_requested_index(), reinterpret_cast<void*>(1));
+      return 0;  // none to give
+    });
+  }
   boost::system::error_code ec;
   if (s.ca_file) {
     ctx.load_verify_file(*s.ca_file, ec);
@@ -105,7 +134,7 @@ class connection : public std::enable_shared_from_this<connection> {
     std::string target = endpoint_.target;
     if (!r.path.empty()) target = (target.back() == '/' ? target.substr(0, target.size() - 1) : target) + r.path;
     request_ = {r.body.empty() ? http::verb::get : http::verb::post, target, 11};
-    request_.set(http::field::host, endpoint_.host);
+    request_.set(http::field::host, endpoint_.authority);
     request_.set(http::field::user_agent, "migraine-connector");
     if (!r.body.empty()) request_.set(http::field::content_type, r.content_type);
     request_.set(http::field::accept, r.accept.empty() ? r.content_type : r.accept);
@@ -224,7 +253,7 @@ class connection : public std::enable_shared_from_this<connection> {
       // connection that is the EHR having closed it: send again at once on a fresh one.
       if (reused_ && !retried_) return resend_on_fresh_connection();
       if (ec == beast::error::timeout) return fail(attempt_outcome::kind::timed_out, "sending timed out");
-      return fail(attempt_outcome::kind::connection_failed, "send: " + ec.message());
+      return fail(attempt_outcome::kind::connection_failed, named_if_certificate_missing("send: " + ec.message()));
     }
     sent_ = sent_any_ = true;  // from here on the EHR may have it: an unanswered request is "possibly delivered"
     failpoint("after_request_written");
@@ -242,7 +271,7 @@ class connection : public std::enable_shared_from_this<connection> {
       // timeout as the request went out. Not sent again here (the EHR may be processing it); the
       // caller retries it as possibly delivered, without taking the EHR for down.
       closed_on_reuse_ = reused_ && !parser_->got_some();
-      return fail(attempt_outcome::kind::connection_failed, "receive: " + ec.message());
+      return fail(attempt_outcome::kind::connection_failed, named_if_certificate_missing("receive: " + ec.message()));
     }
     response_ = parser_->release();
     ehr_answer answer;
@@ -269,7 +298,20 @@ class connection : public std::enable_shared_from_this<connection> {
   std::string tls_reason(const beast::error_code& ec) const {
     const long verify = SSL_get_verify_result(stream_->native_handle());
     if (verify != X509_V_OK) return std::string("certificate not accepted: ") + X509_verify_cert_error_string(verify);
+    if (certificate_requested()) return "the EHR requires a client certificate, and none is configured (" + ec.message() + ")";
     return ec.message();
+  }
+
+  // Under TLS 1.3 an EHR that wants a client certificate refuses after the handshake, on the first
+  // write or read of a fresh connection: name it, rather than report a bare reset.
+  std::string named_if_certificate_missing(std::string what) {
+    if (reused_ || !certificate_requested()) return what;
+    tls_failure_ = true;
+    return "TLS: the EHR requires a client certificate, and none is configured (" + what + ")";
+  }
+
+  bool certificate_requested() const {
+    return stream_ && SSL_get_ex_data(stream_->native_handle(), certificate_requested_index()) != nullptr;
   }
 
   void fail(attempt_outcome::kind kind, std::string what) {

@@ -276,7 +276,9 @@ http_server::http_server(asio::io_context& io, server_settings settings, http_ha
     auto& ctx = impl_->tls;
     ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    // As for the EHR client: TLS 1.2+ and security level 2 at least, whatever the system says.
     SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+    if (SSL_CTX_get_security_level(ctx.native_handle()) < 2) SSL_CTX_set_security_level(ctx.native_handle(), 2);
     beast::error_code ec;
     ctx.use_certificate_chain_file(*s.cert_file, ec);
     if (ec) throw config_error("setting " + s.section + ".cert_file: cannot load " + *s.cert_file);
