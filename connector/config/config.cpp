@@ -155,7 +155,7 @@ void read_intake_and_watch(const fhir::json_value& root, const Relative& relativ
     read_int(*s, "inbox", "poll_ms", 10, 600000, config.inbox.poll_ms);
   }
   if (const auto* s = section(root, "ingest_api", {"listen", "token_file", "client_ca_file", "cert_file", "key_file",
-                                                   "max_body_bytes"})) {
+                                                   "max_body_bytes", "max_records"})) {
     auto& api = config.ingest_api;
     api.listen = required_listen(*s, "ingest_api");
     optional_file(*s, "ingest_api", "token_file", api.token_file);
@@ -168,6 +168,7 @@ void read_intake_and_watch(const fhir::json_value& root, const Relative& relativ
       }
       api.max_body_bytes = static_cast<std::int64_t>(v->number);
     }
+    read_int(*s, "ingest_api", "max_records", 1, 100000, api.max_records);
     check_plain_only_on_loopback("ingest_api", *api.listen, api.cert_file, api.key_file);
     if (!api.token_file && !api.client_ca_file) {
       throw config_error("section ingest_api needs ingest_api.token_file or ingest_api.client_ca_file (or both): "

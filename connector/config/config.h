@@ -84,6 +84,7 @@ struct ingest_api_config {
   std::optional<std::string> cert_file;       // the server's certificate and key: TLS
   std::optional<std::string> key_file;
   std::int64_t max_body_bytes = 16 * 1024 * 1024;
+  int max_records = 1000;  // per request: a bigger batch gets 413 before anything is read
 };
 
 // The admin server: /healthz, /readyz, /metrics, the JSON API and the status page.

@@ -151,7 +151,7 @@ class daemon {
     if (const auto& api = config_.ingest_api; api.listen) {
       std::optional<std::string> token;
       if (api.token_file) token = read_secret_file("ingest_api.token_file", *api.token_file);
-      ingest_.emplace(intake_worker_, records_, token, [this] { delivery_.engine.wake(); });
+      ingest_.emplace(intake_worker_, records_, token, [this] { delivery_.engine.wake(); }, api.max_records);
       ingest_server_ = std::make_unique<http_server>(
           loop_,
           server_settings{"ingest_api", *api.listen, api.cert_file, api.key_file, api.client_ca_file, api.max_body_bytes,

@@ -1,6 +1,8 @@
 // POST /v1/records.
 #include "connector/intake/ingest_api.h"
 
+#include <malloc.h>
+
 #include <openssl/crypto.h>
 
 #include "connector/failpoint.h"
@@ -39,8 +41,9 @@ bool bearer_matches(const std::string& authorization, const std::string& token) 
 }
 
 ingest_api::ingest_api(store_worker& store, intake& records, std::optional<std::string> token,
-                       std::function<void()> on_stored)
-    : store_(store), intake_(records), token_(std::move(token)), on_stored_(std::move(on_stored)) {}
+                       std::function<void()> on_stored, int max_records)
+    : store_(store), intake_(records), token_(std::move(token)), on_stored_(std::move(on_stored)),
+      max_records_(max_records) {}
 
 std::optional<http_response> ingest_api::screen(const http_request& head) const {
   if (token_ && !bearer_matches(head.authorization, *token_)) {
@@ -74,11 +77,16 @@ void ingest_api::handle(const http_request& request, http_respond respond) {
       [this, body, ndjson, source](outbox& s) {
         const auto texts = split_records(*body, ndjson);
         if (texts.empty()) return json_error(400, "the request has no record");
+        if (texts.size() > static_cast<std::size_t>(max_records_)) {
+          return json_error(413, "the request holds " + std::to_string(texts.size()) + " records; at most " +
+                                     std::to_string(max_records_) + " per request (ingest_api.max_records): "
+                                     "nothing was stored, send smaller batches");
+        }
         const auto results = intake_.take(s, texts, source, "api");
         failpoint("after_ingest_commit");
         return ingest_answer(results);
       },
-      [this, respond](store_result<http_response> r) {
+      [this, respond, body_bytes = body->size()](store_result<http_response> r) {
         if (!r.ok()) {
           // Nothing was stored: the practice system keeps the records and sends them again.
           auto answer = json_error(503, std::string("the records were not stored: ") + r.error->what() +
@@ -89,7 +97,11 @@ void ingest_api::handle(const http_request& request, http_respond respond) {
         if (r.value->status == 202 || r.value->status == 422) {
           if (on_stored_) on_stored_();
         }
+        const bool large = body_bytes > 1024 * 1024;
         respond(std::move(*r.value));
+        // A large batch's body, records and answer are freed by now: give the pages back, so one
+        // big request does not leave the daemon's resident memory high for good.
+        if (large) ::malloc_trim(0);
       });
 }
 
@@ -99,7 +111,13 @@ http_response ingest_answer(const std::vector<intake_result>& results) {
   out.begin_object();
   out.key("records");
   out.begin_array();
+  std::size_t listed = 0, omitted = 0;
   for (const auto& r : results) {
+    if (!r.accepted && listed >= answer_max_rejected_listed) {
+      ++rejected;
+      ++omitted;
+      continue;
+    }
     out.begin_object();
     out.member("line", static_cast<std::int64_t>(r.line));
     if (!r.record_id.empty()) out.member("record_id", r.record_id);
@@ -107,21 +125,27 @@ http_response ingest_answer(const std::vector<intake_result>& results) {
     out.member("status", status_word(r));
     if (!r.accepted) {
       ++rejected;
+      ++listed;
       out.key("problems");
       out.begin_array();
-      for (const auto& p : r.problems) {
+      for (std::size_t i = 0; i < r.problems.size() && i < answer_max_problems_each; ++i) {
         out.begin_object();
-        out.member("path", p.path);
-        out.member("message", p.message);
+        out.member("path", r.problems[i].path);
+        out.member("message", r.problems[i].message);
         out.end_object();
       }
       out.end_array();
+      if (r.problems.size() > answer_max_problems_each) {
+        out.member("problems_not_listed", static_cast<std::int64_t>(r.problems.size() - answer_max_problems_each));
+      }
     }
     out.end_object();
   }
   out.end_array();
   out.member("accepted", static_cast<std::int64_t>(results.size() - rejected));
   out.member("rejected", static_cast<std::int64_t>(rejected));
+  // Every rejected record is kept in the quarantine with all its problems, listed or not.
+  if (omitted > 0) out.member("rejected_not_listed", static_cast<std::int64_t>(omitted));
   out.end_object();
   return {rejected == 0 ? 202 : 422, "application/json", std::string(out.view()), {}};
 }

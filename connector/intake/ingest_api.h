@@ -22,7 +22,7 @@ namespace connector {
 class ingest_api {
  public:
   ingest_api(store_worker& store, intake& records, std::optional<std::string> token,
-             std::function<void()> on_stored = nullptr);
+             std::function<void()> on_stored = nullptr, int max_records = 1000);
   void handle(const http_request& request, http_respond respond);
   // Before the body is read: a missing or wrong token is refused here (see server_settings).
   std::optional<http_response> screen(const http_request& head) const;
@@ -32,7 +32,13 @@ class ingest_api {
   intake& intake_;
   std::optional<std::string> token_;
   std::function<void()> on_stored_;
+  int max_records_;
 };
+
+// Beyond these the answer summarises instead of listing: a request of junk cannot make an answer
+// many times its own size.
+inline constexpr std::size_t answer_max_rejected_listed = 100;  // rejected records with their problems
+inline constexpr std::size_t answer_max_problems_each = 20;
 
 // The answer to a batch: each record's status by line, 202 when all were stored, 422 otherwise.
 http_response ingest_answer(const std::vector<intake_result>& results);

@@ -36,7 +36,8 @@ cat > "$d/connector.jsonc" <<JSON
   "sync": { "base_delay_ms": 1, "max_delay_ms": 1000, "max_attempts": 3 },
   "inbox": { "dir": "inbox", "poll_ms": 100 },
   "ingest_api": { "listen": "127.0.0.1:0", "token_file": "ingest.token", "client_ca_file": "$certs/ca.pem",
-                  "cert_file": "$certs/server.pem", "key_file": "$certs/server.key", "max_body_bytes": 65536 },
+                  "cert_file": "$certs/server.pem", "key_file": "$certs/server.key", "max_body_bytes": 65536,
+                  "max_records": 300 },
   "admin": { "listen": "127.0.0.1:0" },
   "log": { "path": "sync.log", "max_bytes": 20000, "keep_files": 3 },
   "alerts": { "webhook_url": "$hook_url", "ca_file": "$certs/ca.pem", "ehr_unreachable_minutes": 0.02 } }
@@ -128,6 +129,17 @@ head -c 70000 /dev/zero | tr '\0' ' ' > "$work/big.json"
 check "a body over ingest_api.max_body_bytes: 413" [ "$(post "$work/big.json" application/json | head -1)" = 413 ]
 check "... but without a token: 401, before the body is read" [ "$(request --cert "$certs/client.pem" --key "$certs/client.key")" = 401 ]
 check "another content type: 415" [ "$(post "$work/api.ndjson" text/plain | head -1)" = 415 ]
+# Amplification: more records than ingest_api.max_records is refused whole; a batch of junk gets an
+# answer that summarises beyond 100 rejected records instead of growing with them.
+for _ in $(seq 1 301); do echo '{}'; done > "$work/too-many.ndjson"
+check "more than ingest_api.max_records (300 here): 413, nothing stored" [ "$(post "$work/too-many.ndjson" | head -1)" = 413 ]
+head -250 "$work/too-many.ndjson" > "$work/junk.ndjson"
+post "$work/junk.ndjson" > "$work/junk.answer"
+check "250 junk records: 422" [ "$(head -1 "$work/junk.answer")" = 422 ]
+check "... 100 listed, 150 summarised" node -e "
+  const t=require('fs').readFileSync('$work/junk.answer','utf8'); const j=JSON.parse(t.slice(t.indexOf('\n')+1));
+  if (j.records.length!==100 || j.rejected!==250 || j.rejected_not_listed!==150) process.exit(1)"
+check "... the answer stays small (under 64 KiB)" [ "$(wc -c < "$work/junk.answer")" -lt 65536 ]
 check "the API's records reach the EHR" wait_for 60 settled
 
 # --- A crash between ingesting an inbox file and moving it -----------------------------------
