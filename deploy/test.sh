@@ -3,7 +3,17 @@
 # the FHIR validator over every golden bundle, CLI behaviour). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# deploy/test.sh --sanitize: the same suite built with ASan + UBSan into build-sanitize/.
 deploy/install-deps.sh
+if [ "${1:-}" = --sanitize ]; then
+  cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMIGRAINE_SANITIZE=ON > /dev/null
+  cmake --build build-sanitize -j "$(nproc)"
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$PWD/deploy/sanitizers.supp
+  cd build-sanitize
+  ctest --output-on-failure -j "$(nproc)" "${@:2}"
+  exit
+fi
 deploy/build.sh
 cd build
 ctest --output-on-failure -j "$(nproc)"

@@ -64,9 +64,12 @@ struct generated {
 generated generate(std::size_t count) {
   const std::string dir = std::string(MIGRAINE_SOURCE_DIR) + "/mappings/examples/";
   rapidjson::Document cons, proc, fu;
-  cons.Parse(read_text(dir + "consultation.json").c_str());
-  proc.Parse(read_text(dir + "procedure.json").c_str());
-  fu.Parse(read_text(dir + "follow_up.json").c_str());
+  const std::string cons_text = read_text(dir + "consultation.json");
+  cons.Parse(cons_text.data(), cons_text.size());
+  const std::string proc_text = read_text(dir + "procedure.json");
+  proc.Parse(proc_text.data(), proc_text.size());
+  const std::string fu_text = read_text(dir + "follow_up.json");
+  fu.Parse(fu_text.data(), fu_text.size());
   generated g;
   char buf[64];
   for (int patient = 0; g.lines.size() < count; ++patient) {

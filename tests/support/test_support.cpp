@@ -63,10 +63,11 @@ mapped map_record(const mappings::clinic_record& record, const mappings::patient
   m.text = std::string(out.view());
   if (m.outcome.result != mappings::mapping_result::mapped) {
     EXPECT_TRUE(m.text.empty()) << "a record that waits or is stale must write nothing";
-    m.bundle.Parse(R"({"entry":[]})");
+    static constexpr std::string_view empty = R"({"entry":[]})";
+    m.bundle.Parse(empty.data(), empty.size());
     return m;
   }
-  m.bundle.Parse(m.text.c_str());
+  m.bundle.Parse(m.text.data(), m.text.size());
   EXPECT_FALSE(m.bundle.HasParseError()) << "the mapper wrote invalid JSON";
   return m;
 }

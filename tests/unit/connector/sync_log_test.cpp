@@ -31,7 +31,7 @@ std::vector<std::string> ids_in(const std::string& path) {
   std::vector<std::string> ids;
   for (const auto& line : lines_of(path)) {
     rapidjson::Document doc;
-    doc.Parse(line.c_str());
+    doc.Parse(line.data(), line.size());
     if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("record_id")) ids.push_back(doc["record_id"].GetString());
   }
   return ids;
@@ -107,7 +107,7 @@ TEST(event_json, escapes_strings_so_the_line_stays_one_json_object) {
   EXPECT_NE(json.find(R"(\"two\")"), std::string::npos) << json;
   EXPECT_NE(json.find(R"(\\ end)"), std::string::npos) << json;
   rapidjson::Document doc;
-  doc.Parse(json.c_str());
+  doc.Parse(json.data(), json.size());
   ASSERT_FALSE(doc.HasParseError()) << json;
   EXPECT_EQ(std::string(doc["record_id"].GetString()), e.record_id);
   EXPECT_EQ(std::string(doc["detail"].GetString()), e.detail);

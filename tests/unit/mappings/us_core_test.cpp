@@ -198,7 +198,7 @@ TEST(extension_definitions, are_rebased_to_the_configured_identifier_base) {
   const std::string dir = test_support::source_path("mappings/profiles");
   const std::string shipped = extension_definitions(dir, "https://clinic.example/fhir");
   rapidjson::Document doc;
-  doc.Parse(shipped.c_str());
+  doc.Parse(shipped.data(), shipped.size());
   ASSERT_FALSE(doc.HasParseError());
   std::vector<std::string> urls;
   for (const auto& e : doc["entry"].GetArray()) {
@@ -211,7 +211,7 @@ TEST(extension_definitions, are_rebased_to_the_configured_identifier_base) {
   const std::string other = extension_definitions(dir, "https://ehr.northside.example/ids");
   EXPECT_EQ(other.find("https://clinic.example/fhir/StructureDefinition/"), std::string::npos);
   rapidjson::Document rebased;
-  rebased.Parse(other.c_str());
+  rebased.Parse(other.data(), other.size());
   ASSERT_FALSE(rebased.HasParseError());
   const auto& sd = rebased["entry"][1]["resource"];
   EXPECT_EQ(str(sd["url"]), "https://ehr.northside.example/ids/StructureDefinition/preventive-drug-class");
