@@ -43,8 +43,6 @@ std::string error_code_of(const fhir::json_value& body) {
   return e->text;
 }
 
-bool retryable(int status) { return status == 408 || status == 429 || status >= 500; }
-
 std::string strip_slash(std::string url) {
   while (!url.empty() && url.back() == '/') url.pop_back();
   return url;
@@ -106,7 +104,7 @@ token_result read_token_answer(const ehr_answer& answer, std::int64_t& expires_i
     scope = granted && granted->is_string() ? granted->text : "";
     return {token_result::kind::ok, token->text, ""};
   }
-  if (retryable(status)) return {token_result::kind::unreachable, "", "token endpoint answered " + http};
+  if (retryable_status(status)) return {token_result::kind::unreachable, "", "token endpoint answered " + http};
   const std::string code = json ? error_code_of(body) : "";
   return {token_result::kind::refused, "",
           "token endpoint refused: " + (code.empty() ? std::string("no error code") : code) + " (" + http + ")"};
@@ -216,7 +214,7 @@ void access_tokens::discover() {
         {.path = "/metadata", .content_type = "application/fhir+json", .body = "", .request_id = "discover-token-url",
          .may_send = nullptr, .accept = {}, .authorization = {}},
         [this](ehr_answer a) {
-          if (a.outcome.what != attempt_outcome::kind::response || retryable(a.outcome.http_status)) {
+          if (a.outcome.what != attempt_outcome::kind::response || retryable_status(a.outcome.http_status)) {
             return finish({token_result::kind::unreachable, "", "token endpoint discovery: " +
                            (a.error.empty() ? "HTTP " + std::to_string(a.outcome.http_status) : a.error)});
           }
@@ -236,7 +234,7 @@ void access_tokens::discover() {
       {.path = "/.well-known/smart-configuration", .content_type = "application/json", .body = "",
        .request_id = "discover-token-url", .may_send = nullptr, .accept = {}, .authorization = {}},
       [this, from_capabilities](ehr_answer a) {
-        if (a.outcome.what != attempt_outcome::kind::response || retryable(a.outcome.http_status)) {
+        if (a.outcome.what != attempt_outcome::kind::response || retryable_status(a.outcome.http_status)) {
           return finish({token_result::kind::unreachable, "", "token endpoint discovery: " +
                          (a.error.empty() ? "HTTP " + std::to_string(a.outcome.http_status) : a.error)});
         }

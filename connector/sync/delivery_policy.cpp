@@ -7,8 +7,6 @@
 namespace connector {
 namespace {
 
-bool retryable_status(int status) { return status == 408 || status == 429 || status >= 500; }
-
 std::string describe(const attempt_outcome& o) {
   switch (o.what) {
     case attempt_outcome::kind::connection_failed: return "connection failed";
@@ -21,6 +19,8 @@ std::string describe(const attempt_outcome& o) {
 }
 
 }  // namespace
+
+bool retryable_status(int status) { return status == 408 || status == 429 || status >= 500; }
 
 bool outcome_unknown(const attempt_outcome& o) {
   switch (o.what) {

@@ -36,6 +36,9 @@ struct attempt_outcome {
 // possibly at the EHR.
 bool outcome_unknown(const attempt_outcome& outcome);
 
+// 408, 429 and 5xx: the server is busy or failing, not refusing; worth asking again later.
+bool retryable_status(int status);
+
 enum class delivery_decision { delivered, retry, dead, pause_for_auth, released };
 
 struct delivery_verdict {
