@@ -212,6 +212,7 @@ http_response admin_api::metrics_text(outbox& store) {
     s.token_requests = health.auth->requests;
     s.token_failures = health.auth->failures;
   }
+  if (c_.listeners) s.listeners = c_.listeners();
   s.ready = check_readiness(store, s.status, s.certificates, now, health).ready();
   return {200, "text/plain; version=0.0.4; charset=utf-8", c_.counters.prometheus_text(s, now), {}};
 }

@@ -58,6 +58,7 @@ struct admin_context {
   std::optional<std::string> token;
   std::string ingest_api_address;  // host:port as bound (the configured port may be 0); empty: off
   const sync_log* log = nullptr;   // for its failed-write count in /metrics
+  std::function<std::vector<listener_figures>()> listeners;  // connection slots, for /metrics
 };
 
 struct readiness {

@@ -157,6 +157,7 @@ class daemon {
           server_settings{"ingest_api", *api.listen, api.cert_file, api.key_file, api.client_ca_file, api.max_body_bytes,
                           std::chrono::seconds(30), [this](const http_request& head) { return ingest_->screen(head); }},
           [this](const http_request& r, http_respond respond) { ingest_->handle(r, std::move(respond)); });
+      listeners_.emplace_back("ingest_api", ingest_server_->stats());
       std::fprintf(stderr, "migraine-connector: ingest API on %s:%u/v1/records (%s)\n",
                    url_of(*api.listen, api.cert_file.has_value()).c_str(), ingest_server_->port(),
                    api.client_ca_file ? (token ? "client certificate and token" : "client certificate") : "token");
@@ -168,15 +169,24 @@ class daemon {
       if (ingest_server_) ingest_address = config_.ingest_api.listen->host + ":" + std::to_string(ingest_server_->port());
       admin_.emplace(admin_context{reader_worker_, intake_worker_, [this] { return events_.health(); }, counters_,
                                    events_, config_, now_ms, MIGRAINE_CONNECTOR_VERSION, started_at_, token,
-                                   ingest_address, &log_});
+                                   ingest_address, &log_, [this] { return listener_figures_now(); }});
       admin_server_ = std::make_unique<http_server>(
           loop_,
           server_settings{"admin", *admin.listen, admin.cert_file, admin.key_file, std::nullopt, 64 * 1024,
                           std::chrono::seconds(30), [this](const http_request& head) { return admin_->screen(head); }},
           [this](const http_request& r, http_respond respond) { admin_->handle(r, std::move(respond)); });
+      listeners_.emplace_back("admin", admin_server_->stats());
       std::fprintf(stderr, "migraine-connector: status page and admin API on %s:%u/\n",
                    url_of(*admin.listen, admin.cert_file.has_value()).c_str(), admin_server_->port());
     }
+  }
+
+  std::vector<listener_figures> listener_figures_now() const {
+    std::vector<listener_figures> out;
+    for (const auto& [name, s] : listeners_) {
+      out.push_back({name, s->open.load(), s->evicted.load(), s->refused.load(), s->handshake_failures.load()});
+    }
+    return out;
   }
 
   // One scan at a time, on the intake worker; the next one inbox.poll_ms after it finished.
@@ -275,6 +285,8 @@ class daemon {
   std::optional<admin_api> admin_;
   std::unique_ptr<http_server> ingest_server_;
   std::unique_ptr<http_server> admin_server_;
+  // Filled before the loop runs, read by the admin API's reader thread afterwards.
+  std::vector<std::pair<std::string, std::shared_ptr<const listener_stats>>> listeners_;
   store_worker intake_worker_;
   store_worker reader_worker_;
   asio::signal_set signals_;

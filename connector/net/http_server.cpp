@@ -12,6 +12,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <list>
+#include <map>
 
 #include "fhir/json_writer.h"
 
@@ -25,7 +27,15 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr int max_sessions = 256;  // per listener: bounds descriptors and buffered bodies
+// Slots, per listener: bound descriptors and buffered bodies. No one client address may hold more
+// than an eighth of them, and a newcomer takes the slot of the oldest connection that has not yet
+// had a request through the screen (authentication), so a flood of idle or slow unauthenticated
+// connections cannot keep anyone out.
+constexpr std::size_t max_sessions = 512;
+constexpr int max_sessions_per_client = 64;
+// Short timeouts before a request has shown who sends it; the body gets its own (see on_header).
+constexpr std::chrono::seconds handshake_timeout{5};  // TCP accepted -> TLS handshake done
+constexpr std::chrono::seconds header_timeout{10};    // connected or answered -> a whole request header
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -97,10 +107,52 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   tcp::acceptor acceptor;
   ssl::context tls;
   bool use_tls = false;
-  std::int64_t handshake_failures = 0;
-  int sessions = 0;  // open connections (one io thread: no lock needed)
+  std::shared_ptr<listener_stats> stats = std::make_shared<listener_stats>();
   bool stopped = false;
   asio::steady_timer retry_accept{io};
+
+  // What the listener knows of each open connection. Everything here is touched only on the
+  // io_context's one thread (sessions are created and destroyed there), so it needs no lock.
+  struct connection {
+    virtual ~connection() = default;
+    virtual void evict() = 0;  // closes it at once; it gives its slot back before it returns
+    std::string address;
+    bool proven = false;  // a request of it passed the screen
+    std::list<connection*>::iterator slot;
+    bool holds_slot = false;
+  };
+  std::list<connection*> open;  // oldest first
+  std::map<std::string, int> per_address;
+
+  void take_slot(connection& c) {
+    c.slot = open.insert(open.end(), &c);
+    c.holds_slot = true;
+    ++per_address[c.address];
+    ++stats->open;
+  }
+  void give_back_slot(connection& c) {
+    if (!c.holds_slot) return;
+    c.holds_slot = false;
+    open.erase(c.slot);
+    --stats->open;
+    if (--per_address[c.address] == 0) per_address.erase(c.address);
+  }
+  // Makes room for a connection from `address`; false when every candidate slot is held by
+  // connections that have proven themselves (the newcomer is then turned away).
+  bool make_room(const std::string& address) {
+    const auto it = per_address.find(address);
+    const bool client_full = it != per_address.end() && it->second >= max_sessions_per_client;
+    if (!client_full && open.size() < max_sessions) return true;
+    for (connection* c : open) {
+      if (!c->proven && (!client_full || c->address == address)) {
+        ++stats->evicted;
+        c->evict();
+        return true;
+      }
+    }
+    ++stats->refused;
+    return false;
+  }
 
   void accept();
 };
@@ -109,19 +161,27 @@ namespace {
 
 // One connection: read a request, answer it, and again while the client keeps it alive.
 template <typename Stream>
-class session : public std::enable_shared_from_this<session<Stream>> {
+class session : public http_server::impl::connection, public std::enable_shared_from_this<session<Stream>> {
  public:
-  session(std::shared_ptr<http_server::impl> server, Stream stream)
+  session(std::shared_ptr<http_server::impl> server, Stream stream, std::string peer)
       : server_(std::move(server)), stream_(std::move(stream)) {
-    ++server_->sessions;
+    address = std::move(peer);
+    server_->take_slot(*this);
   }
-  ~session() { --server_->sessions; }
+  ~session() override { server_->give_back_slot(*this); }
+
+  void evict() override {
+    evicted_ = true;
+    server_->give_back_slot(*this);
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream_).socket().close(ignored);  // pending reads end with an error
+  }
 
   void start_tls() {
-    beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout);
+    beast::get_lowest_layer(stream_).expires_after(handshake_timeout);
     stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
       if (ec) {
-        ++self->server_->handshake_failures;  // an unknown client certificate ends here
+        if (!self->evicted_) ++self->server_->stats->handshake_failures;  // an unknown client certificate ends here
         return;
       }
       self->read();
@@ -134,7 +194,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
     parser_.emplace();
     parser_->body_limit(static_cast<std::uint64_t>(server_->settings.body_limit));
     parser_->header_limit(16 * 1024);
-    beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout);
+    beast::get_lowest_layer(stream_).expires_after(header_timeout);
     http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
       self->on_header(ec);
     });
@@ -159,6 +219,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 
   bool read_failed(beast::error_code ec) {
     if (!ec) return false;
+    if (evicted_) return true;  // its socket is closed already
     if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof) {
       close();
     } else if (ec == http::error::body_limit) {
@@ -179,6 +240,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
         return answer(*refusal, head.version(), false);  // closes: the body is never read
       }
     }
+    proven = true;  // from now on its slot is not given to newcomers
     // The body gets the step timeout plus time for a slow link (64 KiB/s, about 0.5 Mbit/s).
     const auto length = parser_->content_length().value_or(0);
     beast::get_lowest_layer(stream_).expires_after(server_->settings.timeout +
@@ -234,6 +296,7 @@ class session : public std::enable_shared_from_this<session<Stream>> {
 
   std::shared_ptr<http_server::impl> server_;
   Stream stream_;
+  bool evicted_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
@@ -251,17 +314,18 @@ void http_server::impl::accept() {
       });
       return;
     }
-    if (self->sessions >= max_sessions) {
+    beast::error_code peer_ec;
+    const auto peer = socket.remote_endpoint(peer_ec);
+    const std::string address = peer_ec ? std::string() : peer.address().to_string();
+    if (peer_ec || !self->make_room(address)) {
       beast::error_code ignored;
-      socket.close(ignored);  // full: the client may try again; the ones connected go on
+      socket.close(ignored);  // gone already, or full of proven connections: the client may try again
+    } else if (self->use_tls) {
+      std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
+          self, beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), self->tls), address)
+          ->start_tls();
     } else {
-      if (self->use_tls) {
-        std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
-            self, beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), self->tls))
-            ->start_tls();
-      } else {
-        std::make_shared<session<beast::tcp_stream>>(self, beast::tcp_stream(std::move(socket)))->read();
-      }
+      std::make_shared<session<beast::tcp_stream>>(self, beast::tcp_stream(std::move(socket)), address)->read();
     }
     self->accept();
   });
@@ -320,6 +384,6 @@ http_server::~http_server() {
 
 unsigned short http_server::port() const { return impl_->acceptor.local_endpoint().port(); }
 
-std::int64_t http_server::handshake_failures() const { return impl_->handshake_failures; }
+std::shared_ptr<const listener_stats> http_server::stats() const { return impl_->stats; }
 
 }  // namespace connector

@@ -6,6 +6,7 @@
 // (the store) to a worker and returns at once, so the thread goes on serving other requests.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -56,6 +57,14 @@ struct server_settings {
   std::function<std::optional<http_response>(const http_request& head)> screen;
 };
 
+// How a listener's slots are used, for /metrics: written on the io thread, read from any.
+struct listener_stats {
+  std::atomic<std::int64_t> open{0};     // connections now
+  std::atomic<std::int64_t> evicted{0};  // unauthenticated connections closed to make room for a newcomer
+  std::atomic<std::int64_t> refused{0};  // newcomers turned away: every slot (or the client's share) proven
+  std::atomic<std::int64_t> handshake_failures{0};  // TLS handshakes refused (e.g. unknown client certificate)
+};
+
 class http_server {
  public:
   // Binds and starts accepting. Throws config_error when the address cannot be used or the
@@ -64,7 +73,8 @@ class http_server {
   ~http_server();
 
   unsigned short port() const;  // the bound port (useful with port 0)
-  std::int64_t handshake_failures() const;  // TLS handshakes refused (e.g. unknown client certificate)
+  // Lives as long as its longest holder, so a reader on another thread never outlives it.
+  std::shared_ptr<const listener_stats> stats() const;
 
   struct impl;
 

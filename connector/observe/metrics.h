@@ -17,6 +17,12 @@
 
 namespace connector {
 
+// One HTTP listener's connection slots (connector/net/http_server.h).
+struct listener_figures {
+  std::string name;  // "ingest_api", "admin"
+  std::int64_t open = 0, evicted = 0, refused = 0, handshake_failures = 0;
+};
+
 // What a scrape reads besides the counters.
 struct metrics_snapshot {
   outbox_status status;
@@ -28,6 +34,7 @@ struct metrics_snapshot {
   bool log_writable = true;
   std::int64_t token_requests = 0;  // to the EHR's token endpoint (ehr.auth)
   std::int64_t token_failures = 0;
+  std::vector<listener_figures> listeners;
 };
 
 class metrics : public event_sink {
