@@ -185,6 +185,9 @@ class connection : public std::enable_shared_from_this<connection> {
     if (ip_ec) {
       SSL_set_tlsext_host_name(ssl, endpoint_.host.c_str());
       SSL_set1_host(ssl, endpoint_.host.c_str());
+      // The name must be in the subjectAltName (RFC 6125, as browsers do): never the subject CN,
+      // which OpenSSL would otherwise fall back to when the certificate has no DNS name.
+      SSL_set_hostflags(ssl, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     } else {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), endpoint_.host.c_str());
     }

@@ -2,7 +2,8 @@
 // EHR sandbox: a strict FHIR R4 server over HTTPS (optionally mutual TLS) for the connector's delivery tests.
 //
 //   node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key server.key [--client-ca ca.pem]
-//        [--require-client-cert] [--port 0] [--host 127.0.0.1] [--no-referential-integrity] [--verbose]
+//        [--require-client-cert] [--port 0] [--host 127.0.0.1] [--tls-version TLSv1.2|TLSv1.3]
+//        [--no-referential-integrity] [--verbose]
 //        [--smart-client ID=JWKS]... [--secret-client ID=FILE]... [--static-token-file FILE] [--token-lifetime S]
 //
 // Prints exactly one line to stdout once it listens:  {"ready":true,"port":N,"base":"https://localhost:N/fhir"}
@@ -48,7 +49,8 @@ async function importFromTools(name) {
 // ---------------------------------------------------------------------------------------------------------
 
 const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key server.key [--client-ca ca.pem]
-         [--require-client-cert] [--port 0] [--host 127.0.0.1] [--no-referential-integrity]
+         [--require-client-cert] [--port 0] [--host 127.0.0.1] [--tls-version TLSv1.2|TLSv1.3]
+         [--no-referential-integrity]
          [--profiles FILE|DIR]... [--verbose] [--smart-client ID=JWKS]... [--jwks-ca FILE]
          [--secret-client ID=SECRET_FILE]... [--static-token-file FILE] [--token-lifetime SECONDS]
   --cert FILE               server certificate (PEM; may include intermediates)
@@ -57,6 +59,8 @@ const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key
   --require-client-cert     refuse the TLS handshake of a client without a valid cert from --client-ca
   --port N                  TCP port (0 = any free port; default 0)
   --host ADDR               address to bind (default 127.0.0.1, loopback only)
+  --tls-version V           speak only this protocol version, TLSv1.2 or TLSv1.3 (both minVersion and
+                            maxVersion; default: TLSv1.2 or newer)
   --no-referential-integrity  accept literal references to resources the server does not have
   --profiles FILE|DIR       more extension StructureDefinitions (a Bundle, one definition, or a folder of them),
                             e.g. what \`migraine-connector profiles --config F\` prints for another identifier base
@@ -84,6 +88,12 @@ function parseArgs(argv) {
         break;
       }
       case '--host': opts.host = value(i++, a); break;
+      case '--tls-version': {
+        const v = value(i++, a);
+        if (v !== 'TLSv1.2' && v !== 'TLSv1.3') usageError(`invalid --tls-version ${v} (TLSv1.2 or TLSv1.3)`);
+        opts.tlsVersion = v;
+        break;
+      }
       case '--no-referential-integrity': opts.referentialIntegrity = false; break;
       case '--profiles': opts.profiles.push(value(i++, a)); break;
       case '--verbose': case '-v': opts.verbose = true; break;
@@ -844,7 +854,8 @@ export async function main(argv) {
       cert: readFileSync(opts.cert),
       key: readFileSync(opts.key),
       ...(opts.clientCa ? { ca: readFileSync(opts.clientCa), requestCert: true, rejectUnauthorized: opts.requireClientCert } : {}),
-      minVersion: 'TLSv1.2',
+      minVersion: opts.tlsVersion ?? 'TLSv1.2',
+      ...(opts.tlsVersion ? { maxVersion: opts.tlsVersion } : {}),
     };
   } catch (err) {
     console.error(`ehr-sandbox: cannot read TLS files: ${err.message}`);
