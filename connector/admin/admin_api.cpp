@@ -69,14 +69,14 @@ readiness check_readiness(outbox& store, const outbox_status& status,
                           const std::vector<certificate_days>& certificates, std::int64_t now_ms,
                           const delivery_health& delivery) {
   readiness r;
-  r.store_writable = !delivery.store_degraded && store.writable();
+  const auto store_problem = store.write_problem();
+  r.store_writable = !delivery.store_degraded && !store_problem;
   r.ehr_reached_recently = status.ehr_reached && status.ehr_last_contact_ms &&
                            now_ms - *status.ehr_last_contact_ms <= ehr_recent_ms;
   r.certificates_valid = std::all_of(certificates.begin(), certificates.end(),
                                      [](const certificate_days& c) { return c.days_left && *c.days_left >= 0; });
   if (!r.store_writable) {
-    r.detail = delivery.store_degraded ? delivery.store_problem
-                                       : "the store cannot be written (disk full, permissions, or another process holds it)";
+    r.detail = store_problem ? *store_problem : delivery.store_problem;
   } else if (!r.ehr_reached_recently) {
     r.detail = status.ehr_last_contact_ms ? "the EHR was not reached in the last 5 minutes: " + status.ehr_detail
                                           : "the EHR has not been contacted yet";

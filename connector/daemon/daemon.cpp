@@ -56,7 +56,9 @@ class daemon_events : public event_sink {
       health_.store_degraded = e.name == event::store_degraded;
       health_.store_problem = health_.store_degraded ? e.detail : "";
     }
-    if (e.name == event::store_degraded || e.name == event::store_restored || e.name == event::claim_recovered) {
+    // What staff must see even when the sync log cannot be written (its disk full, say).
+    if (e.name == event::store_degraded || e.name == event::store_restored || e.name == event::claim_recovered ||
+        e.name == event::alert_opened || e.name == event::alert_closed) {
       std::fprintf(stderr, "migraine-connector: %s: %s\n", std::string(e.name).c_str(), e.detail.c_str());
     }
   }
@@ -205,7 +207,7 @@ class daemon {
           const std::int64_t at = now_ms();
           return alerts_->evaluate(s,
                                    {s.status(at), configured_certificates(config_, at / 1000),
-                                    log_.failing() ? log_.settings().path : std::string()},
+                                    log_.failing() ? log_.settings().path : std::string(), s.write_problem()},
                                    at);
         },
         [this](store_result<std::vector<alert_change>> r) {

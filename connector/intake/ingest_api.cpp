@@ -89,9 +89,12 @@ void ingest_api::handle(const http_request& request, http_respond respond) {
       [this, respond, body_bytes = body->size()](store_result<http_response> r) {
         if (!r.ok()) {
           // Nothing was stored: the practice system keeps the records and sends them again.
+          // A full or unwritable store takes longer to come back than a busy one.
+          const bool lasting = r.error->failure == store_error::kind::full ||
+                               r.error->failure == store_error::kind::unwritable;
           auto answer = json_error(503, std::string("the records were not stored: ") + r.error->what() +
-                                            "; send them again");
-          answer.headers.emplace_back("Retry-After", "5");
+                                            "; send them again later");
+          answer.headers.emplace_back("Retry-After", lasting ? "60" : "5");
           return respond(answer);
         }
         if (r.value->status == 202 || r.value->status == 422) {

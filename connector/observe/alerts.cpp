@@ -45,6 +45,12 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
                    "the oldest undelivered record has waited " + minutes_text(*s.oldest_pending_age_ms),
                    now_ms - *s.oldest_pending_age_ms});
   }
+  if (in.store_problem) {
+    now.push_back({"store_unwritable",
+                   *in.store_problem + ": the ingest API answers 503 and delivery waits; both resume by "
+                   "themselves once the store can be written (free disk space)",
+                   now_ms});
+  }
   if (!in.sync_log_failing.empty()) {
     now.push_back({"sync_log_unwritable",
                    "the sync log " + in.sync_log_failing + " cannot be written (read-only or full disk?): delivery goes "
@@ -70,7 +76,27 @@ alert_monitor::alert_monitor(alerts_config config, event_sink& events)
 
 std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inputs& in, std::int64_t now_ms) {
   const auto holding = alert_conditions(config_, in, now_ms);
-  const auto open = store.open_alerts();
+  auto open = store.open_alerts();
+  // What the store could not record yet: record it now if it can, and count it as done either way.
+  for (auto it = unrecorded_.begin(); it != unrecorded_.end();) {
+    const auto& [alert, is_open] = it->second;
+    open.erase(std::remove_if(open.begin(), open.end(), [&](const open_alert& o) { return o.key == alert.key; }),
+               open.end());
+    if (is_open) open.push_back(alert);
+    try {
+      store.set_alert(alert, is_open);
+      it = unrecorded_.erase(it);
+    } catch (const store_error&) {
+      ++it;
+    }
+  }
+  auto record = [&](const open_alert& a, bool is_open) {
+    try {
+      store.set_alert(a, is_open);
+    } catch (const store_error&) {
+      unrecorded_[a.key] = {a, is_open};  // posted all the same; recorded on a later evaluation
+    }
+  };
   std::vector<alert_change> changes;
   auto log = [&](const open_alert& a, bool opened) {
     sync_event e;
@@ -85,16 +111,16 @@ std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inp
     if (was == open.end()) {
       open_alert opened = a;
       opened.opened_at_ms = now_ms;
-      store.set_alert(opened, true);
+      record(opened, true);
       log(opened, true);
     } else if (was->detail != a.detail) {
-      store.set_alert({a.key, a.detail, was->opened_at_ms}, true);  // still the same incident: no new alert
+      record({a.key, a.detail, was->opened_at_ms}, true);  // still the same incident: no new alert
     }
   }
   for (const auto& o : open) {
     const bool still = std::any_of(holding.begin(), holding.end(), [&](const open_alert& a) { return a.key == o.key; });
     if (!still) {
-      store.set_alert(o, false);
+      record(o, false);
       log({o.key, o.detail, o.opened_at_ms}, false);
     }
   }

@@ -8,9 +8,15 @@
 //   oldest_pending              a record has waited longer than alerts.oldest_pending_minutes
 //   certificate_expiring:SETTING  a configured certificate expires within alerts.certificate_days
 //   sync_log_unwritable         the sync log cannot be written (read-only, full disk): delivery goes on
+//   store_unwritable            the store cannot take writes (its disk is full, permissions): intake
+//                               answers 503, delivery waits; both go on by themselves when it can
+//
+// An alert is posted even when the store cannot record it (the store_unwritable alert itself,
+// on a full disk): the monitor keeps such changes in memory and records them once it can.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +32,7 @@ struct alert_inputs {
   outbox_status status;
   std::vector<certificate_days> certificates;
   std::string sync_log_failing;  // the log's path while its writes fail; empty when it writes
+  std::optional<std::string> store_problem;  // outbox::write_problem()
 };
 
 struct alert_change {
@@ -48,6 +55,9 @@ class alert_monitor {
  private:
   alerts_config config_;
   event_sink& events_;
+  // Changes the store refused to record, newest state per key (true: open), applied over what
+  // the store says until they are recorded.
+  std::map<std::string, std::pair<open_alert, bool>> unrecorded_;
 };
 
 }  // namespace connector

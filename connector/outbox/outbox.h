@@ -255,8 +255,9 @@ class outbox {
   // The newest rejected records first.
   virtual std::vector<quarantine_entry> quarantined(int limit) = 0;
 
-  // True when a write transaction can start now (for /readyz).
-  virtual bool writable() = 0;
+  // Why the store cannot take writes now, for people (/readyz, the store_unwritable alert):
+  // its disk is full, or a write transaction cannot start. nullopt: it can.
+  virtual std::optional<std::string> write_problem() = 0;
 
   // The alerts open now; open (insert or update) or close one.
   virtual std::vector<open_alert> open_alerts() = 0;

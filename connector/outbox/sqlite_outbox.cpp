@@ -2,12 +2,16 @@
 #include "connector/outbox/sqlite_outbox.h"
 
 #include <sqlite3.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <map>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "fhir/json_writer.h"
@@ -193,8 +197,38 @@ store_error::kind kind_of(const sqlite::sqlite_error& e) {
 }
 
 store_error translate(const std::string& path, const sqlite::sqlite_error& e, bool outcome_unknown = false) {
-  return store_error(kind_of(e), "store " + path + ": " + e.what(), outcome_unknown);
+  const auto kind = kind_of(e);
+  if (kind == store_error::kind::full) {
+    return store_error(kind, "store " + path + " is full: its disk has no space left", outcome_unknown);
+  }
+  return store_error(kind, "store " + path + ": " + e.what(), outcome_unknown);
 }
+
+// The stores whose last write, on any of this process's connections, failed for want of space:
+// /readyz and the alerts say so until a write succeeds again (a small probe may still fit).
+std::mutex full_stores_mutex;
+std::set<std::string> full_stores;
+std::atomic<int> full_store_count{0};  // lets every successful write skip the lock
+
+void note_space(const std::string& path, bool full) {
+  if (!full && full_store_count.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard lock(full_stores_mutex);
+  if (full) {
+    full_stores.insert(path);
+  } else {
+    full_stores.erase(path);
+  }
+  full_store_count.store(static_cast<int>(full_stores.size()), std::memory_order_relaxed);
+}
+
+bool known_full(const std::string& path) {
+  std::lock_guard lock(full_stores_mutex);
+  return full_stores.count(path) > 0;
+}
+
+// Below this much free space on the store's file system a write is likely to fail: SQLite needs
+// room for the write-ahead log's frames and a checkpoint.
+constexpr std::uint64_t min_free_bytes = 256 * 1024;
 
 // The problems as an OperationOutcome: the same shape the EHR and the CLI use.
 std::string problems_json(const fhir::issues& problems) {
@@ -269,13 +303,16 @@ auto sqlite_outbox::write(std::string_view operation, Work work) -> decltype(wor
       if constexpr (std::is_void_v<decltype(work())>) {
         work();
         commit();
+        note_space(path_, false);
         return;
       } else {
         auto result = work();
         commit();
+        note_space(path_, false);
         return result;
       }
     } catch (const sqlite::sqlite_error& e) {
+      if (kind_of(e) == store_error::kind::full) note_space(path_, true);
       if (!e.busy() || outcome_unknown) throw translate(path_, e, outcome_unknown);
       ++busy_waits_;
       if (options_.on_busy) options_.on_busy(operation, attempt);
@@ -930,12 +967,23 @@ std::vector<quarantine_entry> sqlite_outbox::quarantined(int limit) {
   });
 }
 
-bool sqlite_outbox::writable() {
+std::optional<std::string> sqlite_outbox::write_problem() {
+  const std::string where = "the store " + path_;
+  if (known_full(path_)) return where + " is full: its disk has no space left";
+  struct statvfs disk {};
+  const auto slash = path_.rfind('/');
+  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
+  if (::statvfs(folder.c_str(), &disk) == 0) {
+    const std::uint64_t free_bytes = static_cast<std::uint64_t>(disk.f_bavail) * disk.f_frsize;
+    if (free_bytes < min_free_bytes) {
+      return where + " is full: " + std::to_string(free_bytes / 1024) + " KiB left on its disk";
+    }
+  }
   try {
     sqlite::transaction probe(db_);  // not committed: rolled back when it ends
-    return true;
+    return std::nullopt;
   } catch (const std::exception&) {
-    return false;
+    return where + " cannot be written (permissions, or another process holds it)";
   }
 }
 

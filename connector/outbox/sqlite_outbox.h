@@ -60,7 +60,7 @@ class sqlite_outbox final : public outbox {
   std::vector<record_summary> records_in_state(record_state state, int limit) override;
   std::vector<record_summary> record_history(const std::string& record_id) override;
   std::vector<quarantine_entry> quarantined(int limit) override;
-  bool writable() override;
+  std::optional<std::string> write_problem() override;
   std::vector<open_alert> open_alerts() override;
   void set_alert(const open_alert& alert, bool open) override;
 

@@ -1,6 +1,7 @@
 // Test helper: one HTTP(S) request, printing the status code on the first line and the body after.
 // node https-request.mjs METHOD URL [--ca F] [--cert F --key F] [--token T] [--type CONTENT_TYPE]
-//                        [--body-file F | --body TEXT] [--host HOST_HEADER]
+//                        [--body-file F | --body TEXT] [--host HOST_HEADER] [--show-header NAME]
+// --show-header NAME prints that response header's value (or an empty line) after the status.
 // A TLS or connection failure prints "ERROR <code>: <message>" and exits 2.
 import http from 'node:http';
 import https from 'node:https';
@@ -28,7 +29,8 @@ const req = client.request(url, { method, headers, ...tls }, (res) => {
   const chunks = [];
   res.on('data', (d) => chunks.push(d));
   res.on('end', () => {
-    process.stdout.write(`${res.statusCode}\n${Buffer.concat(chunks).toString('utf8')}\n`);
+    const shown = option('--show-header') ? `${res.headers[option('--show-header').toLowerCase()] ?? ''}\n` : '';
+    process.stdout.write(`${res.statusCode}\n${shown}${Buffer.concat(chunks).toString('utf8')}\n`);
   });
 });
 req.on('error', (err) => {

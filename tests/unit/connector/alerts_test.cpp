@@ -9,6 +9,7 @@
 #include <memory>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "connector/outbox/sqlite_outbox.h"
 
@@ -319,6 +320,39 @@ TEST_F(alert_monitor_test, a_restart_does_not_reopen_an_open_alert_nor_forget_it
   EXPECT_EQ(closed[0].alert.opened_at_ms, t0);
   ASSERT_EQ(after_sink.events.size(), 1u);
   EXPECT_EQ(after_sink.events[0].name, event::alert_closed);
+}
+
+// On a full disk the store cannot record the alert that says so: it is posted all the same, once,
+// and recorded when the store takes writes again. (A foreign write lock stands in for the disk.)
+TEST_F(alert_monitor_test, an_alert_the_store_cannot_record_is_posted_once_and_recorded_later) {
+  store_ = std::make_unique<sqlite_outbox>(path_, sqlite_options{.busy_timeout_ms = 10, .busy_attempts = 1});
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  alert_inputs full;
+  full.store_problem = "the store " + path_ + " is full: its disk has no space left";
+  alert_monitor monitor(defaults(), sink_);
+  std::vector<alert_change> changes;
+  for (int i = 0; i < 5; ++i) {
+    auto c = monitor.evaluate(*store_, full, t0 + i * 1000);
+    changes.insert(changes.end(), c.begin(), c.end());
+  }
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_TRUE(changes[0].opened);
+  EXPECT_EQ(changes[0].alert.key, "store_unwritable");
+  EXPECT_NE(changes[0].alert.detail.find("is full"), std::string::npos) << changes[0].alert.detail;
+  EXPECT_TRUE(store_->open_alerts().empty());  // not recorded: the store refused
+
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_TRUE(monitor.evaluate(*store_, full, t0 + 10000).empty());  // recorded now, not posted again
+  EXPECT_EQ(keys(store_->open_alerts()), std::vector<std::string>{"store_unwritable"});
+  const auto closed = monitor.evaluate(*store_, alert_inputs{}, t0 + 20000);
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_FALSE(closed[0].opened);
+  EXPECT_EQ(closed[0].alert.opened_at_ms, t0);
+  EXPECT_TRUE(store_->open_alerts().empty());
+  EXPECT_EQ(sink_.events.size(), 2u);
 }
 
 }  // namespace

@@ -203,7 +203,7 @@ class failing_outbox final : public outbox {
   std::vector<record_summary> records_in_state(record_state s, int limit) override { return real_.records_in_state(s, limit); }
   std::vector<record_summary> record_history(const std::string& id) override { return real_.record_history(id); }
   std::vector<quarantine_entry> quarantined(int limit) override { return real_.quarantined(limit); }
-  bool writable() override { return real_.writable(); }
+  std::optional<std::string> write_problem() override { return real_.write_problem(); }
   std::vector<open_alert> open_alerts() override { return real_.open_alerts(); }
   void set_alert(const open_alert& a, bool open) override { real_.set_alert(a, open); }
 
