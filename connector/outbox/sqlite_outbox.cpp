@@ -204,26 +204,29 @@ store_error translate(const std::string& path, const sqlite::sqlite_error& e, bo
   return store_error(kind, "store " + path + ": " + e.what(), outcome_unknown);
 }
 
-// The stores whose last write, on any of this process's connections, failed for want of space:
-// /readyz and the alerts say so until a write succeeds again (a small probe may still fit).
-std::mutex full_stores_mutex;
-std::set<std::string> full_stores;
-std::atomic<int> full_store_count{0};  // lets every successful write skip the lock
+// Why the last write to a store, on any of this process's connections, failed when it failed
+// for want of space or of permission (a full or read-only disk): /readyz and the alerts say so
+// until a write succeeds again, since a small probe may still get through.
+std::mutex failing_stores_mutex;
+std::map<std::string, std::string> failing_stores;  // path -> why, for people
+std::atomic<int> failing_store_count{0};            // lets every successful write skip the lock
 
-void note_space(const std::string& path, bool full) {
-  if (!full && full_store_count.load(std::memory_order_relaxed) == 0) return;
-  std::lock_guard lock(full_stores_mutex);
-  if (full) {
-    full_stores.insert(path);
+void note_write(const std::string& path, const std::optional<std::string>& failure) {
+  if (!failure && failing_store_count.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard lock(failing_stores_mutex);
+  if (failure) {
+    failing_stores[path] = *failure;
   } else {
-    full_stores.erase(path);
+    failing_stores.erase(path);
   }
-  full_store_count.store(static_cast<int>(full_stores.size()), std::memory_order_relaxed);
+  failing_store_count.store(static_cast<int>(failing_stores.size()), std::memory_order_relaxed);
 }
 
-bool known_full(const std::string& path) {
-  std::lock_guard lock(full_stores_mutex);
-  return full_stores.count(path) > 0;
+std::optional<std::string> last_write_failure(const std::string& path) {
+  std::lock_guard lock(failing_stores_mutex);
+  const auto it = failing_stores.find(path);
+  if (it == failing_stores.end()) return std::nullopt;
+  return it->second;
 }
 
 // Below this much free space on the store's file system a write is likely to fail: SQLite needs
@@ -303,16 +306,18 @@ auto sqlite_outbox::write(std::string_view operation, Work work) -> decltype(wor
       if constexpr (std::is_void_v<decltype(work())>) {
         work();
         commit();
-        note_space(path_, false);
+        note_write(path_, std::nullopt);
         return;
       } else {
         auto result = work();
         commit();
-        note_space(path_, false);
+        note_write(path_, std::nullopt);
         return result;
       }
     } catch (const sqlite::sqlite_error& e) {
-      if (kind_of(e) == store_error::kind::full) note_space(path_, true);
+      if (kind_of(e) == store_error::kind::full || kind_of(e) == store_error::kind::unwritable) {
+        note_write(path_, translate(path_, e).what());
+      }
       if (!e.busy() || outcome_unknown) throw translate(path_, e, outcome_unknown);
       ++busy_waits_;
       if (options_.on_busy) options_.on_busy(operation, attempt);
@@ -969,7 +974,7 @@ std::vector<quarantine_entry> sqlite_outbox::quarantined(int limit) {
 
 std::optional<std::string> sqlite_outbox::write_problem() {
   const std::string where = "the store " + path_;
-  if (known_full(path_)) return where + " is full: its disk has no space left";
+  if (auto failure = last_write_failure(path_)) return "the " + *failure;
   struct statvfs disk {};
   const auto slash = path_.rfind('/');
   const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);

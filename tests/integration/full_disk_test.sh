@@ -2,7 +2,8 @@
 # The store and the sync log on a small tmpfs that fills up under the running daemon: the ingest
 # API answers 503 with Retry-After naming the store, /readyz fails its store check, an alert is
 # posted, /healthz and the daemon stay up, and everything recovers by itself once space returns:
-# nothing acknowledged is lost, nothing refused was stored. Needs root (mount); skipped (77) without.
+# nothing acknowledged is lost, nothing refused was stored. Then the same disk remounted read-only.
+# Needs root (mount); skipped (77) without.
 # Prints "N passed, M failed". Waits poll with a deadline; nothing sleeps blindly.
 set -uo pipefail
 bin=$1
@@ -93,6 +94,26 @@ check "one store_unwritable alert opened, not one per evaluation" \
   [ "$(grep '"store_unwritable"' "$work/alerts.jsonl" | grep -vc closed)" -eq 1 ]
 check "the EHR holds each record once" [ "$(ctl count Encounter)" -eq 205 ]
 check "the sync log is written again" wait_for 10 grep -q "FULL-" "$disk/sync.log"
+
+# The same disk read-only. Linux will not remount a file system read-only while a file on it is
+# open for writing, so the daemon is stopped first: started on a read-only store, it refuses
+# with a message naming the store (systemd's Restart= tries again), and once the disk is
+# writable it delivers what it holds.
+stop_daemon
+mount -o remount,ro "$disk"
+"$bin" run --config "$config" > "$work/ro.out" 2> "$work/ro.err"; rc=$?
+check "read-only: run refuses to start (exit $rc)" [ "$rc" -ne 0 ]
+check "read-only: saying which store and why" grep -qiE "store $disk/outbox.db.*(read-only|readonly)" "$work/ro.err"
+batch RO 3 > "$work/ro.ndjson"
+"$bin" ingest --config "$config" "$work/ro.ndjson" > "$work/ro-ingest.out" 2> "$work/ro-ingest.err"; rc=$?
+check "read-only: ingest refuses too, nothing half-stored" [ "$rc" -ne 0 ]
+mount -o remount,rw "$disk"
+"$bin" run --config "$config" > "$work/run.out" 2> "$work/run2.err" &
+daemon=$!
+wait_for 20 grep -q "status page" "$work/run2.err" || { echo "the daemon did not start again:"; cat "$work/run2.err"; exit 1; }
+api=$(sed -n 's|.*ingest API on \(http://[^ ]*/v1/records\).*|\1|p' "$work/run2.err" | head -1)
+check "writable again: the batch is taken (202)" [ "$(post "$work/ro.ndjson" | head -1)" = 202 ]
+check "writable again: everything is delivered" wait_for 60 delivered 208
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
