@@ -67,6 +67,9 @@ commands:
   jwks [--config FILE]
         The public JWK Set of ehr.auth's signing key (smart_backend): what the clinic
         registers with the EHR, or hosts at ehr.auth.jwks_url.
+  backup [--config FILE] --to FILE
+        A consistent copy of the store, safe while the daemon runs (SQLite's online backup);
+        FILE must not exist. It holds patient data: it is written owner-only.
 
 options:
   --help       this text
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
     if (command == "log") return connector::run_log(args);
     if (command == "profiles") return connector::run_profiles(args);
     if (command == "jwks") return connector::run_jwks(args);
+    if (command == "backup") return connector::run_backup(args);
   } catch (const std::exception& e) {
     // Start-up only (configuration, code tables): messages name files and settings, never data.
     std::fprintf(stderr, "migraine-connector: %s\n", e.what());

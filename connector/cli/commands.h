@@ -34,6 +34,7 @@ int run_config_check(const std::vector<std::string>& args);
 int run_log(const std::vector<std::string>& args);
 int run_profiles(const std::vector<std::string>& args);
 int run_jwks(const std::vector<std::string>& args);
+int run_backup(const std::vector<std::string>& args);
 
 // Shared by the commands that take only --config and flags: returns the --config value, puts the
 // flags seen in `seen`, and throws config_error for anything else.
