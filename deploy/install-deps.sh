@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # (FHIR validator, JSON Schema check, EHR sandbox, benchmark baseline), Chromium and a font (the
 # status page tested in a real browser, driven by playwright-core from npm).
 packages=(g++ cmake make rapidjson-dev libsqlite3-dev sqlite3 libssl-dev openssl libboost1.81-dev libgtest-dev
-          libgmock-dev ca-certificates chromium fonts-dejavu-core)
+          libgmock-dev ca-certificates chromium fonts-dejavu-core
+          dpkg-dev adduser systemd)  # the Debian package: dpkg-shlibdeps, its maintainer scripts, systemd-analyze
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

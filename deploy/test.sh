@@ -15,5 +15,6 @@ if [ "${1:-}" = --sanitize ]; then
   exit
 fi
 deploy/build.sh
+deploy/package.sh > /dev/null  # the Debian package, for tests/integration/package_test.sh
 cd build
 ctest --output-on-failure -j "$(nproc)"

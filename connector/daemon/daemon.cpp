@@ -25,6 +25,7 @@
 #include "connector/intake/inbox.h"
 #include "connector/intake/ingest_api.h"
 #include "connector/intake/intake.h"
+#include "connector/daemon/systemd_notify.h"
 #include "connector/net/http_server.h"
 #include "connector/observe/alerts.h"
 #include "connector/observe/metrics.h"
@@ -101,6 +102,7 @@ class daemon {
         intake_worker_(loop_, intake_store_),
         reader_worker_(loop_, reader_store_),
         signals_(loop_, SIGTERM, SIGINT),
+        reload_signal_(loop_, SIGHUP),
         inbox_timer_(loop_),
         alert_timer_(loop_),
         probe_timer_(loop_),
@@ -119,14 +121,22 @@ class daemon {
     signals_.async_wait([this](boost::system::error_code ec, int) {
       if (!ec) shut_down();
     });
+    wait_for_reload();
     std::fprintf(stderr, "migraine-connector: delivering to %s; sync log %s%s%s\n", config_.ehr.base_url.c_str(),
                  config_.log.path.c_str(), folder_ ? "; inbox " : "", folder_ ? config_.inbox.dir.c_str() : "");
-    std::fprintf(stderr, "migraine-connector: SIGTERM or SIGINT stops after the requests in flight\n");
+    std::fprintf(stderr, "migraine-connector: SIGTERM or SIGINT stops after the requests in flight; "
+                         "SIGHUP reloads the TLS certificates and keys\n");
     events_.publish_auth(delivery_.tokens.get());
     delivery_.engine.start(delivery_.owner);
     if (folder_) scan_inbox();
     if (alerts_) arm(alert_timer_, alert_check, [this] { evaluate_alerts(); });
     arm(probe_timer_, std::chrono::seconds(5), [this] { probe_if_idle(); });
+    // The store is open and the listeners are bound (the constructor did both, or threw).
+    notify_systemd("READY=1\nSTATUS=delivering to " + config_.ehr.base_url);
+    if (const auto interval = systemd_watchdog_interval()) {
+      watchdog_every_ = std::chrono::duration_cast<std::chrono::milliseconds>(*interval / 2);
+      ping_watchdog();
+    }
     loop_.run();
     std::fprintf(stderr, "migraine-connector: stopped; nothing in flight\n");
     return exit_ok;
@@ -254,10 +264,47 @@ class daemon {
     arm(probe_timer_, std::chrono::seconds(5), [this] { probe_if_idle(); });
   }
 
+  // SIGHUP: the certificates and keys of the EHR client and of both listeners are read again,
+  // for new connections (a rotated certificate, without a restart); requests in flight finish on
+  // theirs. A file that cannot be loaded is refused and the one in use stays. Every other
+  // setting is read at start only: changing it needs a restart.
+  void wait_for_reload() {
+    reload_signal_.async_wait([this](boost::system::error_code ec, int) {
+      if (ec || stopping_) return;
+      notify_systemd("RELOADING=1");
+      int failures = 0;
+      const auto reload = [&](const char* what, const auto& load) {
+        try {
+          if (load()) std::fprintf(stderr, "migraine-connector: reload: %s: certificates read again\n", what);
+        } catch (const std::exception& e) {
+          ++failures;
+          std::fprintf(stderr, "migraine-connector: reload: %s: %s; the files in use stay in use\n", what, e.what());
+        }
+      };
+      reload("ehr", [this] { delivery_.ehr.reload_tls(); return true; });
+      if (ingest_server_) reload("ingest_api", [this] { return ingest_server_->reload_tls(); });
+      if (admin_server_) reload("admin", [this] { return admin_server_->reload_tls(); });
+      std::fprintf(stderr, "migraine-connector: reload done (%s); other settings need a restart\n",
+                   failures == 0 ? "all read" : "some refused");
+      notify_systemd(failures == 0 ? "READY=1\nSTATUS=reloaded" : "READY=1\nSTATUS=reload refused a file; see the journal");
+      wait_for_reload();
+    });
+  }
+
+  // From the event loop itself, so a loop that stops turning stops the pings and systemd
+  // restarts the daemon (WatchdogSec in the unit).
+  void ping_watchdog() {
+    notify_systemd("WATCHDOG=1");
+    arm(watchdog_timer_, watchdog_every_, [this] { ping_watchdog(); });
+  }
+
   // No new work; the requests in flight are answered and settled; then the loop ends.
   void shut_down() {
     if (stopping_) return;
     stopping_ = true;
+    notify_systemd("STOPPING=1");
+    watchdog_timer_.cancel();
+    reload_signal_.cancel();
     std::fprintf(stderr, "migraine-connector: stopping: no new records; finishing the requests in flight\n");
     ingest_server_.reset();
     admin_server_.reset();
@@ -292,10 +339,13 @@ class daemon {
   store_worker intake_worker_;
   store_worker reader_worker_;
   asio::signal_set signals_;
+  asio::signal_set reload_signal_;
   asio::steady_timer inbox_timer_;
   asio::steady_timer alert_timer_;
   asio::steady_timer probe_timer_;
   asio::steady_timer closing_timer_;
+  asio::steady_timer watchdog_timer_{loop_};
+  std::chrono::milliseconds watchdog_every_{0};
   std::int64_t started_at_;
   sync_log& log_;
   std::int64_t last_probe_ = 0;

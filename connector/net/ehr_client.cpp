@@ -121,9 +121,10 @@ class connection : public std::enable_shared_from_this<connection> {
     std::int64_t fresh_resends = 0;
   };
 
-  connection(asio::io_context& io, ssl::context& tls, const endpoint& ep, std::chrono::seconds timeout,
-             counters& counts)
-      : io_(io), tls_(tls), endpoint_(ep), timeout_(timeout), resolver_(io), resolve_timer_(io), counts_(counts) {}
+  // `tls` holds the context new connections are made with; SIGHUP may replace it (reload_tls).
+  connection(asio::io_context& io, std::shared_ptr<std::shared_ptr<ssl::context>> tls, const endpoint& ep,
+             std::chrono::seconds timeout, counters& counts)
+      : io_(io), tls_(std::move(tls)), endpoint_(ep), timeout_(timeout), resolver_(io), resolve_timer_(io), counts_(counts) {}
 
   bool busy() const { return busy_; }
 
@@ -177,7 +178,10 @@ class connection : public std::enable_shared_from_this<connection> {
   }
 
   void do_resolve() {
-    stream_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io_, tls_);
+    // Each stream keeps the context it was made with: SIGHUP may have replaced the current one.
+    auto context = *tls_;
+    stream_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io_, *context);
+    stream_tls_ = std::move(context);  // after the old stream is gone
     SSL* ssl = stream_->native_handle();
     // SNI and peer-name verification: never skipped, never with an empty name.
     boost::system::error_code ip_ec;
@@ -364,7 +368,8 @@ class connection : public std::enable_shared_from_this<connection> {
   }
 
   asio::io_context& io_;
-  ssl::context& tls_;
+  std::shared_ptr<std::shared_ptr<ssl::context>> tls_;
+  std::shared_ptr<ssl::context> stream_tls_;
   const endpoint& endpoint_;
   std::chrono::seconds timeout_;
   tcp::resolver resolver_;
@@ -391,13 +396,19 @@ class connection : public std::enable_shared_from_this<connection> {
 
 struct ehr_client::impl {
   impl(asio::io_context& io, const ehr_settings& s)
-      : tls(ssl::context::tls_client), ep(parse_base_url(s.base_url, s.section + "." + s.url_key)) {
-    configure_tls(tls, s);
+      : settings(s), tls(std::make_shared<std::shared_ptr<ssl::context>>(fresh_tls(s))),
+        ep(parse_base_url(s.base_url, s.section + "." + s.url_key)) {
     for (int i = 0; i < std::max(1, s.connections); ++i) {
       connections.push_back(std::make_shared<connection>(io, tls, ep, s.timeout, counts));
     }
   }
-  ssl::context tls;
+  static std::shared_ptr<ssl::context> fresh_tls(const ehr_settings& s) {
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    configure_tls(*ctx, s);
+    return ctx;
+  }
+  ehr_settings settings;
+  std::shared_ptr<std::shared_ptr<ssl::context>> tls;  // the current context, shared with the connections
   endpoint ep;
   connection::counters counts;
   std::vector<std::shared_ptr<connection>> connections;
@@ -433,6 +444,11 @@ int ehr_client::free_connections() const {
 
 void ehr_client::close_idle() {
   for (auto& c : impl_->connections) c->close_idle();
+}
+
+void ehr_client::reload_tls() {
+  *impl_->tls = impl::fresh_tls(impl_->settings);  // throws, and changes nothing, for a bad file
+  close_idle();  // the next request connects with the new files; requests in flight go on
 }
 
 std::int64_t ehr_client::handshakes() const { return impl_->counts.handshakes; }

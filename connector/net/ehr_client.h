@@ -86,6 +86,11 @@ class ehr_client final : public ehr_channel {
   // Closes the idle connections with a TLS close_notify (at shutdown).
   void close_idle();
 
+  // Reads ca_file, client_cert_file and client_key_file again (SIGHUP: a rotated certificate).
+  // New connections use them; idle ones are closed, requests in flight finish on theirs.
+  // Throws config_error, keeping the files in use, when a new file is unreadable or mismatched.
+  void reload_tls();
+
   // TLS handshakes completed so far: with keep-alive this stays near the connection count.
   std::int64_t handshakes() const;
   // Requests sent again at once on a fresh connection because a reused one had been closed.

@@ -57,6 +57,28 @@ http::response<http::string_body> to_beast(const http_response& r, unsigned vers
   return res;
 }
 
+// The listener's TLS context from its files. Throws config_error naming the setting.
+std::shared_ptr<ssl::context> server_tls(const server_settings& s) {
+  auto made = std::make_shared<ssl::context>(ssl::context::tls_server);
+  auto& ctx = *made;
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  // As for the EHR client: TLS 1.2+ and security level 2 at least, whatever the system says.
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  if (SSL_CTX_get_security_level(ctx.native_handle()) < 2) SSL_CTX_set_security_level(ctx.native_handle(), 2);
+  beast::error_code ec;
+  ctx.use_certificate_chain_file(*s.cert_file, ec);
+  if (ec) throw config_error("setting " + s.section + ".cert_file: cannot load " + *s.cert_file);
+  ctx.use_private_key_file(*s.key_file, ssl::context::pem, ec);
+  if (ec) throw config_error("setting " + s.section + ".key_file: cannot load it or it does not match the certificate");
+  if (s.client_ca_file) {
+    ctx.load_verify_file(*s.client_ca_file, ec);
+    if (ec) throw config_error("setting " + s.section + ".client_ca_file: cannot load " + *s.client_ca_file);
+    ctx.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  }
+  return made;
+}
+
 }  // namespace
 
 http_response json_error(int status, const std::string& message) {
@@ -99,13 +121,13 @@ std::string query_value(const std::string& query, const std::string& name) {
 
 struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   impl(asio::io_context& io, server_settings s, http_handler h)
-      : io(io), settings(std::move(s)), handler(std::move(h)), acceptor(io), tls(ssl::context::tls_server) {}
+      : io(io), settings(std::move(s)), handler(std::move(h)), acceptor(io) {}
 
   asio::io_context& io;
   server_settings settings;
   http_handler handler;
   tcp::acceptor acceptor;
-  ssl::context tls;
+  std::shared_ptr<ssl::context> tls;  // new connections' context; SIGHUP may replace it
   bool use_tls = false;
   std::shared_ptr<listener_stats> stats = std::make_shared<listener_stats>();
   bool stopped = false;
@@ -120,6 +142,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     bool proven = false;  // a request of it passed the screen
     std::list<connection*>::iterator slot;
     bool holds_slot = false;
+    std::shared_ptr<ssl::context> tls;  // the context its stream was made with (TLS only)
   };
   std::list<connection*> open;  // oldest first
   std::map<std::string, int> per_address;
@@ -321,9 +344,11 @@ void http_server::impl::accept() {
       beast::error_code ignored;
       socket.close(ignored);  // gone already, or full of proven connections: the client may try again
     } else if (self->use_tls) {
-      std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
-          self, beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), self->tls), address)
-          ->start_tls();
+      auto tls = self->tls;
+      auto s = std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
+          self, beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), *tls), address);
+      s->tls = std::move(tls);
+      s->start_tls();
     } else {
       std::make_shared<session<beast::tcp_stream>>(self, beast::tcp_stream(std::move(socket)), address)->read();
     }
@@ -337,22 +362,7 @@ http_server::http_server(asio::io_context& io, server_settings settings, http_ha
   const std::string where = "setting " + s.section + ".listen " + s.listen.host + ":" + std::to_string(s.listen.port);
   if (s.cert_file && s.key_file) {
     impl_->use_tls = true;
-    auto& ctx = impl_->tls;
-    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-    // As for the EHR client: TLS 1.2+ and security level 2 at least, whatever the system says.
-    SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
-    if (SSL_CTX_get_security_level(ctx.native_handle()) < 2) SSL_CTX_set_security_level(ctx.native_handle(), 2);
-    beast::error_code ec;
-    ctx.use_certificate_chain_file(*s.cert_file, ec);
-    if (ec) throw config_error("setting " + s.section + ".cert_file: cannot load " + *s.cert_file);
-    ctx.use_private_key_file(*s.key_file, ssl::context::pem, ec);
-    if (ec) throw config_error("setting " + s.section + ".key_file: cannot load it or it does not match the certificate");
-    if (s.client_ca_file) {
-      ctx.load_verify_file(*s.client_ca_file, ec);
-      if (ec) throw config_error("setting " + s.section + ".client_ca_file: cannot load " + *s.client_ca_file);
-      ctx.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
-    }
+    impl_->tls = server_tls(s);
   }
   beast::error_code ec;
   tcp::resolver resolver(io);
@@ -385,5 +395,11 @@ http_server::~http_server() {
 unsigned short http_server::port() const { return impl_->acceptor.local_endpoint().port(); }
 
 std::shared_ptr<const listener_stats> http_server::stats() const { return impl_->stats; }
+
+bool http_server::reload_tls() {
+  if (!impl_->use_tls) return false;
+  impl_->tls = server_tls(impl_->settings);  // throws, and changes nothing, for a bad file
+  return true;
+}
 
 }  // namespace connector

@@ -76,6 +76,11 @@ class http_server {
   // Lives as long as its longest holder, so a reader on another thread never outlives it.
   std::shared_ptr<const listener_stats> stats() const;
 
+  // Reads cert_file, key_file and client_ca_file again (SIGHUP): new connections use them, open
+  // ones keep theirs. Throws config_error, keeping the files in use, for a bad file; false for a
+  // plain-HTTP listener (nothing to reload). On the io_context's thread.
+  bool reload_tls();
+
   struct impl;
 
  private:
