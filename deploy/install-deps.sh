@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 packages=(g++ cmake make rapidjson-dev libsqlite3-dev sqlite3 libssl-dev openssl libboost1.81-dev libgtest-dev
           libgmock-dev ca-certificates chromium fonts-dejavu-core
           dpkg-dev adduser systemd)  # the Debian package: dpkg-shlibdeps, its maintainer scripts, systemd-analyze
+# deploy/install-deps.sh --fuzz: also clang 14 with libFuzzer and libc++ (tests/fuzz/run.sh).
+[ "${1:-}" = --fuzz ] && packages+=(clang-14 libclang-rt-14-dev libc++-14-dev libc++abi-14-dev)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

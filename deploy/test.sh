@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # deploy/test.sh --sanitize: the same suite built with ASan + UBSan into build-sanitize/.
+# deploy/test.sh --fuzz [SECONDS]: every libFuzzer target for SECONDS (default 30) each, in build-fuzz/.
+if [ "${1:-}" = --fuzz ]; then
+  deploy/install-deps.sh --fuzz
+  exec tests/fuzz/run.sh --seconds "${2:-30}"
+fi
 deploy/install-deps.sh
 if [ "${1:-}" = --sanitize ]; then
   cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMIGRAINE_SANITIZE=ON > /dev/null

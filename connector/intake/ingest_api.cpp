@@ -11,13 +11,6 @@
 namespace connector {
 namespace {
 
-std::string_view media_type(const std::string& content_type) {
-  std::string_view t = content_type;
-  t = t.substr(0, t.find(';'));
-  while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
-  return t;
-}
-
 std::string_view status_word(const intake_result& r) {
   if (!r.accepted) return "rejected";
   switch (r.stored) {
@@ -31,6 +24,13 @@ std::string_view status_word(const intake_result& r) {
 }
 
 }  // namespace
+
+std::string_view media_type(const std::string& content_type) {
+  std::string_view t = content_type;
+  t = t.substr(0, t.find(';'));
+  while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+  return t;
+}
 
 bool bearer_matches(const std::string& authorization, const std::string& token) {
   const std::string prefix = "Bearer ";

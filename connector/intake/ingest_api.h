@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "connector/intake/intake.h"
 #include "connector/net/http_server.h"
@@ -42,6 +43,9 @@ inline constexpr std::size_t answer_max_problems_each = 20;
 
 // The answer to a batch: each record's status by line, 202 when all were stored, 422 otherwise.
 http_response ingest_answer(const std::vector<intake_result>& results);
+
+// The media type of a Content-Type header, without its parameters ("application/json; charset=utf-8").
+std::string_view media_type(const std::string& content_type);
 
 // True when `authorization` is "Bearer <token>"; compared in constant time.
 bool bearer_matches(const std::string& authorization, const std::string& token);

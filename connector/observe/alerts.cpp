@@ -79,7 +79,8 @@ std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inp
   auto open = store.open_alerts();
   // What the store could not record yet: record it now if it can, and count it as done either way.
   for (auto it = unrecorded_.begin(); it != unrecorded_.end();) {
-    const auto& [alert, is_open] = it->second;
+    const open_alert& alert = it->second.first;  // not a structured binding: lambdas capture it
+    const bool is_open = it->second.second;
     open.erase(std::remove_if(open.begin(), open.end(), [&](const open_alert& o) { return o.key == alert.key; }),
                open.end());
     if (is_open) open.push_back(alert);
