@@ -8,10 +8,6 @@ bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 source "$root/tests/integration/lib.sh"
-daemon=""
-stop_daemon() {
-  if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; daemon=""; fi
-}
 trap 'stop_daemon; stop_sandboxes; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 start_main_sandbox || exit 1
@@ -26,12 +22,6 @@ cat > "$config" <<JSON
   "sync": { "base_delay_ms": 1, "max_delay_ms": 1000 },
   "ingest_api": { "listen": "127.0.0.1:0", "token_file": "ingest.token" } }
 JSON
-start_daemon() {
-  "$bin" run --config "$config" >> "$work/run.out" 2> "$work/run.err" &
-  daemon=$!
-  wait_for 20 grep -q "ingest API on" "$work/run.err" || { echo "the daemon did not start:"; cat "$work/run.err"; exit 1; }
-  api=$(sed -n 's|.*ingest API on \(http://[^ ]*/v1/records\).*|\1|p' "$work/run.err" | tail -1)
-}
 post() {
   node "$root/tests/integration/https-request.mjs" POST "$api" --token "$(head -1 "$d/ingest.token")" \
     --type application/x-ndjson --body-file "$1" | head -1
@@ -46,7 +36,7 @@ resources() { ctl stats | node -e "console.log(JSON.stringify(JSON.parse(require
 for i in 1 2 3 4; do
   node "$root/tests/integration/make-records.mjs" --patients 8 --prefix "B$i" > "$work/batch$i.ndjson"
 done
-start_daemon
+start_daemon "$config"
 check "batch 1 taken" [ "$(post "$work/batch1.ndjson")" = 202 ]
 check "batch 2 taken" [ "$(post "$work/batch2.ndjson")" = 202 ]
 delivered_some() { [ "$("$bin" status --config "$config" --json | node -e "
@@ -85,7 +75,7 @@ check "... some delivered already, some waiting" node -e "
 # Restore: the daemon stopped, the backup in place of the store, its WAL files gone.
 cp "$work/backup.db" "$d/outbox.db"
 rm -f "$d/outbox.db-wal" "$d/outbox.db-shm"
-start_daemon
+start_daemon "$config"
 check "restored: the daemon delivers what the backup held as waiting" wait_for 120 settled
 stop_daemon
 check "restored: the store holds exactly the backup's records" [ "$(total_in "$config")" -eq "$in_backup" ]

@@ -17,10 +17,6 @@ if ! mount -t tmpfs -o size=16m tmpfs "$disk" 2> /dev/null; then
   rm -rf "$work"
   exit 77
 fi
-daemon=""
-stop_daemon() {
-  if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; daemon=""; fi
-}
 trap 'stop_daemon; [ -n "${hook_pid:-}" ] && kill "$hook_pid"; stop_sandboxes; umount "$disk"; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 start_main_sandbox || exit 1
@@ -42,11 +38,7 @@ cat > "$config" <<JSON
   "log": { "path": "$disk/sync.log" },
   "alerts": { "webhook_url": "$hook_url", "ca_file": "$certs/ca.pem" } }
 JSON
-"$bin" run --config "$config" > "$work/run.out" 2> "$work/run.err" &
-daemon=$!
-wait_for 20 grep -q "status page" "$work/run.err" || { echo "the daemon did not start:"; cat "$work/run.err"; exit 1; }
-api=$(sed -n 's|.*ingest API on \(http://[^ ]*/v1/records\).*|\1|p' "$work/run.err" | head -1)
-admin=$(sed -n 's|.*admin API on \(http://[^ ]*\)/$|\1|p' "$work/run.err" | head -1)
+start_daemon "$config"
 token=$(head -1 "$work/ingest.token")
 post() {  # post FILE: prints the status, the Retry-After header, then the body
   node "$root/tests/integration/https-request.mjs" POST "$api" --token "$token" --type application/x-ndjson \
@@ -108,10 +100,7 @@ batch RO 3 > "$work/ro.ndjson"
 "$bin" ingest --config "$config" "$work/ro.ndjson" > "$work/ro-ingest.out" 2> "$work/ro-ingest.err"; rc=$?
 check "read-only: ingest refuses too, nothing half-stored" [ "$rc" -ne 0 ]
 mount -o remount,rw "$disk"
-"$bin" run --config "$config" > "$work/run.out" 2> "$work/run2.err" &
-daemon=$!
-wait_for 20 grep -q "status page" "$work/run2.err" || { echo "the daemon did not start again:"; cat "$work/run2.err"; exit 1; }
-api=$(sed -n 's|.*ingest API on \(http://[^ ]*/v1/records\).*|\1|p' "$work/run2.err" | head -1)
+start_daemon "$config"
 check "writable again: the batch is taken (202)" [ "$(post "$work/ro.ndjson" | head -1)" = 202 ]
 check "writable again: everything is delivered" wait_for 60 delivered 208
 

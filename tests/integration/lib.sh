@@ -54,3 +54,21 @@ stop_sandboxes() {
   for pid in "${sandbox_pids[@]}"; do kill "$pid" 2>/dev/null; done
   wait 2>/dev/null
 }
+
+# start_daemon CONFIG [ENV=VALUE...]: `run` in the background, its stderr appended to $work/run.err;
+# waits (at most 20 s) until it has started; sets daemon (its pid) and api and admin (the URLs of
+# its ingest API and admin server, when configured). stop_daemon: SIGTERM, and waits for it.
+daemon=""
+start_daemon() {
+  local config=$1; shift
+  local before; before=$(grep -c "SIGTERM or SIGINT stops" "$work/run.err" 2> /dev/null)
+  env "$@" "$bin" run --config "$config" >> "$work/run.out" 2>> "$work/run.err" &
+  daemon=$!
+  started() { [ "$(grep -c "SIGTERM or SIGINT stops" "$work/run.err")" -gt "${before:-0}" ]; }
+  wait_for 20 started || { echo "the daemon did not start:"; cat "$work/run.err"; exit 1; }
+  api=$(sed -n 's|.*ingest API on \(https\{0,1\}://[^ ]*/v1/records\).*|\1|p' "$work/run.err" | tail -1)
+  admin=$(sed -n 's|.*admin API on \(https\{0,1\}://[^ ]*\)/$|\1|p' "$work/run.err" | tail -1)
+}
+stop_daemon() {
+  if [ -n "$daemon" ]; then kill "$daemon" 2> /dev/null; wait "$daemon" 2> /dev/null; daemon=""; fi
+}

@@ -8,10 +8,6 @@ bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 source "$root/tests/integration/lib.sh"
-daemon=""
-stop_daemon() {
-  if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; daemon=""; fi
-}
 trap 'stop_daemon; stop_sandboxes; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 ulimit -n 8192 2> /dev/null || true  # the flood's sockets, and the daemon's
 
@@ -27,11 +23,7 @@ cat > "$d/connector.jsonc" <<JSON
                   "cert_file": "$certs/server.pem", "key_file": "$certs/server.key" },
   "admin": { "listen": "127.0.0.1:0" } }
 JSON
-"$bin" run --config "$d/connector.jsonc" > "$work/run.out" 2> "$work/run.err" &
-daemon=$!
-wait_for 20 grep -q "status page" "$work/run.err" || { echo "the daemon did not start:"; cat "$work/run.err"; exit 1; }
-api=$(sed -n 's|.*ingest API on \(https://[^ ]*/v1/records\).*|\1|p' "$work/run.err" | head -1)
-admin=$(sed -n 's|.*admin API on \(http://[^ ]*\)/$|\1|p' "$work/run.err" | head -1)
+start_daemon "$d/connector.jsonc"
 token=$(head -1 "$d/ingest.token")
 metric() {  # metric NAME{LABELS}: its value in /metrics
   node "$root/tests/integration/https-request.mjs" GET "$admin/metrics" | grep -F "$1 " | awk '{print $2}'

@@ -9,7 +9,6 @@ bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 source "$root/tests/integration/lib.sh"
-daemon=""
 trap '[ -n "$daemon" ] && kill "$daemon" 2>/dev/null; [ -n "${poster:-}" ] && kill "$poster" 2>/dev/null; stop_sandboxes; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 start_main_sandbox || exit 1
@@ -40,10 +39,7 @@ cat > "$config" <<JSON
   "ingest_api": { "listen": "127.0.0.1:0", "token_file": "ingest.token", "client_ca_file": "$certs/ca.pem",
                   "cert_file": "$live/server.pem", "key_file": "$live/server.key" } }
 JSON
-"$bin" run --config "$config" > "$work/run.out" 2> "$work/run.err" &
-daemon=$!
-wait_for 20 grep -q "ingest API on" "$work/run.err" || { echo "the daemon did not start:"; cat "$work/run.err"; exit 1; }
-api=$(sed -n 's|.*ingest API on \(https://[^ ]*/v1/records\).*|\1|p' "$work/run.err" | head -1)
+start_daemon "$config"
 port=$(node -e "console.log(new URL('$api').port)")
 post() {
   node "$root/tests/integration/https-request.mjs" POST "$api" --ca "$certs/ca.pem" --cert "$certs/client.pem" \
