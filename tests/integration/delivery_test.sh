@@ -220,32 +220,7 @@ start_sandbox expired "$certs/expired.pem" "$certs/expired.key" || exit 1
 tls_refused "expired certificate" "$(config expired "$BASE_expired")" "certificate not accepted: certificate has expired" tls_fault
 
 
-# The TLS policy is the connector's, not the system's: under an OpenSSL configuration that allows
-# weak keys (security level 0), an RSA-1024 server certificate is still refused.
-openssl req -new -newkey rsa:1024 -nodes -keyout "$work/rsa1024.key" -subj /CN=localhost -out "$work/rsa1024.csr" 2> /dev/null
-openssl x509 -req -in "$work/rsa1024.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" -CAcreateserial -days 30 \
-  -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') \
-  -out "$work/rsa1024.pem" 2> /dev/null
-cat > "$work/permissive-openssl.cnf" <<'CNF'
-openssl_conf = init
-[init]
-ssl_conf = ssl_section
-[ssl_section]
-system_default = system_default_section
-[system_default_section]
-CipherString = DEFAULT@SECLEVEL=0
-MinProtocol = TLSv1
-CNF
-if start_sandbox rsa1024 "$work/rsa1024.pem" "$work/rsa1024.key" 2> /dev/null; then
-  c=$(config rsa1024 "$BASE_rsa1024" "$certs/ca.pem" no)
-  "$bin" ingest --config "$c" "$work/p1.ndjson" > /dev/null
-  OPENSSL_CONF=$work/permissive-openssl.cnf "$bin" sync --once --config "$c" > "$work/sync.out" 2> "$work/sync.err"; rc=$?
-  check "RSA-1024 under a permissive system configuration: refused (exit 3)" [ "$rc" -eq 3 ]
-  "$bin" status --config "$c" > "$work/status.out"
-  check "RSA-1024: status says the certificate's key is too small" grep -Eq "last error: .*(key too small|certificate not accepted)" "$work/status.out"
-else
-  check "the sandbox serves an RSA-1024 certificate (for the policy test)" false
-fi
+# Every other TLS refusal, under a permissive system configuration too: tls_matrix_test.sh.
 
 # An IPv6 literal in the base URL.
 start_sandbox v6 "$certs/server.pem" "$certs/server.key" --host ::1 || exit 1
