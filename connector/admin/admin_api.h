@@ -83,6 +83,8 @@ class admin_api {
   void handle(const http_request& request, http_respond respond);
   // Before the body is read: the Host check and the token (see server_settings).
   std::optional<http_response> screen(const http_request& head) const;
+  // A rotated token (SIGHUP), on the io thread that screens requests.
+  void set_token(std::string token) { c_.token = std::move(token); }
 
  private:
   // On the reader's thread.

@@ -125,7 +125,7 @@ class daemon {
     std::fprintf(stderr, "migraine-connector: delivering to %s; sync log %s%s%s\n", config_.ehr.base_url.c_str(),
                  config_.log.path.c_str(), folder_ ? "; inbox " : "", folder_ ? config_.inbox.dir.c_str() : "");
     std::fprintf(stderr, "migraine-connector: SIGTERM or SIGINT stops after the requests in flight; "
-                         "SIGHUP reloads the TLS certificates and keys\n");
+                         "SIGHUP reloads the TLS certificates, keys and listener tokens\n");
     events_.publish_auth(delivery_.tokens.get());
     delivery_.engine.start(delivery_.owner);
     if (folder_) scan_inbox();
@@ -264,7 +264,8 @@ class daemon {
     arm(probe_timer_, std::chrono::seconds(5), [this] { probe_if_idle(); });
   }
 
-  // SIGHUP: the certificates and keys of the EHR client and of both listeners are read again,
+  // SIGHUP: the certificates and keys of the EHR client and of both listeners, and the listeners'
+  // token files, are read again,
   // for new connections (a rotated certificate, without a restart); requests in flight finish on
   // theirs. A file that cannot be loaded is refused and the one in use stays. Every other
   // setting is read at start only: changing it needs a restart.
@@ -275,7 +276,7 @@ class daemon {
       int failures = 0;
       const auto reload = [&](const char* what, const auto& load) {
         try {
-          if (load()) std::fprintf(stderr, "migraine-connector: reload: %s: certificates read again\n", what);
+          if (load()) std::fprintf(stderr, "migraine-connector: reload: %s: read again\n", what);
         } catch (const std::exception& e) {
           ++failures;
           std::fprintf(stderr, "migraine-connector: reload: %s: %s; the files in use stay in use\n", what, e.what());
@@ -284,6 +285,19 @@ class daemon {
       reload("ehr", [this] { delivery_.ehr.reload_tls(); return true; });
       if (ingest_server_) reload("ingest_api", [this] { return ingest_server_->reload_tls(); });
       if (admin_server_) reload("admin", [this] { return admin_server_->reload_tls(); });
+      // The listeners' tokens: the new one is checked from the next request on.
+      if (ingest_ && config_.ingest_api.token_file) {
+        reload("ingest_api.token_file", [this] {
+          ingest_->set_token(read_secret_file("ingest_api.token_file", *config_.ingest_api.token_file));
+          return true;
+        });
+      }
+      if (admin_ && config_.admin.token_file) {
+        reload("admin.token_file", [this] {
+          admin_->set_token(read_secret_file("admin.token_file", *config_.admin.token_file));
+          return true;
+        });
+      }
       std::fprintf(stderr, "migraine-connector: reload done (%s); other settings need a restart\n",
                    failures == 0 ? "all read" : "some refused");
       notify_systemd(failures == 0 ? "READY=1\nSTATUS=reloaded" : "READY=1\nSTATUS=reload refused a file; see the journal");

@@ -27,6 +27,8 @@ class ingest_api {
   void handle(const http_request& request, http_respond respond);
   // Before the body is read: a missing or wrong token is refused here (see server_settings).
   std::optional<http_response> screen(const http_request& head) const;
+  // A rotated token (SIGHUP), on the io thread that screens requests.
+  void set_token(std::string token) { token_ = std::move(token); }
 
  private:
   store_worker& store_;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SIGHUP: certificates rotated under the running daemon without a restart. The ingest API's server
-# certificate and the EHR client certificate are replaced while records keep arriving; after
+# certificate and the EHR client certificate are replaced while records keep arriving (then its
+# token); after
 # SIGHUP new connections present the new certificate, delivery goes on with the new client
 # certificate, no record is dropped; a broken file is refused and the one in use stays.
 # Prints "N passed, M failed". Nothing sleeps blindly.
@@ -76,6 +77,18 @@ check "a broken certificate: the reload says which and keeps the old one" \
   wait_for 10 grep -q "reload: ingest_api: setting ingest_api.cert_file: cannot load .*the files in use stay in use" "$work/run.err"
 check "... the API still presents the rotated certificate" [ "$(served)" = "$(fingerprint "$work/server.pem")" ]
 check "... and still takes records" [ "$(post "$work/after.ndjson")" = 202 ]
+
+# The ingest API's token rotated: from the next request on only the new one is taken (the broken
+# certificate file is still there: refused again, which does not stop the token's reload).
+old_token=$(head -1 "$work/ingest.token")
+printf 'rotated-%s-%s\n' "$RANDOM" "$RANDOM" > "$work/ingest.token"
+kill -HUP "$daemon"
+two_reloads() { [ "$(grep -c "reload: ingest_api.token_file: read again" "$work/run.err")" -ge 1 ]; }
+check "SIGHUP: the token file is read again" wait_for 10 two_reloads
+check "... the new token is taken" [ "$(post "$work/after.ndjson")" = 202 ]
+check "... the old one is refused" [ "$(node "$root/tests/integration/https-request.mjs" POST "$api" --ca "$certs/ca.pem" \
+  --cert "$certs/client.pem" --key "$certs/client.key" --token "$old_token" --type application/x-ndjson \
+  --body-file "$work/after.ndjson" | head -1)" = 401 ]
 check "the EHR holds each record once" [ "$(ctl count Encounter)" -eq 26 ]
 
 echo "$passed passed, $failed failed"
