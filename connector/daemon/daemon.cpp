@@ -22,10 +22,10 @@
 #include "connector/config/config.h"
 #include "connector/config/patient_key.h"
 #include "connector/daemon/delivery_setup.h"
+#include "connector/daemon/systemd_notify.h"
 #include "connector/intake/inbox.h"
 #include "connector/intake/ingest_api.h"
 #include "connector/intake/intake.h"
-#include "connector/daemon/systemd_notify.h"
 #include "connector/net/http_server.h"
 #include "connector/observe/alerts.h"
 #include "connector/observe/metrics.h"
@@ -265,9 +265,8 @@ class daemon {
   }
 
   // SIGHUP: the certificates and keys of the EHR client and of both listeners, and the listeners'
-  // token files, are read again,
-  // for new connections (a rotated certificate, without a restart); requests in flight finish on
-  // theirs. A file that cannot be loaded is refused and the one in use stays. Every other
+  // token files, are read again, for new connections (a rotated certificate, without a restart);
+  // requests in flight finish on theirs. A file that cannot be loaded is refused and the one in use stays. Every other
   // setting is read at start only: changing it needs a restart.
   void wait_for_reload() {
     reload_signal_.async_wait([this](boost::system::error_code ec, int) {

@@ -22,6 +22,7 @@
 #include "connector/config/config.h"
 #include "connector/failpoint.h"
 #include "connector/net/http_dates.h"
+#include "connector/net/tls_policy.h"
 
 namespace connector {
 namespace {
@@ -77,12 +78,7 @@ int certificate_requested_index() {
 }
 
 void configure_tls(ssl::context& ctx, const ehr_settings& s) {
-  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-  // The policy is the connector's, whatever the system's OpenSSL configuration says: TLS 1.2 or
-  // newer, and security level 2 at least (RSA and DH of 2048 bits or more, no SHA-1 signatures).
-  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
-  if (SSL_CTX_get_security_level(ctx.native_handle()) < 2) SSL_CTX_set_security_level(ctx.native_handle(), 2);
+  apply_tls_policy(ctx);
   ctx.set_verify_mode(ssl::verify_peer);
   if (!s.client_cert_file) {
     // Without a certificate of our own, note when the EHR asks for one, so the failure that

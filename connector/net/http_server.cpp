@@ -15,6 +15,7 @@
 #include <list>
 #include <map>
 
+#include "connector/net/tls_policy.h"
 #include "fhir/json_writer.h"
 
 namespace connector {
@@ -61,11 +62,8 @@ http::response<http::string_body> to_beast(const http_response& r, unsigned vers
 std::shared_ptr<ssl::context> server_tls(const server_settings& s) {
   auto made = std::make_shared<ssl::context>(ssl::context::tls_server);
   auto& ctx = *made;
-  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-  // As for the EHR client: TLS 1.2+ and security level 2 at least, whatever the system says.
-  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
-  if (SSL_CTX_get_security_level(ctx.native_handle()) < 2) SSL_CTX_set_security_level(ctx.native_handle(), 2);
+  apply_tls_policy(ctx);
+  ctx.set_options(ssl::context::single_dh_use);
   beast::error_code ec;
   ctx.use_certificate_chain_file(*s.cert_file, ec);
   if (ec) throw config_error("setting " + s.section + ".cert_file: cannot load " + *s.cert_file);
@@ -127,8 +125,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   server_settings settings;
   http_handler handler;
   tcp::acceptor acceptor;
-  std::shared_ptr<ssl::context> tls;  // new connections' context; SIGHUP may replace it
-  bool use_tls = false;
+  std::shared_ptr<ssl::context> tls;  // new connections' context (none: plain HTTP); SIGHUP may replace it
   std::shared_ptr<listener_stats> stats = std::make_shared<listener_stats>();
   bool stopped = false;
   asio::steady_timer retry_accept{io};
@@ -234,9 +231,7 @@ class session : public http_server::impl::connection, public std::enable_shared_
     r.authorization = std::string(req[http::field::authorization]);
     r.content_type = std::string(req[http::field::content_type]);
     r.host = std::string(req[http::field::host]);
-    beast::error_code peer_ec;
-    const auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(peer_ec);
-    if (!peer_ec) r.remote = peer.address().to_string();
+    r.remote = address;  // read once, when the connection was accepted
     return r;
   }
 
@@ -343,7 +338,7 @@ void http_server::impl::accept() {
     if (peer_ec || !self->make_room(address)) {
       beast::error_code ignored;
       socket.close(ignored);  // gone already, or full of proven connections: the client may try again
-    } else if (self->use_tls) {
+    } else if (self->tls) {
       auto tls = self->tls;
       auto s = std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
           self, beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), *tls), address);
@@ -361,7 +356,6 @@ http_server::http_server(asio::io_context& io, server_settings settings, http_ha
   auto& s = impl_->settings;
   const std::string where = "setting " + s.section + ".listen " + s.listen.host + ":" + std::to_string(s.listen.port);
   if (s.cert_file && s.key_file) {
-    impl_->use_tls = true;
     impl_->tls = server_tls(s);
   }
   beast::error_code ec;
@@ -373,7 +367,7 @@ http_server::http_server(asio::io_context& io, server_settings settings, http_ha
   // whatever name the configuration used.
   auto address = endpoint.address();
   if (address.is_v6() && address.to_v6().is_v4_mapped()) address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
-  if (!impl_->use_tls && !address.is_loopback()) {
+  if (!impl_->tls && !address.is_loopback()) {
     throw config_error(where + " resolves to " + address.to_string() + ", not a loopback address: set " + s.section +
                        ".cert_file and " + s.section + ".key_file to serve HTTPS there");
   }
@@ -397,7 +391,7 @@ unsigned short http_server::port() const { return impl_->acceptor.local_endpoint
 std::shared_ptr<const listener_stats> http_server::stats() const { return impl_->stats; }
 
 bool http_server::reload_tls() {
-  if (!impl_->use_tls) return false;
+  if (!impl_->tls) return false;
   impl_->tls = server_tls(impl_->settings);  // throws, and changes nothing, for a bad file
   return true;
 }

@@ -152,19 +152,23 @@ std::string metrics::prometheus_text(const metrics_snapshot& s, std::int64_t now
   family(out, "migraine_sync_log_writable", "gauge", "1 while the sync log takes lines, 0 while its writes fail.");
   sample(out, "migraine_sync_log_writable", s.log_writable ? 1 : 0);
 
-  family(out, "migraine_listener_connections", "gauge", "Open connections per listener.");
-  for (const auto& l : s.listeners) sample(out, "migraine_listener_connections{listener=\"" + label(l.name) + "\"}", static_cast<double>(l.open));
-  family(out, "migraine_listener_evicted_total", "counter",
-         "Connections not yet past authentication closed to make room for a newcomer.");
-  for (const auto& l : s.listeners) sample(out, "migraine_listener_evicted_total{listener=\"" + label(l.name) + "\"}", static_cast<double>(l.evicted));
-  family(out, "migraine_listener_refused_total", "counter",
-         "Connections turned away because every slot (or the client's share) was held by authenticated ones.");
-  for (const auto& l : s.listeners) sample(out, "migraine_listener_refused_total{listener=\"" + label(l.name) + "\"}", static_cast<double>(l.refused));
-  family(out, "migraine_listener_tls_handshake_failures_total", "counter", "TLS handshakes a listener refused.");
-  for (const auto& l : s.listeners) {
-    sample(out, "migraine_listener_tls_handshake_failures_total{listener=\"" + label(l.name) + "\"}",
-           static_cast<double>(l.handshake_failures));
-  }
+  // One family per figure, one sample per listener.
+  const auto per_listener = [&](const char* name, const char* type, const char* help,
+                                std::int64_t listener_figures::*figure) {
+    family(out, name, type, help);
+    for (const auto& l : s.listeners) {
+      sample(out, std::string(name) + "{listener=\"" + label(l.name) + "\"}", static_cast<double>(l.*figure));
+    }
+  };
+  per_listener("migraine_listener_connections", "gauge", "Open connections per listener.", &listener_figures::open);
+  per_listener("migraine_listener_evicted_total", "counter",
+               "Connections not yet past authentication closed to make room for a newcomer.",
+               &listener_figures::evicted);
+  per_listener("migraine_listener_refused_total", "counter",
+               "Connections turned away because every slot (or the client's share) was held by authenticated ones.",
+               &listener_figures::refused);
+  per_listener("migraine_listener_tls_handshake_failures_total", "counter", "TLS handshakes a listener refused.",
+               &listener_figures::handshake_failures);
 
   std::lock_guard lock(mutex_);
   family(out, "migraine_records_received_total", "counter", "Records stored durably by intake, by channel.");

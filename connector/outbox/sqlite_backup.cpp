@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <thread>
 
@@ -30,11 +31,6 @@ void fsync_path(const std::string& path, int flags) {
   const int rc = ::fsync(fd);
   ::close(fd);
   if (rc != 0) fail("cannot make " + path + " durable (fsync failed)");
-}
-
-std::string folder_of(const std::string& path) {
-  const auto slash = path.rfind('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace
@@ -94,7 +90,8 @@ backup_summary backup_store(const std::string& store_path, const std::string& to
 
     fsync_path(partial, O_RDONLY);
     if (::rename(partial.c_str(), to.c_str()) != 0) fail("cannot rename " + partial + " to " + to);
-    fsync_path(folder_of(to), O_RDONLY | O_DIRECTORY);
+    const std::filesystem::path folder = std::filesystem::path(to).parent_path();
+    fsync_path(folder.empty() ? "." : folder.string(), O_RDONLY | O_DIRECTORY);
     if (::stat(to.c_str(), &seen) == 0) summary.bytes = seen.st_size;
     return summary;
   } catch (...) {

@@ -9,9 +9,9 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include "fhir/json_writer.h"
@@ -315,10 +315,11 @@ auto sqlite_outbox::write(std::string_view operation, Work work) -> decltype(wor
         return result;
       }
     } catch (const sqlite::sqlite_error& e) {
-      if (kind_of(e) == store_error::kind::full || kind_of(e) == store_error::kind::unwritable) {
-        note_write(path_, translate(path_, e).what());
+      const store_error failure = translate(path_, e, outcome_unknown);
+      if (failure.failure == store_error::kind::full || failure.failure == store_error::kind::unwritable) {
+        note_write(path_, failure.what());
       }
-      if (!e.busy() || outcome_unknown) throw translate(path_, e, outcome_unknown);
+      if (!e.busy() || outcome_unknown) throw failure;
       ++busy_waits_;
       if (options_.on_busy) options_.on_busy(operation, attempt);
       if (attempt >= options_.busy_attempts) throw translate(path_, e);
@@ -976,9 +977,8 @@ std::optional<std::string> sqlite_outbox::write_problem() {
   const std::string where = "the store " + path_;
   if (auto failure = last_write_failure(path_)) return "the " + *failure;
   struct statvfs disk {};
-  const auto slash = path_.rfind('/');
-  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
-  if (::statvfs(folder.c_str(), &disk) == 0) {
+  const std::filesystem::path folder = std::filesystem::path(path_).parent_path();
+  if (::statvfs(folder.empty() ? "." : folder.c_str(), &disk) == 0) {
     const std::uint64_t free_bytes = static_cast<std::uint64_t>(disk.f_bavail) * disk.f_frsize;
     if (free_bytes < min_free_bytes) {
       return where + " is full: " + std::to_string(free_bytes / 1024) + " KiB left on its disk";

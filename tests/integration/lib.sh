@@ -18,15 +18,18 @@ wait_for() {
   done
 }
 
-# start_sandbox NAME CERT KEY [SANDBOX ARGS...]: starts the sandbox, waits (at most 30 s) for its
-# ready line, and sets BASE_<NAME> to its FHIR base URL. Its pid is added to sandbox_pids.
+# launch_sandbox NAME CERT KEY [SANDBOX ARGS...]: starts the sandbox in the background (its pid
+# is added to sandbox_pids). await_sandbox NAME [SECONDS]: waits (at most 30 s) for its ready line
+# and sets BASE_<NAME> to its FHIR base URL. start_sandbox NAME CERT KEY [ARGS...]: both.
 sandbox_pids=()
-start_sandbox() {
+launch_sandbox() {
   local name=$1 cert=$2 key=$3; shift 3
   node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$cert" --key "$key" "$@" \
     > "$work/sandbox-$name.out" 2> "$work/sandbox-$name.err" &
   sandbox_pids+=($!)
-  local deadline=$((SECONDS + 30))
+}
+await_sandbox() {
+  local name=$1 deadline=$((SECONDS + ${2:-30}))
   until grep -q '"ready":true' "$work/sandbox-$name.out" 2>/dev/null; do
     if ((SECONDS > deadline)); then
       echo "the EHR sandbox ($name) did not start:"
@@ -38,6 +41,9 @@ start_sandbox() {
   local base
   base=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sandbox-$name.out','utf8')).base)")
   printf -v "BASE_$name" '%s' "$base"
+}
+start_sandbox() {
+  launch_sandbox "$@" && await_sandbox "$1"
 }
 
 # start_main_sandbox: development certificates in $work/certs (sets certs) and the sandbox "main"

@@ -160,24 +160,6 @@ sctl() { node "$root/tests/integration/sandbox-ctl.mjs" "$1" "$ctl_certs" "${@:2
 # The EHR sandboxes for the accepted cases: started now (in the background; they take seconds to load
 # their definitions), awaited after the refused cases.
 # ---------------------------------------------------------------------------------------------------
-launch_sandbox() {  # launch_sandbox NAME CERT KEY [SANDBOX ARGS...]
-  local name=$1 cert=$2 key=$3; shift 3
-  node "$root/tests/sandbox/ehr-sandbox.mjs" --cert "$cert" --key "$key" "$@" \
-    > "$work/sandbox-$name.out" 2> "$work/sandbox-$name.err" &
-  sandbox_pids+=($!)
-}
-await_sandbox() {  # await_sandbox NAME: waits (at most 60 s) for its ready line; sets BASE_<NAME>
-  local name=$1 deadline=$((SECONDS + 60))
-  until grep -q '"ready":true' "$work/sandbox-$name.out" 2> /dev/null; do
-    if ((SECONDS > deadline)); then
-      echo "the EHR sandbox ($name) did not start:"
-      cat "$work/sandbox-$name.err"
-      return 1
-    fi
-    sleep 0.1
-  done
-  printf -v "BASE_$name" '%s' "$(sed -n 's/.*"base":"\([^"]*\)".*/\1/p' "$work/sandbox-$name.out")"
-}
 accepted_cases=(tls12_rsa tls12_ec tls13_rsa tls13_ec chain)
 launch_sandbox tls12_rsa "$pki/good-rsa.pem" "$pki/good-rsa.key" --tls-version TLSv1.2
 launch_sandbox tls12_ec "$pki/good-ec.pem" "$pki/good-ec.key" --tls-version TLSv1.2
@@ -375,7 +357,7 @@ done
 # Accepted cases: the EHR sandbox
 # ---------------------------------------------------------------------------------------------------
 echo "(refused cases done at $SECONDS s)"
-for name in "${accepted_cases[@]}"; do await_sandbox "$name" || exit 1; done
+for name in "${accepted_cases[@]}"; do await_sandbox "$name" 60 || exit 1; done
 echo "(sandboxes ready at $SECONDS s)"
 
 # speaks_only PORT VERSION: the sandbox completes a handshake at VERSION and refuses the other one.
