@@ -130,6 +130,19 @@ access_tokens::access_tokens(const ehr_auth_config& auth, std::string fhir_base,
 
 access_tokens::~access_tokens() = default;
 
+bool access_tokens::reload_credentials() {
+  using k = ehr_auth_config::kind;
+  if (auth_.what == k::smart_backend) {
+    key_ = signing_key::load("ehr.auth.private_key_file", auth_.private_key_file, auth_.algorithm);
+    return true;
+  }
+  if (auth_.what == k::client_secret_basic) {
+    secret_ = read_secret_file("ehr.auth.client_secret_file", auth_.client_secret_file);
+    return true;
+  }
+  return false;
+}
+
 token_status access_tokens::status() const {
   token_status s;
   s.kind = std::string(auth_kind_name(auth_.what));

@@ -58,6 +58,11 @@ class access_tokens {
   // The EHR refused `token` (401): the next get() asks for a new one.
   void drop(const std::string& token);
 
+  // SIGHUP: reads the private key or the client secret file again for the next token request;
+  // the token in hand serves until it is renewed. Throws config_error for an unusable file, and
+  // the one in use stays. False when there is nothing to read (a token file is read as it changes).
+  bool reload_credentials();
+
   token_status status() const;
   // The token endpoint's URL once known (configured or discovered).
   const std::string& token_url() const { return token_url_; }

@@ -10,7 +10,7 @@
 #include "connector/intake/record_files.h"
 #include "connector/observe/sync_log.h"
 #include "connector/outbox/sqlite_outbox.h"
-#include "mappings/code_tables.h"
+#include "mappings/mapping_set.h"
 
 namespace connector {
 
@@ -21,7 +21,7 @@ int run_ingest(const std::vector<std::string>& args) {
     return exit_usage;
   }
   const connector_config config = load_config(options->config_path);
-  const auto tables = mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system);
+  const mappings::mapping_source tables(mappings::mapping_set::load(config.code_tables_path, config.mapping));
   sync_log log(config.log);
   sqlite_outbox store(config.store.path, store_options_of(config.store, log));
   const patient_key patients = patient_key::open_for(store, config.store.patient_key_file);

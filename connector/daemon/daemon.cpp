@@ -98,7 +98,7 @@ class daemon {
         intake_store_(config.store.path, store_options_of(config.store, events_)),
         reader_store_(config.store.path, reader_options(config.store)),
         patients_(patient_key::open_for(intake_store_, config.store.patient_key_file)),
-        records_(delivery_.tables, patients_, events_, now_ms),
+        records_(delivery_.mappings, patients_, events_, now_ms),
         intake_worker_(loop_, intake_store_),
         reader_worker_(loop_, reader_store_),
         signals_(loop_, SIGTERM, SIGINT),
@@ -125,7 +125,7 @@ class daemon {
     std::fprintf(stderr, "migraine-connector: delivering to %s; sync log %s%s%s\n", config_.ehr.base_url.c_str(),
                  config_.log.path.c_str(), folder_ ? "; inbox " : "", folder_ ? config_.inbox.dir.c_str() : "");
     std::fprintf(stderr, "migraine-connector: SIGTERM or SIGINT stops after the requests in flight; "
-                         "SIGHUP reloads the TLS certificates, keys and listener tokens\n");
+                         "SIGHUP reloads certificates, keys, secrets, tokens and code tables\n");
     events_.publish_auth(delivery_.tokens.get());
     delivery_.engine.start(delivery_.owner);
     if (folder_) scan_inbox();
@@ -264,10 +264,11 @@ class daemon {
     arm(probe_timer_, std::chrono::seconds(5), [this] { probe_if_idle(); });
   }
 
-  // SIGHUP: the certificates and keys of the EHR client and of both listeners, and the listeners'
-  // token files, are read again, for new connections (a rotated certificate, without a restart);
-  // requests in flight finish on theirs. A file that cannot be loaded is refused and the one in use stays. Every other
-  // setting is read at start only: changing it needs a restart.
+  // SIGHUP reads again, without a restart: the certificates and keys of the EHR client and of both
+  // listeners (for new connections; requests in flight finish on theirs), ehr.auth's private key
+  // or client secret (for the next token request), the code tables (for records read or claimed
+  // from now on) and the listeners' token files. A file that cannot be loaded is refused and the
+  // one in use stays. Every other setting is read at start only: changing it needs a restart.
   void wait_for_reload() {
     reload_signal_.async_wait([this](boost::system::error_code ec, int) {
       if (ec || stopping_) return;
@@ -282,6 +283,11 @@ class daemon {
         }
       };
       reload("ehr", [this] { delivery_.ehr.reload_tls(); return true; });
+      if (delivery_.tokens) reload("ehr.auth", [this] { return delivery_.tokens->reload_credentials(); });
+      reload("mapping.code_tables", [this] {
+        delivery_.mappings.replace(mappings::mapping_set::load(config_.code_tables_path, config_.mapping));
+        return true;
+      });
       if (ingest_server_) reload("ingest_api", [this] { return ingest_server_->reload_tls(); });
       if (admin_server_) reload("admin", [this] { return admin_server_->reload_tls(); });
       // The listeners' tokens: the new one is checked from the next request on.

@@ -19,8 +19,7 @@
 #include "connector/outbox/sqlite_outbox.h"
 #include "connector/outbox/store_worker.h"
 #include "connector/sync/sync_engine.h"
-#include "mappings/bundle_mapper.h"
-#include "mappings/code_tables.h"
+#include "mappings/mapping_set.h"
 
 namespace connector {
 
@@ -81,8 +80,7 @@ struct delivery_setup {
   // `owner_kind`: "daemon" (one per store) or "sync". Throws config_error or store_error.
   delivery_setup(const connector_config& config, boost::asio::io_context& loop, event_sink& events,
                  std::string_view owner_kind)
-      : tables(mappings::code_tables::load(config.code_tables_path, config.mapping.local_code_system)),
-        mapper(config.mapping, tables),
+      : mappings(mappings::mapping_set::load(config.code_tables_path, config.mapping)),
         store(config.store.path, store_options_of(config.store, events)),
         owner(store.register_owner(owner_kind, now_ms())),
         ehr(loop, ehr_settings_of(config.ehr)),
@@ -90,7 +88,7 @@ struct delivery_setup {
         channel(ehr, tokens.get()),
         random(std::random_device{}()),
         worker(loop, store),
-        engine(loop, worker, channel, mapper, tables,
+        engine(loop, worker, channel, mappings,
                delivery_policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
                                 std::chrono::milliseconds(config.sync.max_delay_ms)},
                                [this] { return std::uniform_real_distribution<double>(0.0, 1.0)(random); }),
@@ -103,8 +101,7 @@ struct delivery_setup {
     worker.run([me](outbox& s) { s.release_owner(me, now_ms()); }, [](store_result<bool>) {});
   }
 
-  mappings::code_tables tables;
-  mappings::bundle_mapper mapper;
+  mappings::mapping_source mappings;  // the code tables and mapper, replaced on SIGHUP
   sqlite_outbox store;
   std::int64_t owner;
   ehr_client ehr;

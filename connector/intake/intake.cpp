@@ -5,8 +5,9 @@
 
 namespace connector {
 
-intake::intake(const mappings::code_tables& tables, const patient_key& patients, event_sink& events, clock_ms now)
-    : tables_(tables), patients_(patients), events_(events), now_(std::move(now)) {}
+intake::intake(const mappings::mapping_source& mappings, const patient_key& patients, event_sink& events,
+               clock_ms now)
+    : mappings_(mappings), patients_(patients), events_(events), now_(std::move(now)) {}
 
 std::vector<intake_result> intake::take(outbox& store, const std::vector<record_text>& records,
                                         const std::string& source,
@@ -16,8 +17,9 @@ std::vector<intake_result> intake::take(outbox& store, const std::vector<record_
   std::vector<inbound_record> accepted;
   std::vector<std::string> patients;  // keyed hashes, for the log
   std::vector<quarantined_record> rejected;
+  const auto set = mappings_.current();
   for (const auto& text : records) {
-    auto read = mappings::read_record(text.json, tables_);
+    auto read = mappings::read_record(text.json, set->tables());
     intake_result r;
     r.line = text.line;
     r.record_id = read.record_id;

@@ -14,7 +14,7 @@
 #include "connector/config/patient_key.h"
 #include "connector/intake/record_files.h"
 #include "fhir/issue.h"
-#include "mappings/code_tables.h"
+#include "mappings/mapping_set.h"
 
 namespace connector {
 
@@ -30,7 +30,8 @@ struct intake_result {
 
 class intake {
  public:
-  intake(const mappings::code_tables& tables, const patient_key& patients, event_sink& events, clock_ms now);
+  // Each batch is read against the code tables current when it starts.
+  intake(const mappings::mapping_source& mappings, const patient_key& patients, event_sink& events, clock_ms now);
 
   // `source` is kept with rejected records and named in the log (a file's handle, "ingest API"):
   // never a file name, which a practice system may make of patient data. `channel` goes to the
@@ -41,7 +42,7 @@ class intake {
                                   bool quarantine = true);
 
  private:
-  const mappings::code_tables& tables_;
+  const mappings::mapping_source& mappings_;
   const patient_key& patients_;
   event_sink& events_;
   clock_ms now_;

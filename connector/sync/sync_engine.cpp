@@ -28,9 +28,8 @@ std::string what_the_ehr_made(const std::string& body) {
 }  // namespace
 
 sync_engine::sync_engine(boost::asio::io_context& loop, store_worker& store, ehr_channel& ehr,
-                         const mappings::bundle_mapper& mapper, const mappings::code_tables& tables,
-                         delivery_policy policy, event_sink& events, clock_ms wall, engine_settings settings)
-    : loop_(loop), store_(store), ehr_(ehr), mapper_(mapper), tables_(tables), policy_(std::move(policy)),
+                         const mappings::mapping_source& mappings, delivery_policy policy, event_sink& events, clock_ms wall, engine_settings settings)
+    : loop_(loop), store_(store), ehr_(ehr), mappings_(mappings), policy_(std::move(policy)),
       events_(events), wall_(std::move(wall)), settings_(settings), poll_timer_(loop), sweep_timer_(loop),
       renew_timer_(loop), store_timer_(loop) {}
 
@@ -95,11 +94,12 @@ void sync_engine::pump(bool force) {
   const std::int64_t owner = owner_;
   const std::int64_t lease = settings_.lease.count();
   auto wall = wall_;
-  const auto& tables = tables_;
-  const auto& mapper = mapper_;
+  auto set = mappings_.current();
   // On the worker: claim, then read each record and its patient's history and map it.
   store_.run(
-      [owner, lease, room, wall, &tables, &mapper](outbox& s) {
+      [owner, lease, room, wall, set](outbox& s) {
+        const auto& tables = set->tables();
+        const auto& mapper = set->mapper();
         std::vector<prepared> out;
         auto claims = s.claim(owner, wall(), lease, room);
         if (!claims.empty()) failpoint("after_claim_commit");

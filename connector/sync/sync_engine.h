@@ -31,7 +31,7 @@
 #include "connector/outbox/outbox.h"
 #include "connector/outbox/store_worker.h"
 #include "connector/sync/delivery_policy.h"
-#include "mappings/bundle_mapper.h"
+#include "mappings/mapping_set.h"
 
 namespace connector {
 
@@ -63,7 +63,7 @@ struct engine_settings {
 class sync_engine {
  public:
   sync_engine(boost::asio::io_context& loop, store_worker& store, ehr_channel& ehr,
-              const mappings::bundle_mapper& mapper, const mappings::code_tables& tables, delivery_policy policy,
+              const mappings::mapping_source& mappings, delivery_policy policy,
               event_sink& events, clock_ms wall, engine_settings settings);
 
   // Starts pumping as `owner` (outbox::register_owner). With settings.until_idle, `on_idle` runs
@@ -134,8 +134,7 @@ class sync_engine {
   boost::asio::io_context& loop_;
   store_worker& store_;
   ehr_channel& ehr_;
-  const mappings::bundle_mapper& mapper_;
-  const mappings::code_tables& tables_;
+  const mappings::mapping_source& mappings_;  // each claim is prepared with the set current then
   delivery_policy policy_;
   event_sink& events_;
   clock_ms wall_;

@@ -191,6 +191,30 @@ check "registration fixed: delivered by itself" wait_for 90 settled
 alert_closed() { grep -q '"event":"alert_closed".*ehr_refuses_credentials' "$work/daemon/sync-log.jsonl"; }
 check "registration fixed: the alert closes" wait_for 30 alert_closed
 check "one alert for the incident" [ "$(grep -c '"event":"alert_opened".*ehr_refuses_credentials' "$work/daemon/sync-log.jsonl")" -eq 1 ]
+
+# The signing key rotated in place (same kid): the EHR's registration takes the new public key
+# first, so tokens are refused until SIGHUP makes the daemon sign with the new private key.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$work/es2.pem" 2> /dev/null
+chmod 600 "$work/es2.pem"
+cp "$work/es.pem" "$work/es1.pem"
+es2=$(config es2 '{ "kind": "smart_backend", "client_id": "es-client", "private_key_file": "'"$work"'/es2.pem",
+                    "algorithm": "ES384", "key_id": "es-1", "scope": "system/*.write" }')
+"$bin" jwks --config "$es2" > "$work/es2.jwks"
+cp "$work/es2.jwks" "$work/es.jwks"
+ctl auth '{"revoke": true}'
+drop 14 16 d4
+refused_again() { [ "$(json_of /api/status 'j.auth.last_error')" = "token endpoint refused: invalid_client (HTTP 400)" ]; }
+check "new key registered at the EHR: the old key's assertions are refused" wait_for 30 refused_again
+echo "not a key" > "$work/es.pem"
+kill -HUP "$daemon"
+check "SIGHUP with a broken key file: refused, the key in use stays" wait_for 10 grep -q \
+  "reload: ehr.auth: setting ehr.auth.private_key_file: .*no unencrypted PEM private key.*the files in use stay in use" "$work/run.err"
+cp "$work/es2.pem" "$work/es.pem"
+kill -HUP "$daemon"
+check "SIGHUP with the new key: read again" wait_for 10 grep -q "reload: ehr.auth: read again" "$work/run.err"
+check "new key: delivered by itself, without a restart" wait_for 90 settled
+check "new key: nothing dead-lettered" [ "$(json_of /api/status 'j.records.dead')" = 0 ]
+check "new key: the daemon is the one started before" kill -0 "$daemon"
 get /metrics > "$work/metrics.out"
 check "metrics: token requests counted" grep -Eq '^migraine_token_requests_total [1-9]' "$work/metrics.out"
 check "metrics: token failures counted" grep -Eq '^migraine_token_failures_total [1-9]' "$work/metrics.out"
@@ -203,7 +227,7 @@ cat "$work"/*/sync-log.jsonl* "$work/run.err" "$work/sync.err" "$work/metrics.ou
   "$work/stores.dump" > "$work/everything.txt"
 leaks() {
   grep -F -e "$(head -1 "$work/client.secret")" -e "$(head -1 "$work/rotated.token")" \
-    -e "$(grep -v '^-' "$work/es.pem" | head -1)" -e "$(grep -v '^-' "$work/rs.pem" | head -1)" "$work/everything.txt" ||
+    -e "$(grep -v '^-' "$work/es1.pem" | head -1)" -e "$(grep -v '^-' "$work/es2.pem" | head -1)" -e "$(grep -v '^-' "$work/rs.pem" | head -1)" "$work/everything.txt" ||
   grep -E 'eyJ[A-Za-z0-9_-]{10,}\.|access_token|client_assertion|Bearer [A-Za-z0-9]' "$work/everything.txt"
 }
 check "no secret, token or assertion in logs, stderr, metrics, API or store" eval '! leaks'

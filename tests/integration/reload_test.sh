@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# SIGHUP: certificates rotated under the running daemon without a restart. The ingest API's server
-# certificate and the EHR client certificate are replaced while records keep arriving (then its
-# token); after
+# SIGHUP: files read again under the running daemon, without a restart. The ingest API's server
+# certificate and the EHR client certificate are replaced while records keep arriving; after
 # SIGHUP new connections present the new certificate, delivery goes on with the new client
-# certificate, no record is dropped; a broken file is refused and the one in use stays.
+# certificate, no record is dropped. Then the ingest token is rotated, and the code tables are
+# edited: records taken from then on are mapped with the new text. A broken file is refused and
+# the one in use stays.
 # Prints "N passed, M failed". Nothing sleeps blindly.
 set -uo pipefail
 bin=$1
@@ -31,12 +32,14 @@ served() {  # the fingerprint of the certificate the ingest API presents to a ne
 }
 
 printf 'ingest-%s-%s\n' "$RANDOM" "$RANDOM" > "$work/ingest.token"
+cp "$root/mappings/code-tables.json" "$work/code-tables.json"
 config=$work/connector.jsonc
 cat > "$config" <<JSON
 { "store": { "path": "outbox.db" },
   "ehr": { "base_url": "$BASE_main", "ca_file": "$certs/ca.pem", "client_cert_file": "$live/client.pem",
            "client_key_file": "$live/client.key", "connections": 2, "timeout_seconds": 10 },
   "sync": { "base_delay_ms": 1, "max_delay_ms": 1000 },
+  "mapping": { "code_tables": "code-tables.json" },
   "ingest_api": { "listen": "127.0.0.1:0", "token_file": "ingest.token", "client_ca_file": "$certs/ca.pem",
                   "cert_file": "$live/server.pem", "key_file": "$live/server.key" } }
 JSON
@@ -83,13 +86,40 @@ check "... and still takes records" [ "$(post "$work/after.ndjson")" = 202 ]
 old_token=$(head -1 "$work/ingest.token")
 printf 'rotated-%s-%s\n' "$RANDOM" "$RANDOM" > "$work/ingest.token"
 kill -HUP "$daemon"
-two_reloads() { [ "$(grep -c "reload: ingest_api.token_file: read again" "$work/run.err")" -ge 1 ]; }
-check "SIGHUP: the token file is read again" wait_for 10 two_reloads
+third_reload() { [ "$(grep -c "reload: ingest_api.token_file: read again" "$work/run.err")" -ge 3 ]; }
+check "SIGHUP: the token file is read again" wait_for 10 third_reload
 check "... the new token is taken" [ "$(post "$work/after.ndjson")" = 202 ]
 check "... the old one is refused" [ "$(node "$root/tests/integration/https-request.mjs" POST "$api" --ca "$certs/ca.pem" \
   --cert "$certs/client.pem" --key "$certs/client.key" --token "$old_token" --type application/x-ndjson \
   --body-file "$work/after.ndjson" | head -1)" = 401 ]
 check "the EHR holds each record once" [ "$(ctl count Encounter)" -eq 26 ]
+
+# The code tables edited as a terminologist would: the consultation's encounter type gets a new
+# text. Records taken after SIGHUP carry it; the ones delivered before keep theirs.
+encounters_with() { ctl get "Encounter?_count=500" | node -e "
+  const b=JSON.parse(require('fs').readFileSync(0,'utf8'));
+  console.log((b.entry||[]).filter(e => (e.resource.type||[]).some(t => t.text === process.argv[1])).length)" "$1"; }
+new_text="Chronic migraine consultation (tables of $(date +%F))"
+sed "s/\"text\": \"Chronic migraine consultation\"/\"text\": \"$new_text\"/" "$root/mappings/code-tables.json" > "$work/tables.new"
+check "the edit changes the tables" grep -qF "$new_text" "$work/tables.new"
+mv "$work/tables.new" "$work/code-tables.json"
+kill -HUP "$daemon"
+check "SIGHUP: the code tables are read again" wait_for 10 grep -q "reload: mapping.code_tables: read again" "$work/run.err"
+node "$root/tests/integration/make-records.mjs" --patients 2 --prefix TABLES --kinds c > "$work/tables.ndjson"
+check "a batch after the edit is taken" [ "$(post "$work/tables.ndjson")" = 202 ]
+check "... and delivered" wait_for 60 delivered 28
+check "... with the new text (2 encounters)" [ "$(encounters_with "$new_text")" -eq 2 ]
+check "... the earlier ones keep the old text (26)" [ "$(encounters_with "Chronic migraine consultation")" -eq 26 ]
+# A botched edit: refused, naming the setting; the tables in use stay in use.
+echo '{ "concepts": ' > "$work/code-tables.json"
+kill -HUP "$daemon"
+check "broken tables: refused, the ones in use stay" \
+  wait_for 10 grep -q "reload: mapping.code_tables: .*code-tables.json.*the files in use stay in use" "$work/run.err"
+node "$root/tests/integration/make-records.mjs" --patients 1 --prefix TABLES2 --kinds c > "$work/tables2.ndjson"
+check "... records are still taken" [ "$(post "$work/tables2.ndjson")" = 202 ]
+check "... and delivered with the tables in use" wait_for 60 delivered 29
+check "... which are the edited ones (3 encounters)" [ "$(encounters_with "$new_text")" -eq 3 ]
+check "the daemon kept running through every reload" kill -0 "$daemon"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

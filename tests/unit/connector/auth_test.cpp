@@ -327,6 +327,65 @@ TEST_F(token_fixture, a_dropped_token_is_replaced_and_a_refusal_names_the_error_
   EXPECT_FALSE(tokens->status().has_token);
 }
 
+TEST_F(token_fixture, a_reloaded_secret_serves_the_next_request_and_a_bad_file_keeps_the_old_one) {
+  queued = {token_answer("tok-1"), token_answer("tok-2"), token_answer("tok-3")};
+  auto auth = secret_auth();
+  auto tokens = make(auth);
+  EXPECT_EQ(get_now(*tokens).token, "tok-1");
+  EXPECT_EQ(endpoint->seen.back().authorization, "Basic " + base64("clinic:s3cr%3Aet"));
+
+  std::ofstream(auth.client_secret_file, std::ios::trunc) << "rotated\n";
+  EXPECT_TRUE(tokens->reload_credentials());
+  EXPECT_EQ(get_now(*tokens).token, "tok-1") << "the token in hand still serves";
+  EXPECT_EQ(endpoint->seen.size(), 1u);
+  tokens->drop("tok-1");
+  EXPECT_EQ(get_now(*tokens).token, "tok-2");
+  EXPECT_EQ(endpoint->seen.back().authorization, "Basic " + base64("clinic:rotated"));
+
+  std::ofstream(auth.client_secret_file, std::ios::trunc) << "\n";  // emptied by a botched edit
+  EXPECT_THROW(tokens->reload_credentials(), config_error);
+  tokens->drop("tok-2");
+  EXPECT_EQ(get_now(*tokens).token, "tok-3");
+  EXPECT_EQ(endpoint->seen.back().authorization, "Basic " + base64("clinic:rotated")) << "the old secret stays";
+}
+
+TEST_F(token_fixture, a_reloaded_key_signs_the_next_assertion) {
+  ehr_auth_config a;
+  a.what = ehr_auth_config::kind::smart_backend;
+  a.client_id = "clinic";
+  a.algorithm = "ES384";
+  a.key_id = "k1";
+  a.token_url = "https://auth.example/token";
+  // write_key writes a fresh key to the same file each time: a rotation in place.
+  a.private_key_file = write_key(dir.path(), "ES384").string();
+  const std::string first_jwk = signing_key::load("k", a.private_key_file, "ES384").public_jwk("k1");
+  queued = {token_answer("tok-1"), token_answer("tok-2"), token_answer("tok-3")};
+  auto tokens = make(a);
+  EXPECT_EQ(get_now(*tokens).token, "tok-1");
+
+  write_key(dir.path(), "ES384");
+  const std::string second_jwk = signing_key::load("k", a.private_key_file, "ES384").public_jwk("k1");
+  ASSERT_NE(first_jwk, second_jwk);
+  EXPECT_TRUE(tokens->reload_credentials());
+  tokens->drop("tok-1");
+  EXPECT_EQ(get_now(*tokens).token, "tok-2");
+  const auto last_assertion = [&] {
+    const auto& body = endpoint->seen.back().body;
+    const auto at = body.find("client_assertion=");
+    if (at == std::string::npos) return std::string();
+    const auto rest = body.substr(at + 17);
+    return rest.substr(0, rest.find('&'));
+  };
+  EXPECT_TRUE(verifies(last_assertion(), second_jwk)) << "signed with the new key";
+  EXPECT_FALSE(verifies(last_assertion(), first_jwk));
+
+  std::ofstream(a.private_key_file, std::ios::trunc) << "not a key\n";
+  EXPECT_THROW(tokens->reload_credentials(), config_error);
+  tokens->drop("tok-2");
+  EXPECT_EQ(get_now(*tokens).token, "tok-3");
+  EXPECT_TRUE(verifies(last_assertion(), second_jwk)) << "the key in use stays";
+}
+
 TEST_F(token_fixture, an_endpoint_that_is_down_or_failing_is_unreachable_not_refused) {
   ehr_answer down;
   down.outcome.what = attempt_outcome::kind::connection_failed;

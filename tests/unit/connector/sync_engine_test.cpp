@@ -309,7 +309,7 @@ class sync_engine_test : public testing::Test {
   // Runs an engine until nothing can be done now (sync --once). Returns its report.
   sync_report run_until_idle(fake_ehr& ehr, event_sink& events, int max_attempts = 10) {
     store_worker worker(io_, *store_, store_worker::mode::inline_);
-    sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(max_attempts), events, now_ms,
+    sync_engine engine(io_, worker, ehr, mappings_, policy(max_attempts), events, now_ms,
                        fast(true));
     bool idle = false;
     engine.start(owner_, [&] { idle = true; });
@@ -321,7 +321,7 @@ class sync_engine_test : public testing::Test {
   // Runs a daemon engine until `done` holds in the store, then stops it; it must never need a restart.
   void run_daemon_until(fake_ehr& ehr, event_sink& events, const std::function<bool()>& done) {
     store_worker worker(io_, *store_, store_worker::mode::inline_);
-    sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(10), events, now_ms,
+    sync_engine engine(io_, worker, ehr, mappings_, policy(10), events, now_ms,
                        fast(false));
     engine.start(owner_);
     bool stopped = false;
@@ -400,7 +400,8 @@ class sync_engine_test : public testing::Test {
   std::unique_ptr<failing_outbox> store_;
   std::int64_t owner_ = 0;
   asio::io_context io_;
-  mappings::bundle_mapper mapper_{test_support::default_config(), test_support::shipped_tables()};
+  mappings::mapping_source mappings_{std::make_shared<const mappings::mapping_set>(test_support::shipped_tables(),
+                                                                                test_support::default_config())};
   std::mt19937_64 random_{7};
 };
 
@@ -525,7 +526,7 @@ TEST_F(sync_engine_test, a_request_whose_lease_ran_out_is_withheld_and_released_
   store_worker worker(io_, *store_, store_worker::mode::inline_);
   auto settings = fast(true);
   settings.lease = std::chrono::milliseconds(30);  // the local deadline is 25 ms after the claim
-  sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(10), events, now_ms, settings);
+  sync_engine engine(io_, worker, ehr, mappings_, policy(10), events, now_ms, settings);
   // The first request sits in the client (connecting, say) until its lease has run out.
   ehr.hold = [](int n) { return n == 1; };
   bool idle = false;
@@ -551,7 +552,7 @@ TEST_F(sync_engine_test, a_claim_taken_over_meanwhile_records_nothing_and_says_s
   ehr.hold = [](int n) { return n == 1; };
   recording_sink events;
   store_worker worker(io_, *store_, store_worker::mode::inline_);
-  sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(10), events, now_ms, fast(false));
+  sync_engine engine(io_, worker, ehr, mappings_, policy(10), events, now_ms, fast(false));
   engine.start(owner_);
   run_until([&] { return !ehr.held.empty(); });
   // Another process decides this one stalled (its lease ran out) and takes the record back.
@@ -578,7 +579,7 @@ TEST_F(sync_engine_test, a_record_claimed_anew_never_lets_the_old_request_out) {
   ehr.hold = [](int n) { return n == 1; };  // the first request is still connecting
   recording_sink events;
   store_worker worker(io_, *store_, store_worker::mode::inline_);
-  sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(10), events, now_ms, fast(false));
+  sync_engine engine(io_, worker, ehr, mappings_, policy(10), events, now_ms, fast(false));
   engine.start(owner_);
   run_until([&] { return !ehr.held.empty(); });
   sqlite_outbox other(path_, sqlite_options{.full_sync = false, .on_busy = {}});
@@ -613,7 +614,7 @@ TEST_F(sync_engine_test, stopping_finishes_the_requests_in_flight_and_takes_no_n
   ehr.hold = [](int n) { return n <= 2; };
   recording_sink events;
   store_worker worker(io_, *store_, store_worker::mode::inline_);
-  sync_engine engine(io_, worker, ehr, mapper_, test_support::shipped_tables(), policy(10), events, now_ms, fast(false));
+  sync_engine engine(io_, worker, ehr, mappings_, policy(10), events, now_ms, fast(false));
   engine.start(owner_);
   run_until([&] { return ehr.held.size() == 2; });
   bool stopped = false;
