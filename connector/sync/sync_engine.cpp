@@ -28,7 +28,8 @@ std::string what_the_ehr_made(const std::string& body) {
 }  // namespace
 
 sync_engine::sync_engine(boost::asio::io_context& loop, store_worker& store, ehr_channel& ehr,
-                         const mappings::mapping_source& mappings, delivery_policy policy, event_sink& events, clock_ms wall, engine_settings settings)
+                         const mappings::mapping_source& mappings, delivery_policy policy, event_sink& events,
+                         clock_ms wall, engine_settings settings)
     : loop_(loop), store_(store), ehr_(ehr), mappings_(mappings), policy_(std::move(policy)),
       events_(events), wall_(std::move(wall)), settings_(settings), poll_timer_(loop), sweep_timer_(loop),
       renew_timer_(loop), store_timer_(loop) {}
