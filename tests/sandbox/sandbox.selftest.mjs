@@ -17,13 +17,13 @@ import { Agent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const verbose = process.argv.includes('--verbose');
 const started = performance.now();
-const DEADLINE_MS = 50_000;
+const DEADLINE_MS = 90_000; // three sandboxes start side by side; a loaded 2-CPU machine takes 15 s for that
 
 let passed = 0;
 let failed = 0;
@@ -41,15 +41,18 @@ const note = (msg) => console.log(`# ${msg}`);
 
 const tmp = mkdtempSync(join(tmpdir(), 'ehr-sandbox-selftest-'));
 let sandbox; // child process
+const others = []; // further sandboxes (profiles)
 let finished = false;
 
 function finish() {
   if (finished) return;
   finished = true;
-  try {
-    sandbox?.kill('SIGKILL');
-  } catch {
-    // already gone
+  for (const child of [sandbox, ...others]) {
+    try {
+      child?.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
   }
   rmSync(tmp, { recursive: true, force: true });
   note(`${((performance.now() - started) / 1000).toFixed(1)} s`);
@@ -83,12 +86,12 @@ function agent({ cert = 'client', keepAlive = true } = {}) {
 }
 
 /** One HTTPS request to the sandbox; resolves {status, headers, body (parsed JSON or text)}; rejects on socket errors. */
-function request(method, path, { body, headers = {}, via, timeoutMs = 15_000 } = {}) {
+function request(method, path, { body, headers = {}, via, timeoutMs = 15_000, at = port } = {}) {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
     const req = httpsRequest({
       host: 'localhost',
-      port,
+      port: at,
       method,
       path,
       agent: via ?? main,
@@ -261,11 +264,11 @@ function loadBundles() {
 // 3. Sandbox
 // ---------------------------------------------------------------------------------------------------------
 
-function startSandbox() {
+function startSandbox(extraArgs = []) {
   const child = spawn(process.execPath, [join(here, 'ehr-sandbox.mjs'),
     '--cert', join(certDir, 'server.pem'), '--key', join(certDir, 'server.key'),
     '--client-ca', join(certDir, 'ca.pem'), '--require-client-cert', '--port', '0',
-    ...(verbose ? ['--verbose'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+    ...extraArgs, ...(verbose ? ['--verbose'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => {
     stderr += d;
@@ -273,7 +276,7 @@ function startSandbox() {
   });
   const ready = new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`no ready line within 20 s; stderr: ${stderr}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`no ready line within 45 s; stderr: ${stderr}`)), 45_000);
     child.stdout.on('data', (d) => {
       out += d;
       const nl = out.indexOf('\n');
@@ -307,10 +310,15 @@ async function run() {
   }
   const [consultation, procedure, followUp] = bundles.pathway;
 
-  // ---- start
+  // ---- start (the "single" sandbox and a bad --profile start meanwhile; see testProfiles)
   const t0 = performance.now();
   const sb = startSandbox();
   sandbox = sb.child;
+  writeFileSync(join(tmp, 'preload.ndjson'), PRELOAD);
+  const singleSb = startSandbox(['--profile', 'single', '--preload', join(tmp, 'preload.ndjson')]);
+  others.push(singleSb.child);
+  const badProfile = spawnExit([join(here, 'ehr-sandbox.mjs'), '--cert', join(certDir, 'server.pem'), '--key', join(certDir, 'server.key'),
+    '--profile', 'no-such-profile']);
   let readyLine;
   try {
     readyLine = await sb.ready;
@@ -592,6 +600,8 @@ async function run() {
   check('keep-alive: 3 requests on one connection cost one TLS handshake', sKa.tlsHandshakes <= 2 && sKa.requests === 3, JSON.stringify(sKa));
   check('without keep-alive every request costs a handshake', sNoKa.tlsHandshakes - sKa.tlsHandshakes >= 3, `${sKa.tlsHandshakes} -> ${sNoKa.tlsHandshakes}`);
 
+  await testProfiles({ consultation, singleSb, badProfile });
+
   // ---- stop
   for (const a of agents) a.destroy();
   const exit = new Promise((resolve) => sandbox.once('exit', (code, signal) => resolve({ code, signal })));
@@ -599,6 +609,290 @@ async function run() {
   const res = await Promise.race([exit, new Promise((r) => setTimeout(() => r({ code: 'timeout' }), 5000))]);
   check('SIGTERM: the sandbox exits with status 0', res.code === 0, JSON.stringify(res));
   sandbox = undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 4. Profiles: the kinds of EHR the sandbox plays (--profile, /_sandbox/profile), --preload, the stats
+// ---------------------------------------------------------------------------------------------------------
+
+const MRN = 'https://clinic.example/fhir/mrn';
+const NPI = 'http://hl7.org/fhir/sid/us-npi';
+// For "single", where patients cannot be created: MRN-1 once, MRN-2 twice (an ambiguous match), MRN-3 not at all.
+// NDJSON, one line a Bundle, to cover both forms.
+const PRELOAD = [
+  { resourceType: 'Bundle', type: 'collection', entry: [
+    { resource: { resourceType: 'Organization', id: 'org-1', identifier: [{ system: 'https://clinic.example/fhir/organization', value: 'clinic' }], name: 'Clinic' } },
+    { resource: { resourceType: 'Practitioner', id: 'prac-1', identifier: [{ system: NPI, value: '1234567893' }] } },
+  ] },
+  { resourceType: 'Patient', id: 'pat-1', identifier: [{ system: MRN, value: 'MRN-1' }], managingOrganization: { reference: 'Organization/org-1' } },
+  { resourceType: 'Patient', id: 'pat-2a', identifier: [{ system: MRN, value: 'MRN-2' }] },
+  { resourceType: 'Patient', id: 'pat-2b', identifier: [{ system: MRN, value: 'MRN-2' }] },
+].map((r) => JSON.stringify(r)).join('\n') + '\n';
+
+/** Runs a node script; resolves {code, stderr} when it exits. */
+function spawnExit(args) {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  others.push(child);
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
+}
+
+let validator;
+async function validCapabilityStatement(cs) {
+  validator ??= await import(pathToFileURL(join(root, 'tests', 'node', 'validate-fhir.mjs')).href);
+  const result = validator.validateSingleResource(cs);
+  return { ok: result.ok, detail: result.issues.filter((i) => i.severity === 'error').slice(0, 3).map((i) => `${i.path}: ${i.message}`).join('\n') };
+}
+
+const ooCode = (r) => r.body?.resourceType === 'OperationOutcome' ? r.body.issue?.[0]?.code : undefined;
+/** A refusal as the profile should give it: status, OperationOutcome code not-supported, Allow on a 405. */
+function refused(r, status, allow) {
+  return r.status === status && ooCode(r) === 'not-supported' && (allow === undefined || r.headers.allow === allow);
+}
+const show = (r) => `${r.status} allow=${JSON.stringify(r.headers?.allow)} ${ooText(r.body).slice(0, 300)}`;
+const csResource = (cs, type) => cs.rest?.[0]?.resource?.find((r) => r.type === type);
+const codes = (x) => (x?.interaction ?? []).map((i) => i.code).sort().join(',');
+const sameMap = (a, b) => JSON.stringify(Object.entries(a ?? {}).sort()) === JSON.stringify(Object.entries(b ?? {}).sort());
+const observation = (extra = {}) => ({ resourceType: 'Observation', status: 'final', code: { text: 'headache days' }, ...extra });
+
+async function testProfiles({ consultation, singleSb, badProfile }) {
+  const ctl = (path, body, at) => request('POST', path, { body, headers: { 'Content-Type': 'application/json' }, at });
+  const setProfile = (spec) => ctl('/_sandbox/profile', spec);
+
+  // ---- full (the default): what it advertises, the new counters
+  await reset();
+  const fullMeta = (await request('GET', '/fhir/metadata')).body;
+  const fullPatient = csResource(fullMeta, 'Patient');
+  check('profile full: metadata advertises transaction and every R4 resource type with conditional create/update and identifier search',
+    JSON.stringify(fullMeta.rest[0].interaction) === '[{"code":"transaction"}]' && fullMeta.rest[0].resource.length > 140
+    && fullPatient?.conditionalCreate === true && fullPatient.conditionalUpdate === true && fullPatient.updateCreate === true
+    && fullPatient.searchParam.some((p) => p.name === 'identifier') && fullMeta.name === 'EhrSandboxFull', JSON.stringify(fullPatient).slice(0, 300));
+  const fullValid = await validCapabilityStatement(fullMeta);
+  check('profile full: the CapabilityStatement is a valid R4 resource', fullValid.ok, fullValid.detail);
+  await request('POST', '/fhir/Patient', { body: { resourceType: 'Patient', identifier: [{ system: MRN, value: 'S1' }] } });
+  await request('GET', `/fhir/Patient?identifier=${MRN}|S1`);
+  const batchOnFull = await postBundle({ resourceType: 'Bundle', type: 'batch', entry: [] });
+  const sFull = await stats();
+  check('profile full: a batch is refused with 400 not-supported, as before profiles', refused(batchOnFull, 400), show(batchOnFull));
+  check('stats: interactions, interactionsByType and refused count what was asked', sFull.profile === 'full'
+    && sFull.interactions.create === 1 && sFull.interactions['search-type'] === 1 && sFull.interactions.batch === 1
+    && sFull.interactions.capabilities === 1 && sameMap(sFull.interactionsByType.Patient, { create: 1, 'search-type': 1 })
+    && sameMap(sFull.refused, { batch: 1 }) && sameMap(sFull.refusedByReason, { batch: 1 }) && sameMap(sFull.ignored, {}),
+    JSON.stringify({ i: sFull.interactions, t: sFull.interactionsByType, r: sFull.refused }));
+
+  // ---- runtime switch to "batch": the EHR starts refusing transactions
+  const toBatch = await setProfile({ profile: 'batch' });
+  check('POST /_sandbox/profile {"profile":"batch"}: 200, now batch', toBatch.status === 200 && toBatch.body?.profile === 'batch'
+    && toBatch.body.startProfile === 'full' && toBatch.body.available.includes('single'), JSON.stringify(toBatch.body));
+  const batchMeta = (await request('GET', '/fhir/metadata')).body;
+  check('profile batch: metadata advertises batch and no transaction', JSON.stringify(batchMeta.rest[0].interaction) === '[{"code":"batch"}]'
+    && csResource(batchMeta, 'Observation')?.conditionalCreate === true);
+  const before = (await stats()).resources;
+  const txRefused = await postBundle(consultation);
+  check('profile batch: the connector\'s transaction is refused: 405 not-supported, Allow: POST', refused(txRefused, 405, 'POST'), show(txRefused));
+  check('... and nothing of it is stored', sameMap((await stats()).resources, before));
+  const bSystem = 'https://sandbox.example/batch';
+  const batch = await postBundle({
+    resourceType: 'Bundle', type: 'batch', entry: [
+      { resource: { resourceType: 'Patient', identifier: [{ system: bSystem, value: 'b1' }] }, request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${bSystem}|b1` } },
+      { resource: { resourceType: 'Patient', gender: 'f' }, request: { method: 'POST', url: 'Patient' } },
+      { fullUrl: 'urn:uuid:0b2c5a8e-7c1d-4c59-9a51-2f0f6f1f0002', resource: observation({ subject: { reference: 'urn:uuid:0b2c5a8e-7c1d-4c59-9a51-2f0f6f1f0003' } }), request: { method: 'POST', url: 'Observation' } },
+      { resource: observation({ subject: { reference: `Patient?identifier=${MRN}|S1` } }), request: { method: 'POST', url: 'Observation' } },
+      { request: { method: 'GET', url: `Patient?identifier=${MRN}|S1` } },
+    ],
+  }, { headers: { Prefer: 'return=minimal' } });
+  const bs = statuses(batch);
+  check('profile batch: a batch answers each entry on its own (201, 422, 400 urn:uuid, 400 conditional reference, 200 search)',
+    batch.status === 200 && batch.body?.type === 'batch-response'
+    && JSON.stringify(bs) === JSON.stringify(['201 Created', '422 Unprocessable Entity', '400 Bad Request', '400 Bad Request', '200 OK'])
+    && /^Patient\/[^/]+\/_history\/1$/.test(batch.body.entry[0].response.location) && batch.body.entry[0].response.etag === 'W/"1"'
+    && !!batch.body.entry[0].response.lastModified && !batch.body.entry[0].resource
+    && batch.body.entry[1].response.outcome?.issue?.some((i) => (i.expression ?? []).includes('Patient.gender'))
+    && batch.body.entry[4].resource?.total === 1, `${batch.status} ${JSON.stringify(bs)} ${JSON.stringify(batch.body?.entry?.[0]?.response)}`);
+  const again = await postBundle({ resourceType: 'Bundle', type: 'batch', entry: [
+    { resource: { resourceType: 'Patient', identifier: [{ system: bSystem, value: 'b1' }] }, request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${bSystem}|b1` } }] });
+  const sBatch = await stats();
+  check('profile batch: conditional create in a batch is honoured (200 OK the second time; one Patient)',
+    statuses(again)[0] === '200 OK' && (await searchAll('Patient', `identifier=${bSystem}|b1`)).length === 1, JSON.stringify(statuses(again)));
+  check('profile batch: refusals counted (transaction, urn:uuid and conditional references)', sameMap(sBatch.refused,
+    { batch: 1, transaction: 1, 'urn-uuid-reference:Observation': 1, 'conditional-reference:Observation': 1 }), JSON.stringify(sBatch.refused));
+
+  // ---- runtime switch to "ignore-if-none-exist": the silent duplicate
+  await setProfile({ profile: 'ignore-if-none-exist' });
+  const ignoreMeta = (await request('GET', '/fhir/metadata')).body;
+  check('profile ignore-if-none-exist: metadata has no transaction or batch and conditionalCreate false',
+    !ignoreMeta.rest[0].interaction && csResource(ignoreMeta, 'Observation')?.conditionalCreate === false
+    && !csResource(ignoreMeta, 'Observation').searchParam.some((p) => p.name === 'identifier')
+    && csResource(ignoreMeta, 'Patient').searchParam.some((p) => p.name === 'identifier'));
+  const dupId = { identifier: [{ system: 'https://clinic.example/fhir/resource', value: 'obs-dup' }] };
+  const d1 = await request('POST', '/fhir/Observation', { body: observation(dupId), headers: { 'If-None-Exist': 'identifier=https://clinic.example/fhir/resource|obs-dup' } });
+  const d2 = await request('POST', '/fhir/Observation', { body: observation(dupId), headers: { 'If-None-Exist': 'identifier=https://clinic.example/fhir/resource|obs-dup' } });
+  const sIgnore = await stats();
+  check('profile ignore-if-none-exist: If-None-Exist is ignored silently: 201 twice, two Observations with the same identifier',
+    d1.status === 201 && d2.status === 201 && d1.headers.location !== d2.headers.location && sIgnore.resources.Observation === 2
+    && sIgnore.ignored['if-none-exist:Observation'] === 2 && sameMap(sIgnore.refused, sBatch.refused), `${d1.status} ${d2.status} ${JSON.stringify(sIgnore.ignored)}`);
+  const byIdentifier = await request('GET', '/fhir/Observation?identifier=https://clinic.example/fhir/resource|obs-dup');
+  const patientByMrn = await request('GET', `/fhir/Patient?identifier=${MRN}|S1`);
+  check('profile ignore-if-none-exist: Observation?identifier is not advertised (400), Patient?identifier is (200)',
+    refused(byIdentifier, 400) && patientByMrn.status === 200 && patientByMrn.body.total === 1, `${show(byIdentifier)} / ${patientByMrn.status}`);
+  const txIgnore = await postBundle(consultation);
+  check('profile ignore-if-none-exist: transaction refused 405', refused(txIgnore, 405, ''), show(txIgnore));
+
+  // ---- an inline profile: versioned-update (If-Match required), no update-as-create, one type only
+  const custom = {
+    name: 'strict-patient',
+    capabilityStatement: { resourceType: 'CapabilityStatement', status: 'active', date: '2026-01-01', kind: 'instance', fhirVersion: '4.0.1', format: ['json'],
+      rest: [{ mode: 'server', interaction: [{ code: 'transaction' }], resource: [{ type: 'Patient',
+        interaction: [{ code: 'read' }, { code: 'create' }, { code: 'update' }, { code: 'search-type' }],
+        versioning: 'versioned-update', updateCreate: false, conditionalCreate: true, conditionalUpdate: false,
+        searchParam: [{ name: 'identifier', type: 'token' }] }] }] },
+  };
+  const toCustom = await setProfile({ definition: custom });
+  check('POST /_sandbox/profile {"definition": {...}}: an inline profile', toCustom.status === 200 && toCustom.body.profile === 'strict-patient', JSON.stringify(toCustom.body));
+  const cp = await request('POST', '/fhir/Patient', { body: { resourceType: 'Patient', identifier: [{ system: MRN, value: 'C1' }] } });
+  const cpId = /\/Patient\/([^/]+)\//.exec(cp.headers.location ?? '')?.[1];
+  const noIfMatch = await request('PUT', `/fhir/Patient/${cpId}`, { body: { resourceType: 'Patient', id: cpId, gender: 'other' } });
+  const withIfMatch = await request('PUT', `/fhir/Patient/${cpId}`, { body: { resourceType: 'Patient', id: cpId, gender: 'other' }, headers: { 'If-Match': 'W/"1"' } });
+  check('versioning versioned-update: an update without If-Match is refused with 400, with If-Match it is 200',
+    cp.status === 201 && refused(noIfMatch, 400) && withIfMatch.status === 200, `${cp.status} ${show(noIfMatch)} ${withIfMatch.status}`);
+  const upCreate = await request('PUT', '/fhir/Patient/client-chosen', { body: { resourceType: 'Patient', id: 'client-chosen' } });
+  check('updateCreate false: PUT of a new id is refused with 405, Allow: GET, HEAD, PUT', refused(upCreate, 405, 'GET, HEAD, PUT'), show(upCreate));
+  const condUpd = await request('PUT', `/fhir/Patient?identifier=${MRN}|C1`, { body: { resourceType: 'Patient', identifier: [{ system: MRN, value: 'C1' }] } });
+  check('conditionalUpdate false: PUT Patient?identifier is refused with 400', refused(condUpd, 400), show(condUpd));
+  const countBefore = (await stats()).resources;
+  const txMixed = await postBundle({ resourceType: 'Bundle', type: 'transaction', entry: [
+    { resource: { resourceType: 'Patient', identifier: [{ system: MRN, value: 'C2' }] }, request: { method: 'POST', url: 'Patient' } },
+    { resource: observation(), request: { method: 'POST', url: 'Observation' } }] });
+  const txNoIfMatch = await postBundle({ resourceType: 'Bundle', type: 'transaction', entry: [
+    { resource: { resourceType: 'Patient', id: cpId }, request: { method: 'PUT', url: `Patient/${cpId}` } }] });
+  check('a transaction entry the profile does not allow fails the whole transaction (404 for a type not offered, nothing stored)',
+    refused(txMixed, 404) && txMixed.body.issue[0].expression?.[0] === 'Bundle.entry[1].request' && sameMap((await stats()).resources, countBefore), show(txMixed));
+  check('... and If-Match is required on transaction PUT entries too (400)', refused(txNoIfMatch, 400), show(txNoIfMatch));
+  const txRefSearch = await postBundle({ resourceType: 'Bundle', type: 'transaction', entry: [
+    { resource: { resourceType: 'Patient', link: [{ other: { reference: 'Patient?family=x' }, type: 'seealso' }] }, request: { method: 'POST', url: 'Patient' } }] });
+  check('a conditional reference is a search: a parameter the profile does not offer is refused (400, search-param:Patient.family)',
+    refused(txRefSearch, 400) && txRefSearch.body.issue[0].expression?.[0] === 'Bundle.entry[0].resource.link[0].other.reference'
+    && (await stats()).refused['search-param:Patient.family'] === 1, show(txRefSearch));
+  const badDefs = await Promise.all([
+    setProfile({ definition: { ...custom, capabilityStatement: { ...custom.capabilityStatement, rest: [{ mode: 'server', resource: [{ type: 'Patient', interaction: [{ code: 'teleport' }] }] }] } } }),
+    setProfile({ definition: { ...custom, capabilityStatement: { ...custom.capabilityStatement, rest: [{ mode: 'server', resource: [{ type: 'Patient', searchParam: [{ name: 'legal-sex', type: 'token' }] }] }] } } }),
+    setProfile({ profile: 'no-such-profile' }),
+    setProfile({ profile: 'batch', extra: 1 }),
+  ]);
+  check('POST /_sandbox/profile refuses an unknown interaction, a non-R4 search parameter, an unknown name, a malformed body: 400',
+    badDefs.every((r) => r.status === 400 && r.body?.error) && /unknown profile "no-such-profile"/.test(badDefs[2].body.error)
+    && (await request('GET', '/_sandbox/profile')).body.profile === 'strict-patient', badDefs.map((r) => `${r.status} ${r.body?.error}`).join('\n'));
+  await reset();
+  const afterReset = await request('GET', '/_sandbox/profile');
+  check('POST /_sandbox/reset puts the start profile back (full)', afterReset.body.profile === 'full' && (await stats()).profile === 'full');
+
+  // ---- "single" (Epic-like), started with --profile single --preload
+  const bad = await badProfile;
+  check('--profile no-such-profile: exit status 2, naming the available profiles', bad.code === 2 && /unknown profile "no-such-profile"/.test(bad.stderr)
+    && /single/.test(bad.stderr), `${bad.code} ${bad.stderr.slice(0, 200)}`);
+  let line;
+  try {
+    line = await singleSb.ready;
+  } catch (err) {
+    check('--profile single --preload FILE: the sandbox starts', false, err.message);
+    return;
+  }
+  const p2 = Number(/"port":(\d+)/.exec(line.line)?.[1]);
+  const s2 = (method, path, opts = {}) => request(method, path, { ...opts, at: p2 });
+  const stats2 = async () => (await s2('GET', '/_sandbox/stats')).body;
+  const meta2 = (await s2('GET', '/fhir/metadata')).body;
+  const types2 = meta2.rest[0].resource.map((r) => r.type);
+  check('profile single: metadata like Epic\'s: no transaction or batch, no conditional create/update, no update-as-create',
+    meta2.name === 'EhrSandboxSingle' && !meta2.rest[0].interaction && meta2.rest[0].resource.every((r) => r.conditionalCreate === false
+      && r.conditionalUpdate === false && r.updateCreate === false && r.conditionalDelete === 'not-supported'), JSON.stringify(meta2.rest[0].interaction));
+  check('profile single: creates only Condition, Observation, Procedure, DocumentReference, AllergyIntolerance, ServiceRequest',
+    meta2.rest[0].resource.filter((r) => codes(r).includes('create')).map((r) => r.type).sort().join(',')
+      === 'AllergyIntolerance,Condition,DocumentReference,Observation,Procedure,ServiceRequest'
+    && codes(csResource(meta2, 'Patient')) === 'read,search-type' && codes(csResource(meta2, 'MedicationAdministration')) === 'read,search-type'
+    && codes(csResource(meta2, 'Provenance')) === 'read' && codes(csResource(meta2, 'Observation')) === 'create,read,search-type,update'
+    && !types2.includes('ChargeItem') && !types2.includes('MedicationStatement') && !types2.includes('DetectedIssue'), types2.join(','));
+  check('profile single: Patient and Practitioner searchable by identifier, Organization by _id only',
+    csResource(meta2, 'Patient').searchParam.some((p) => p.name === 'identifier') && csResource(meta2, 'Practitioner').searchParam.some((p) => p.name === 'identifier')
+    && csResource(meta2, 'Organization').searchParam.map((p) => p.name).join(',') === '_count,_id');
+  const singleValid = await validCapabilityStatement(meta2);
+  check('profile single: the CapabilityStatement is a valid R4 resource', singleValid.ok, singleValid.detail);
+  const total2 = async (q) => (await s2('GET', `/fhir/${q}`)).body?.total;
+  const s2start = await stats2();
+  check('--preload: patients by MRN (one, several, none) and the practitioner by NPI are there',
+    await total2(`Patient?identifier=${MRN}|MRN-1`) === 1 && await total2(`Patient?identifier=${MRN}|MRN-2`) === 2
+    && await total2(`Patient?identifier=${MRN}|MRN-3`) === 0 && await total2(`Practitioner?identifier=${NPI}|1234567893`) === 1
+    && s2start.preloaded === 5 && sameMap(s2start.resources, { Organization: 1, Patient: 3, Practitioner: 1 }) && !s2start.interactions.create,
+  JSON.stringify(s2start.resources));
+
+  // What a strict Epic-like server refuses, and how.
+  const obsId = { identifier: [{ system: 'https://clinic.example/fhir/resource', value: 'o1' }] };
+  const r = {
+    transaction: await s2('POST', '/fhir', { body: consultation }),
+    batch: await s2('POST', '/fhir', { body: { resourceType: 'Bundle', type: 'batch', entry: [] } }),
+    createPatient: await s2('POST', '/fhir/Patient', { body: { resourceType: 'Patient', identifier: [{ system: MRN, value: 'MRN-3' }] } }),
+    ifNoneExist: await s2('POST', '/fhir/Observation', { body: observation({ ...obsId, subject: { reference: 'Patient/pat-1' } }), headers: { 'If-None-Exist': 'identifier=https://clinic.example/fhir/resource|o1' } }),
+    condUpdate: await s2('PUT', '/fhir/Observation?identifier=https://clinic.example/fhir/resource|o1', { body: observation(obsId) }),
+    createMA: await s2('POST', '/fhir/MedicationAdministration', { body: { resourceType: 'MedicationAdministration', status: 'completed', medicationCodeableConcept: { text: 'x' }, subject: { reference: 'Patient/pat-1' }, effectiveDateTime: '2026-01-01' } }),
+    createProvenance: await s2('POST', '/fhir/Provenance', { body: { resourceType: 'Provenance', target: [{ reference: 'Patient/pat-1' }], recorded: '2026-01-01T00:00:00Z', agent: [{ who: { reference: 'Practitioner/prac-1' } }] } }),
+    searchProvenance: await s2('GET', '/fhir/Provenance?patient=pat-1'),
+    chargeItem: await s2('POST', '/fhir/ChargeItem', { body: { resourceType: 'ChargeItem', status: 'billable', code: { text: 'x' }, subject: { reference: 'Patient/pat-1' } } }),
+    orgByIdentifier: await s2('GET', '/fhir/Organization?identifier=https://clinic.example/fhir/organization|clinic'),
+    updateCreate: await s2('PUT', '/fhir/Observation/mine', { body: observation({ id: 'mine', subject: { reference: 'Patient/pat-1' } }) }),
+    delete: await s2('DELETE', '/fhir/Patient/pat-1'),
+    conditionalRef: await s2('POST', '/fhir/Observation', { body: observation({ subject: { reference: `Patient?identifier=${MRN}|MRN-1` } }) }),
+  };
+  const expect = {
+    transaction: [405, ''], batch: [405, ''], createPatient: [405, 'GET, HEAD'], ifNoneExist: [400], condUpdate: [400],
+    // Provenance is read only at Epic: neither create nor search, so /Provenance allows no method at all.
+    createMA: [405, 'GET, HEAD'], createProvenance: [405, ''], searchProvenance: [405, ''], chargeItem: [404], orgByIdentifier: [400],
+    updateCreate: [405, 'GET, HEAD, PUT'], delete: [405, 'GET, HEAD'], conditionalRef: [400],
+  };
+  for (const [name, [status, allow]] of Object.entries(expect)) {
+    check(`profile single refuses ${name}: ${status} not-supported${allow !== undefined ? `, Allow: "${allow}"` : ''}`, refused(r[name], status, allow), show(r[name]));
+  }
+  const s2refused = await stats2();
+  check('profile single: nothing refused was stored', sameMap(s2refused.resources, s2start.resources), JSON.stringify(s2refused.resources));
+  check('stats.refused names each refusal by reason and type', sameMap(s2refused.refused, {
+    transaction: 1, batch: 1, 'create:Patient': 1, 'conditional-create:Observation': 1, 'conditional-update:Observation': 1,
+    'create:MedicationAdministration': 1, 'create:Provenance': 1, 'search-type:Provenance': 1, 'type:ChargeItem': 1,
+    'search-param:Organization.identifier': 1, 'update-create:Observation': 1, 'delete:Patient': 1, 'conditional-reference:Observation': 1,
+  }) && s2refused.refusedByReason.create === 3, JSON.stringify(s2refused.refused));
+
+  // What it accepts: one resource per request, literal references to the preloaded patient.
+  await s2('POST', '/_sandbox/reset');
+  const o1 = await s2('POST', '/fhir/Observation', { body: observation({ ...obsId, subject: { reference: 'Patient/pat-1' }, performer: [{ reference: 'Practitioner/prac-1' }] }) });
+  const o1Id = /\/Observation\/([^/]+)\//.exec(o1.headers.location ?? '')?.[1];
+  const o1Read = await s2('GET', `/fhir/Observation/${o1Id}`);
+  const o1Upd = await s2('PUT', `/fhir/Observation/${o1Id}`, { body: { ...o1Read.body, status: 'amended' } });
+  const cond = await s2('POST', '/fhir/Condition', { body: { resourceType: 'Condition', code: { text: 'chronic migraine' }, subject: { reference: 'Patient/pat-1' } } });
+  const byPatient = await s2('GET', '/fhir/Observation?patient=Patient/pat-1');
+  const mrn1 = await s2('GET', `/fhir/Patient?identifier=${MRN}|MRN-1`);
+  const s2clean = await stats2();
+  check('profile single accepts create, read, update (no If-Match needed), search by patient and by MRN',
+    o1.status === 201 && o1Read.status === 200 && o1Upd.status === 200 && o1Upd.headers.etag === 'W/"2"' && cond.status === 201
+    && byPatient.body?.total === 1 && mrn1.body?.total === 1, `${o1.status} ${o1Read.status} ${o1Upd.status} ${cond.status} ${byPatient.status}`);
+  check('"nothing forbidden was attempted": refused stays {} when only advertised interactions are used',
+    sameMap(s2clean.refused, {}) && sameMap(s2clean.refusedByReason, {}) && s2clean.interactions.create === 2
+    && sameMap(s2clean.interactionsByType.Observation, { create: 1, read: 1, update: 1, 'search-type': 1 }), JSON.stringify(s2clean.refused));
+
+  // --preload again at runtime: "the patient exists now"; the start preload comes back on reset.
+  const mrn3 = { resourceType: 'Patient', id: 'pat-3', identifier: [{ system: MRN, value: 'MRN-3' }] };
+  const pre = await ctl('/_sandbox/preload', `${JSON.stringify(mrn3)}\n`, p2);
+  check('POST /_sandbox/preload: 200 {"preloaded":1,...}; Patient MRN-3 now exists', pre.status === 200 && pre.body.preloaded === 1
+    && pre.body.resources[0].id === 'pat-3' && await total2(`Patient?identifier=${MRN}|MRN-3`) === 1, JSON.stringify(pre.body));
+  const preBad = await Promise.all([
+    ctl('/_sandbox/preload', { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', id: 'pat-4' } }, { resource: { resourceType: 'Patient', gender: 'f' } }] }, p2),
+    ctl('/_sandbox/preload', { resourceType: 'Patient', id: 'pat-5', managingOrganization: { reference: 'Organization/nowhere' } }, p2),
+    ctl('/_sandbox/preload', 'not json', p2),
+  ]);
+  check('POST /_sandbox/preload of an invalid resource, a dangling reference, or not JSON: 400 and nothing stored',
+    preBad.every((x) => x.status === 400 && x.body?.error) && (await s2('GET', '/fhir/Patient/pat-4')).status === 404
+    && (await s2('GET', '/fhir/Patient/pat-5')).status === 404, preBad.map((x) => `${x.status} ${x.body?.error}`).join('\n'));
+  await s2('POST', '/_sandbox/reset');
+  check('reset: the runtime preload is gone, the --preload file is stored again',
+    await total2(`Patient?identifier=${MRN}|MRN-3`) === 0 && await total2(`Patient?identifier=${MRN}|MRN-1`) === 1
+    && (await stats2()).preloaded === 5);
 }
 
 run()
