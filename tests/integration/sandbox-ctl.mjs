@@ -1,6 +1,10 @@
 // Test helper: talks to the EHR sandbox's control API and FHIR search over mutual TLS.
-// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | reset | auth JSON | count TYPE | get PATH)
+// node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | reset | auth JSON | profile NAME |
+//                                         count TYPE | get PATH | dump FILE | restore FILE)
 // With SANDBOX_TOKEN set, FHIR requests carry it (a sandbox that enforces tokens, e.g. --static-token-file).
+// dump and restore: what the sandbox holds, saved and put back (it keeps nothing across restarts, and
+// the upgrade test needs the EHR as the previous release left it), as a transaction of PUT Type/id:
+// the ids stay the sandbox's own, so literal references hold; versions start again at 1.
 import https from 'node:https';
 import fs from 'node:fs';
 
@@ -12,9 +16,9 @@ const tls = {
   key: fs.readFileSync(`${certs}/client.key`),
 };
 
-function request(method, path, body) {
+function request(method, path, body, contentType = 'application/json') {
   return new Promise((resolve, reject) => {
-    const headers = { 'content-type': 'application/json' };
+    const headers = { 'content-type': contentType };
     if (process.env.SANDBOX_TOKEN && !path.startsWith('/_sandbox')) headers.authorization = `Bearer ${process.env.SANDBOX_TOKEN}`;
     const req = https.request(`${origin}${path}`, { method, ...tls, headers }, (res) => {
       let text = '';
@@ -48,6 +52,35 @@ if (command === 'stats') {
   // Resources of a type: how many the EHR holds (searchset total).
   const r = await request('GET', `/fhir/${arg}?_summary=count`);
   process.stdout.write(String(JSON.parse(r.body).total) + '\n');
+} else if (command === 'dump') {
+  const fhirPath = new URL(base).pathname.replace(/\/$/, '');
+  const stats = JSON.parse((await request('GET', '/_sandbox/stats')).body);
+  const entry = [];
+  for (const type of Object.keys(stats.resources).sort()) {
+    const r = await request('GET', `${fhirPath}/${type}?_count=100000`);
+    if (r.status !== 200) throw new Error(`search ${type}: ${r.status} ${r.body}`);
+    const found = (JSON.parse(r.body).entry ?? []).map((e) => e.resource);
+    if (found.length !== stats.resources[type]) {
+      throw new Error(`${type}: the search gave ${found.length}, the sandbox holds ${stats.resources[type]}`);
+    }
+    for (const resource of found.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+      if (resource.meta) {
+        const { versionId, lastUpdated, ...meta } = resource.meta;
+        if (Object.keys(meta).length) resource.meta = meta;
+        else delete resource.meta;
+      }
+      entry.push({ resource, request: { method: 'PUT', url: `${type}/${resource.id}` } });
+    }
+  }
+  // One entry a line: small, and a regenerated fixture diffs by resource.
+  const lines = entry.map((e) => JSON.stringify(e)).join(',\n');
+  fs.writeFileSync(arg, `{"resourceType":"Bundle","type":"transaction","entry":[\n${lines}\n]}\n`);
+  console.log(JSON.stringify({ resources: entry.length }));
+} else if (command === 'restore') {
+  const fhirPath = new URL(base).pathname.replace(/\/$/, '');
+  const r = await request('POST', fhirPath, fs.readFileSync(arg), 'application/fhir+json');
+  if (r.status !== 200) throw new Error(`restore: ${r.status} ${r.body.slice(0, 2000)}`);
+  console.log(JSON.stringify({ restored: JSON.parse(r.body).entry.length }));
 } else {
-  throw new Error('usage: sandbox-ctl.mjs BASE CERT_DIR (stats | faults JSON | clear-faults | reset | count TYPE | get PATH)');
+  throw new Error('usage: sandbox-ctl.mjs BASE CERT_DIR (stats | faults JSON | clear-faults | reset | auth JSON | profile NAME | count TYPE | get PATH | dump FILE | restore FILE)');
 }

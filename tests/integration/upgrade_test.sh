@@ -22,7 +22,7 @@ certs=$work/certs
 "$root/certs/make-dev-certs.sh" "$certs" > /dev/null || exit 1
 start_sandbox main "$certs/server.pem" "$certs/server.key" --client-ca "$certs/ca.pem" --require-client-cert \
   --profiles "$fixture/ehr-extensions.json" ${SANDBOX_VERBOSE:+--verbose} || exit 1
-state_of_ehr() { node "$root/tests/integration/sandbox-state.mjs" "$BASE_main" "$certs" "$@"; }
+state_of_ehr() { node "$root/tests/integration/sandbox-ctl.mjs" "$BASE_main" "$certs" "$@"; }
 stat_of() { ctl stats | node -e "console.log(JSON.parse(require('fs').readFileSync(0,'utf8')).$1)"; }
 in_file=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$fixture/ehr-state.json','utf8')).entry.length)")
 check "the EHR's earlier contents are put back" [ "$(state_of_ehr restore "$fixture/ehr-state.json")" = "{\"restored\":$in_file}" ]
