@@ -250,6 +250,35 @@ http_response admin_api::status(outbox& store) {
   } else {
     out.raw("null");
   }
+  out.key("write");
+  if (health.write || !health.capabilities_error.empty()) {
+    out.begin_object();
+    out.member("configured", std::string(name_of(health.write ? health.write->configured : write_mode::automatic)));
+    if (health.write) {
+      const auto& w = *health.write;
+      out.member("mode", std::string(name_of(w.mode)));
+      out.member("why", w.why);
+      out.member_bool("deliverable", w.deliverable);
+      if (!w.deliverable) out.member("not_deliverable_because", w.not_deliverable_because);
+      if (!health.write_software.empty()) out.member("ehr_software", health.write_software);
+      out.key("types");
+      out.begin_array();
+      for (const auto& t : w.types) {
+        out.begin_object();
+        out.member("type", t.type);
+        out.member_bool("sent", t.sent);
+        out.member("how", t.how);
+        if (!t.why.empty()) out.member("why", t.why);
+        out.end_object();
+      }
+      out.end_array();
+    }
+    if (health.capabilities_read_at_ms > 0) out.member("capabilities_read_at", utc_text(health.capabilities_read_at_ms));
+    if (!health.capabilities_error.empty()) out.member("capabilities_error", health.capabilities_error);
+    out.end_object();
+  } else {
+    out.raw("null");
+  }
   out.key("ehr");
   if (s.ehr_last_contact_ms) {
     out.begin_object();

@@ -28,6 +28,7 @@
 #include "connector/observe/metrics.h"
 #include "connector/observe/sync_log.h"
 #include "connector/auth/access_tokens.h"
+#include "connector/sync/ehr_capabilities.h"
 #include "connector/outbox/outbox.h"
 #include "connector/outbox/store_worker.h"
 
@@ -41,6 +42,12 @@ struct delivery_health {
   // without ehr.auth. published_steady_ms ages expires_in_ms to the moment it is read.
   std::optional<token_status> auth;
   std::int64_t auth_published_steady_ms = 0;
+  // The write strategy chosen from the EHR's CapabilityStatement, once it was read; what went
+  // wrong reading it (empty after a success) and when it was last read (wall clock).
+  std::optional<write_strategy> write;
+  std::string write_software;
+  std::string capabilities_error;
+  std::int64_t capabilities_read_at_ms = 0;
 };
 
 // Routes that read the store run on `reader` (a worker with its own connection, so a slow scan or

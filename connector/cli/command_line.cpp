@@ -94,6 +94,8 @@ void print_report(const sync_report& report, std::int64_t waiting, std::int64_t 
   if (report.claims_lost > 0) std::printf("answers not recorded (claim taken over): %d\n", report.claims_lost);
   if (report.auth_fault) {
     std::printf("EHR: authentication fault, delivery paused: %s\n", report.last_error->c_str());
+  } else if (report.write_refused) {
+    std::printf("EHR: refuses records written this way, delivery paused: %s\n", report.last_error->c_str());
   } else if (report.ehr_unreachable) {
     std::printf("EHR: unreachable: %s\n", report.last_error->c_str());
   } else if (report.last_error) {

@@ -11,6 +11,7 @@
 #include "connector/config/patient_key.h"
 #include "connector/daemon/delivery_setup.h"
 #include "connector/outbox/sqlite_outbox.h"
+#include "connector/sync/ehr_capabilities.h"
 #include "mappings/code_tables.h"
 
 namespace connector {
@@ -43,6 +44,48 @@ void check_auth(const ehr_config& ehr, const Ok& ok, const Bad& bad) {
     ok("ehr.auth: token issued" + where + " (" + std::string(auth_kind_name(auth.what)) + "; scope \"" +
        (status.granted_scope.empty() ? auth.scope + "\" asked, none stated" : status.granted_scope + "\" granted") +
        (status.expires_in_ms ? "; lives " + std::to_string((*status.expires_in_ms + 500) / 1000) + " s" : "") + ")");
+  } catch (const std::exception& e) {
+    bad(e.what());
+  }
+}
+
+// ehr.write_mode against the EHR's CapabilityStatement: the strategy in force and, per resource
+// type the connector writes, whether it is sent, how, and why not.
+template <typename Ok, typename Bad>
+void check_write_strategy(const ehr_config& ehr, const Ok& ok, const Bad& bad) {
+  try {
+    boost::asio::io_context io;
+    ehr_client client(io, ehr_settings_of(ehr));
+    const auto tokens = access_tokens_of(io, ehr);
+    authorized_channel channel(client, tokens.get());
+    std::optional<ehr_answer> got;
+    channel.send({.path = "/metadata", .content_type = "application/fhir+json", .body = "",
+                  .request_id = "config-check", .may_send = nullptr, .accept = {}, .authorization = {}},
+                 [&](ehr_answer a) {
+                   got = std::move(a);
+                   client.close_idle();
+                 });
+    io.run();
+    if (!got || got->outcome.what != attempt_outcome::kind::response) {
+      return bad("ehr /metadata: no answer" + (got && !got->error.empty() ? ": " + got->error : std::string()));
+    }
+    if (got->outcome.http_status != 200) {
+      return bad("ehr /metadata: HTTP " + std::to_string(got->outcome.http_status));
+    }
+    std::string error;
+    const auto capabilities = read_capabilities(got->body, error);
+    if (!capabilities) return bad("ehr /metadata: " + error);
+    const auto strategy = choose_strategy(*capabilities, write_mode_named(ehr.write_mode).value_or(write_mode::automatic));
+    const std::string line = "ehr.write_mode " + ehr.write_mode + ": " + std::string(name_of(strategy.mode)) + " (" +
+                             strategy.why + (capabilities->software.empty() ? "" : "; " + capabilities->software) + ")";
+    if (strategy.deliverable) {
+      ok(line);
+    } else {
+      bad(line + ": delivery would wait: " + strategy.not_deliverable_because);
+    }
+    for (const auto& t : strategy.types) {
+      std::printf("         %-25s %s%s\n", t.type.c_str(), t.how.c_str(), t.why.empty() ? "" : (" (" + t.why + ")").c_str());
+    }
   } catch (const std::exception& e) {
     bad(e.what());
   }
@@ -129,6 +172,7 @@ int run_config_check(const std::vector<std::string>& args) {
       bad(e.what());
     }
     if (config.ehr.auth.what != ehr_auth_config::kind::none) check_auth(config.ehr, ok, bad);
+    check_write_strategy(config.ehr, ok, bad);
   }
   std::printf(problems == 0 ? "configuration OK\n" : "%d problem(s)\n", problems);
   return problems == 0 ? exit_ok : exit_usage;

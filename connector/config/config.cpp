@@ -362,7 +362,7 @@ connector_config load_config(const std::optional<std::string>& path) {
   if (const auto* e = root.find("ehr")) {
     if (!e->is_object()) throw config_error("setting ehr must be an object");
     refuse_unknown(*e, "ehr", {"base_url", "ca_file", "client_cert_file", "client_key_file",
-                               "connections", "timeout_seconds", "auth"});
+                               "connections", "timeout_seconds", "auth", "write_mode"});
     auto& ec = config.ehr;
     read_string(*e, "ehr", "base_url", ec.base_url);
     for (auto [key, target] : {std::pair{"ca_file", &ec.ca_file}, std::pair{"client_cert_file", &ec.client_cert_file},
@@ -374,6 +374,12 @@ connector_config load_config(const std::optional<std::string>& path) {
     read_int(*e, "ehr", "connections", 1, 64, ec.connections);
     read_int(*e, "ehr", "timeout_seconds", 1, 600, ec.timeout_seconds);
     if (const auto* a = e->find("auth")) read_auth(*a, relative, ec.auth);
+    read_string(*e, "ehr", "write_mode", ec.write_mode);
+    if (ec.write_mode != "auto" && ec.write_mode != "transaction" && ec.write_mode != "batch" &&
+        ec.write_mode != "single") {
+      throw config_error("setting ehr.write_mode must be one of auto, transaction, batch, single (not \"" +
+                         ec.write_mode + "\")");
+    }
   }
   if (const auto* y = root.find("sync")) {
     if (!y->is_object()) throw config_error("setting sync must be an object");

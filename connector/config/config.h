@@ -52,6 +52,9 @@ struct ehr_config {
   int connections = 2;
   int timeout_seconds = 30;
   ehr_auth_config auth;
+  // How records are written: auto (chosen from the EHR's CapabilityStatement), transaction, batch
+  // or single (connector/sync/ehr_capabilities.h).
+  std::string write_mode = "auto";
 };
 
 struct sync_config {

@@ -7,6 +7,7 @@
 //   intake    inbox files, ingest API commits, replays, alerts
 //   reader    the admin API's reads                        (status page, metrics, /readyz)
 // so /healthz answers during a large ingest, and a busy store slows delivery without stopping it.
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -43,6 +44,10 @@ namespace asio = boost::asio;
 
 constexpr auto alert_check = std::chrono::seconds(5);   // how often alert conditions are evaluated
 constexpr std::int64_t probe_after_idle_ms = 60000;     // an idle daemon checks the EHR this often
+// The EHR's CapabilityStatement is read at start and this often; after a refused write, and while
+// the strategy read cannot deliver or could not be read, every 15 s.
+constexpr std::int64_t capabilities_every_ms = 10 * 60000;
+constexpr std::int64_t capabilities_when_wrong_ms = 15000;
 
 // The daemon's events go to the sync log and to the metrics; the store's degraded mode, which
 // the engine announces as events, is also kept for /readyz (read from the reader's thread).
@@ -52,6 +57,7 @@ class daemon_events : public event_sink {
   void emit(const sync_event& e) override {
     log_.emit(e);
     counters_.emit(e);
+    if (e.name == event::write_refused) ++write_refusals_;
     if (e.name == event::store_degraded || e.name == event::store_restored) {
       std::lock_guard lock(mutex_);
       health_.store_degraded = e.name == event::store_degraded;
@@ -67,6 +73,19 @@ class daemon_events : public event_sink {
     std::lock_guard lock(mutex_);
     return health_;
   }
+  // From the event loop: what /metadata said, or why it could not be read.
+  void publish_capabilities(std::optional<write_strategy> strategy, std::string software, std::string error,
+                            std::int64_t at_ms) {
+    std::lock_guard lock(mutex_);
+    if (strategy) {
+      health_.write = std::move(strategy);
+      health_.write_software = std::move(software);
+    }
+    health_.capabilities_error = std::move(error);
+    health_.capabilities_read_at_ms = at_ms;
+  }
+  // write_refused events seen so far: the EHR's capabilities are read again after one.
+  std::int64_t write_refusals() const { return write_refusals_.load(); }
   // From the event loop, where the token lives.
   void publish_auth(const access_tokens* tokens) {
     if (tokens == nullptr) return;
@@ -80,6 +99,7 @@ class daemon_events : public event_sink {
   metrics& counters_;
   mutable std::mutex mutex_;
   delivery_health health_;
+  std::atomic<std::int64_t> write_refusals_{0};
 };
 
 std::string url_of(const listen_address& a, bool tls) {
@@ -130,6 +150,7 @@ class daemon {
     delivery_.engine.start(delivery_.owner);
     if (folder_) scan_inbox();
     if (alerts_) arm(alert_timer_, alert_check, [this] { evaluate_alerts(); });
+    read_capabilities_if_due();
     arm(probe_timer_, std::chrono::seconds(5), [this] { probe_if_idle(); });
     // The store is open and the listeners are bound (the constructor did both, or threw).
     notify_systemd("READY=1\nSTATUS=delivering to " + config_.ehr.base_url);
@@ -229,10 +250,59 @@ class daemon {
         });
   }
 
+  // GET [base]/metadata: the write strategy from what the EHR says it supports, shown by the admin
+  // API and the status page, and logged when it changes. Delivery itself judges each answer (a
+  // write the EHR refuses pauses it: delivery_policy), so this never stops or starts delivery.
+  void read_capabilities_if_due() {
+    const std::int64_t now = steady_ms();
+    const bool wrong = events_.write_refusals() != refusals_at_last_read_ || !last_read_delivers_;
+    const bool due = capabilities_asked_at_ == 0 || now - capabilities_asked_at_ >= capabilities_every_ms ||
+                     (wrong && now - capabilities_asked_at_ >= capabilities_when_wrong_ms);
+    if (!due || reading_capabilities_ || stopping_) return;
+    capabilities_asked_at_ = now;
+    refusals_at_last_read_ = events_.write_refusals();
+    reading_capabilities_ = true;
+    delivery_.channel.send(
+        {.path = "/metadata", .content_type = "application/fhir+json", .body = "",
+         .request_id = "capabilities-" + std::to_string(++probes_), .may_send = nullptr, .accept = {},
+         .authorization = {}},
+        [this](ehr_answer answer) {
+          reading_capabilities_ = false;
+          std::string error;
+          std::optional<ehr_capabilities> capabilities;
+          if (answer.outcome.what != attempt_outcome::kind::response) {
+            error = "/metadata: " + (answer.error.empty() ? std::string("no answer") : answer.error);
+          } else if (answer.outcome.http_status != 200) {
+            error = "/metadata: HTTP " + std::to_string(answer.outcome.http_status);
+          } else {
+            capabilities = read_capabilities(answer.body, error);
+          }
+          if (!capabilities) {
+            last_read_delivers_ = false;
+            events_.publish_capabilities(std::nullopt, "", error, now_ms());
+            return;
+          }
+          auto strategy = choose_strategy(*capabilities, write_mode_named(config_.ehr.write_mode).value_or(write_mode::automatic));
+          const std::string summary = std::string(name_of(strategy.mode)) + " (" + strategy.why + ")" +
+                                      (strategy.deliverable ? "" : "; cannot deliver this way: " + strategy.not_deliverable_because);
+          if (summary != last_strategy_summary_) {
+            last_strategy_summary_ = summary;
+            sync_event e;
+            e.time_ms = now_ms();
+            e.name = event::write_strategy;
+            e.detail = "ehr.write_mode " + config_.ehr.write_mode + ": " + summary;
+            events_.emit(e);
+          }
+          last_read_delivers_ = strategy.deliverable;
+          events_.publish_capabilities(std::move(strategy), capabilities->software, "", now_ms());
+        });
+  }
+
   // GET [base]/metadata when nothing was sent for a minute: tells /readyz and the alerts whether
   // the EHR can be reached while there is nothing to deliver.
   void probe_if_idle() {
     events_.publish_auth(delivery_.tokens.get());
+    read_capabilities_if_due();
     const std::int64_t now = steady_ms();
     const std::int64_t last = std::max(last_probe_, delivery_.engine.last_answer_steady_ms().value_or(0));
     if (delivery_.engine.in_flight() == 0 && now - last >= probe_after_idle_ms) {
@@ -368,6 +438,11 @@ class daemon {
   std::int64_t started_at_;
   sync_log& log_;
   std::int64_t last_probe_ = 0;
+  std::int64_t capabilities_asked_at_ = 0;  // steady ms
+  std::int64_t refusals_at_last_read_ = 0;
+  bool reading_capabilities_ = false;
+  bool last_read_delivers_ = true;
+  std::string last_strategy_summary_;
   int probes_ = 0;
   bool stopping_ = false;
 };

@@ -84,6 +84,8 @@ void metrics::emit(const sync_event& e) {
     ++dead_lettered_;
   } else if (e.name == event::replayed) {
     ++replayed_;
+  } else if (e.name == event::write_refused) {
+    ++write_refusals_;
   } else if (e.name == event::auth_fault) {
     ++auth_faults_;
   } else if (e.name == event::held) {
@@ -195,6 +197,9 @@ std::string metrics::prometheus_text(const metrics_snapshot& s, std::int64_t now
   sample(out, "migraine_token_failures_total", static_cast<double>(s.token_failures));
   family(out, "migraine_auth_faults_total", "counter", "Answers 401/403: delivery paused.");
   sample(out, "migraine_auth_faults_total", static_cast<double>(auth_faults_));
+  family(out, "migraine_write_refusals_total", "counter",
+         "Writes the EHR refused as a whole (405, 501, not-supported): delivery paused, nothing dead-lettered.");
+  sample(out, "migraine_write_refusals_total", static_cast<double>(write_refusals_));
   family(out, "migraine_tls_faults_total", "counter", "TLS handshakes with the EHR that failed.");
   sample(out, "migraine_tls_faults_total", static_cast<double>(tls_faults_));
   family(out, "migraine_flagged_total", "counter", "Records mapped with clinical flags.");

@@ -54,8 +54,8 @@ class metrics : public event_sink {
   std::map<std::string, std::int64_t> received_by_channel_;
   std::map<std::string, std::int64_t> rejected_by_channel_;
   std::map<std::string, std::int64_t> retries_by_reason_;
-  std::int64_t delivered_ = 0, dead_lettered_ = 0, replayed_ = 0, auth_faults_ = 0, tls_faults_ = 0, held_ = 0,
-               flagged_ = 0, alerts_opened_ = 0, store_busy_ = 0, store_degraded_ = 0, claims_recovered_ = 0,
+  std::int64_t delivered_ = 0, dead_lettered_ = 0, replayed_ = 0, auth_faults_ = 0, write_refusals_ = 0,
+               tls_faults_ = 0, held_ = 0, flagged_ = 0, alerts_opened_ = 0, store_busy_ = 0, store_degraded_ = 0, claims_recovered_ = 0,
                claims_lost_ = 0;
   std::array<std::int64_t, latency_buckets.size()> latency_counts_{};
   std::int64_t latency_count_ = 0;

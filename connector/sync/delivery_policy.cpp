@@ -20,6 +20,11 @@ std::string describe(const attempt_outcome& o) {
 
 }  // namespace
 
+bool interaction_refused(const attempt_outcome& o) {
+  if (o.what != attempt_outcome::kind::response) return false;
+  return o.http_status == 405 || o.http_status == 501 || (o.http_status >= 400 && o.http_status < 500 && o.not_supported);
+}
+
 bool retryable_status(int status) { return status == 408 || status == 429 || status >= 500; }
 
 bool outcome_unknown(const attempt_outcome& o) {
@@ -59,6 +64,11 @@ delivery_verdict delivery_policy::judge(const attempt_outcome& outcome, int atte
   if (response && (outcome.http_status == 401 || outcome.http_status == 403)) {
     return {delivery_decision::pause_for_auth, {},
             describe(outcome) + ": the EHR refused the connector's credentials; delivery paused"};
+  }
+  if (interaction_refused(outcome)) {
+    return {delivery_decision::pause_for_write_mode, {},
+            describe(outcome) + (outcome.not_supported ? " not-supported" : "") +
+                ": the EHR does not take records written this way; delivery paused, nothing dead-lettered"};
   }
   if (!response || retryable_status(outcome.http_status)) {
     // No answer at all: the EHR (or the network) is down, not this record at fault. An outage

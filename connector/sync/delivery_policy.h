@@ -8,6 +8,9 @@
 //   401, 403                              -> pause all delivery: an authentication fault, not the
 //                                            record's; burning through the queue would not help
 //   credentials refused (never sent: the token endpoint refused the connector) -> the same pause
+//   405, 501, or a 4xx whose OperationOutcome says not-supported -> pause all delivery: the EHR
+//                                            does not take records written this way (a transaction
+//                                            where it takes none, say): not the record's fault
 //   400, 404, 409, 412, 422 and other 4xx -> dead letter, with the EHR's OperationOutcome kept
 // Pure: the random source is injected so schedules can be asserted exactly.
 #pragma once
@@ -29,6 +32,8 @@ struct attempt_outcome {
   // With connection_failed and timed_out: the whole request went out, so the EHR may have
   // processed it. False when it failed before (resolve, connect, handshake, a refused write).
   bool request_sent = false;
+  // With kind::response: the EHR's OperationOutcome has an issue with code not-supported.
+  bool not_supported = false;
 };
 
 // True when nobody can tell whether the EHR committed the request: it went out and no answer came,
@@ -39,7 +44,10 @@ bool outcome_unknown(const attempt_outcome& outcome);
 // 408, 429 and 5xx: the server is busy or failing, not refusing; worth asking again later.
 bool retryable_status(int status);
 
-enum class delivery_decision { delivered, retry, dead, pause_for_auth, released };
+enum class delivery_decision { delivered, retry, dead, pause_for_auth, pause_for_write_mode, released };
+
+// 405, 501, or a 4xx that says not-supported: the EHR refuses the interaction, not the record.
+bool interaction_refused(const attempt_outcome& outcome);
 
 struct delivery_verdict {
   delivery_decision decision = delivery_decision::delivered;

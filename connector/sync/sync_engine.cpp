@@ -267,9 +267,12 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
   const bool withheld = answer.outcome.what == attempt_outcome::kind::withheld;
   // The EHR's token endpoint answered, refusing: the EHR is reachable, the credentials are not good.
   const bool token_refused = answer.outcome.what == attempt_outcome::kind::credentials_refused;
-  const delivery_verdict verdict = policy_.judge(answer.outcome, record.attempts);
-  std::string error = answer.error.empty() ? verdict.reason : answer.error + ": " + verdict.reason;
   const std::string ehr_error = answered ? fhir::summarize_operation_outcome(answer.body) : "";
+  attempt_outcome outcome = answer.outcome;
+  // The summary keeps FHIR's issue-type codes: "error not-supported at Bundle.type".
+  outcome.not_supported = answered && (" " + ehr_error).find(" not-supported") != std::string::npos;
+  const delivery_verdict verdict = policy_.judge(outcome, record.attempts);
+  std::string error = answer.error.empty() ? verdict.reason : answer.error + ": " + verdict.reason;
 
   attempt_report report;
   report.maybe_at_ehr = outcome_unknown(answer.outcome);
@@ -285,6 +288,7 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
 
   // The EHR as a whole: answered, down, or refusing the connector's credentials.
   if (answered && verdict.decision != delivery_decision::pause_for_auth) auth_streak_ = 0;
+  if (answered && verdict.decision != delivery_decision::pause_for_write_mode) refusal_streak_ = 0;
   if (answered || token_refused) {
     last_answer_ = steady;
     unreachable_streak_ = 0;
@@ -336,6 +340,23 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
       report.retry_at_ms = now + wait;
       report.error = error;
       e.name = event::auth_fault;
+      e.detail = error;
+      break;
+    }
+    case delivery_decision::pause_for_write_mode: {
+      // The same pause as for credentials: the EHR as a whole refuses this way of writing (its
+      // capabilities changed, or ehr.write_mode asks for what it does not take). The record goes
+      // back to its lane, not counted as an attempt, and nothing becomes a dead letter.
+      const std::int64_t wait =
+          std::min<std::int64_t>(1000LL << std::min(refusal_streak_++, 20), settings_.auth_pause.count());
+      report_.write_refused = true;
+      pause_until_ = std::max(pause_until_, steady + wait);
+      if (settings_.until_idle) claims_stopped_ = true;
+      report.what = result::released;
+      report.retry_at_ms = now + wait;
+      if (!ehr_error.empty()) error += ": " + ehr_error;
+      report.error = error;
+      e.name = event::write_refused;
       e.detail = error;
       break;
     }

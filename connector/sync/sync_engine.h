@@ -5,6 +5,8 @@
 //
 // Every claim ends in a settle or a release, whatever fails on the way:
 //   claim -> prepare (read, history, map; on the worker) -> send -> answer -> settle
+// - 401/403, or a write the EHR refuses as a whole (405, 501, not-supported): released, and all
+//   delivery pauses, doubling up to engine_settings.auth_pause; nothing is dead-lettered;
 // - held, stale, or no longer valid: settled without sending;
 // - a failure while preparing, a full connection pool, an exception on the loop: released;
 // - a settle the store refuses (busy, full): kept in memory and tried again with backoff while
@@ -43,6 +45,7 @@ struct sync_report {
   int claims_lost = 0;
   int claims_recovered = 0;
   bool auth_fault = false;    // 401/403: delivery paused
+  bool write_refused = false;  // 405, 501, not-supported: the EHR refuses the write mode; paused
   bool ehr_unreachable = false;
   std::optional<std::string> last_error;
   std::optional<std::string> store_error;  // the store failed and sync --once gave up waiting
@@ -155,6 +158,7 @@ class sync_engine {
   std::int64_t pause_until_ = 0;  // steady: the EHR is backed off as a whole until then
   int unreachable_streak_ = 0;
   int auth_streak_ = 0;  // authentication faults in a row: the pause doubles
+  int refusal_streak_ = 0;  // write refusals (405, 501, not-supported) in a row: the pause doubles
   std::optional<std::int64_t> last_answer_;
   sync_report report_;
   std::function<void()> on_idle_;

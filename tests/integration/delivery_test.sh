@@ -157,6 +157,10 @@ check "SIGTERM: it says nothing was left in flight" grep -q "stopped; nothing in
 "$bin" config-check --config "$c1" > "$work/check.out"
 check "config-check passes a sound configuration" [ $? -eq 0 ]
 check "config-check reports the client certificate's validity" grep -q "^ok     ehr.client_cert_file .*: valid for [0-9]* more days$" "$work/check.out"
+check "config-check reads the EHR's CapabilityStatement: one transaction per record" \
+  grep -q "^ok     ehr.write_mode auto: transaction (the EHR advertises transaction" "$work/check.out"
+check "config-check says per type how it is sent" \
+  grep -Eq "^ +Procedure +in the transaction: conditional create, conditional update for amendments$" "$work/check.out"
 sed "s|$certs/client.key|$certs/other-client.key|; s|\"ca_file\": \"$certs/ca.pem\"|\"ca_file\": \"$certs/expired.pem\"|" "$c1" > "$work/first/bad.jsonc"
 "$bin" config-check --config "$work/first/bad.jsonc" > "$work/check.out"
 check "config-check fails a broken configuration" [ $? -eq 1 ]

@@ -39,6 +39,10 @@ if (command === 'stats') {
 } else if (command === 'auth') {
   const r = await request('POST', '/_sandbox/auth', arg);
   if (r.status >= 300) throw new Error(`auth: ${r.status} ${r.body}`);
+} else if (command === 'profile') {
+  // The EHR changes what it takes (tests/sandbox/README.md, Profiles): from the next request on.
+  const r = await request('POST', '/_sandbox/profile', JSON.stringify({ profile: arg }));
+  if (r.status >= 300) throw new Error(`profile: ${r.status} ${r.body}`);
 } else if (command === 'clear-faults') {
   await request('DELETE', '/_sandbox/faults');
 } else if (command === 'reset') {

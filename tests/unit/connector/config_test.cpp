@@ -31,6 +31,16 @@ TEST(config, every_setting_has_a_default) {
   const auto c = connector::load_config(std::nullopt);
   EXPECT_EQ(c.mapping.identifier_system, "https://clinic.example/fhir");
   EXPECT_TRUE(c.code_tables_path.ends_with("mappings/code-tables.json"));
+  EXPECT_EQ(c.ehr.write_mode, "auto");
+}
+
+TEST(config, ehr_write_mode_is_one_of_four) {
+  for (const auto* mode : {"auto", "transaction", "batch", "single"}) {
+    const auto c = connector::load_config(write_config("mode.jsonc", std::string(R"({"ehr": {"write_mode": ")") + mode + "\"}}"));
+    EXPECT_EQ(c.ehr.write_mode, mode);
+  }
+  EXPECT_EQ(error_of(R"({"ehr": {"write_mode": "bulk"}})"),
+            "setting ehr.write_mode must be one of auto, transaction, batch, single (not \"bulk\")");
 }
 
 TEST(config, reads_comments_and_resolves_paths_next_to_the_file) {

@@ -28,7 +28,7 @@ TEST(delivery_policy, transient_failures_are_retried) {
 }
 
 TEST(delivery_policy, refused_data_goes_to_dead_letter) {
-  for (int code : {400, 404, 409, 412, 422, 405, 413}) {
+  for (int code : {400, 404, 409, 412, 422, 413}) {
     const auto v = half.judge(status(code), 1);
     EXPECT_EQ(v.decision, delivery_decision::dead) << code;
     EXPECT_EQ(v.reason, "HTTP " + std::to_string(code) + ": the EHR refused the record");
@@ -38,6 +38,24 @@ TEST(delivery_policy, refused_data_goes_to_dead_letter) {
 TEST(delivery_policy, authentication_faults_pause_instead_of_burning_the_queue) {
   EXPECT_EQ(half.judge(status(401), 1).decision, delivery_decision::pause_for_auth);
   EXPECT_EQ(half.judge(status(403), 9).decision, delivery_decision::pause_for_auth);
+}
+
+TEST(delivery_policy, an_interaction_the_ehr_does_not_take_pauses_and_dead_letters_nothing) {
+  for (int code : {405, 501}) {
+    const auto v = half.judge(status(code), 9);
+    EXPECT_EQ(v.decision, delivery_decision::pause_for_write_mode) << code;
+    EXPECT_EQ(v.reason, "HTTP " + std::to_string(code) +
+                            ": the EHR does not take records written this way; delivery paused, nothing dead-lettered");
+  }
+  auto not_supported = status(400);
+  not_supported.not_supported = true;
+  EXPECT_EQ(half.judge(not_supported, 1).decision, delivery_decision::pause_for_write_mode);
+  EXPECT_EQ(half.judge(not_supported, 1).reason.rfind("HTTP 400 not-supported: ", 0), 0u);
+  auto unprocessable = status(422);
+  EXPECT_EQ(half.judge(unprocessable, 1).decision, delivery_decision::dead) << "a refused record stays the record's";
+  auto server_error = status(500);
+  server_error.not_supported = true;
+  EXPECT_EQ(half.judge(server_error, 1).decision, delivery_decision::retry) << "only a 4xx refusal says not-supported";
 }
 
 TEST(delivery_policy, backoff_doubles_with_full_jitter_up_to_the_cap) {

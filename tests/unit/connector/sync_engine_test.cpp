@@ -31,6 +31,8 @@ enum class act {
   refuse_503,         // 503, nothing committed
   refuse_422,         // 422, nothing committed
   refuse_401,         // 401, nothing committed
+  refuse_405,         // 405: the EHR takes no transactions
+  not_supported,      // 400 with an OperationOutcome saying not-supported
   fail_before_send,   // connection refused: nothing sent
   commit_then_reset,  // committed, then the connection dies: the answer is lost
   time_out,           // sent, no answer, nothing committed
@@ -117,6 +119,12 @@ class fake_ehr final : public ehr_channel {
         a.body = R"({"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"processing"}]})";
         break;
       case act::refuse_401: a.outcome = {attempt_outcome::kind::response, 401, std::nullopt, true}; break;
+      case act::refuse_405: a.outcome = {attempt_outcome::kind::response, 405, std::nullopt, true}; break;
+      case act::not_supported:
+        a.outcome = {attempt_outcome::kind::response, 400, std::nullopt, true};
+        a.body = R"({"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-supported",)"
+                 R"("diagnostics":"Transaction bundles are not supported"}]})";
+        break;
       case act::fail_before_send:
         a.outcome = {attempt_outcome::kind::connection_failed, 0, std::nullopt, false};
         a.error = "connect: Connection refused";
@@ -276,6 +284,14 @@ inbound_record procedure_amended(int patient) {
 
 // ---- the harness ----
 
+std::vector<inbound_record> patients(int n) {
+  std::vector<inbound_record> all;
+  for (int i = 0; i < n; ++i) {
+    for (auto& r : pathway(i)) all.push_back(std::move(r));
+  }
+  return all;
+}
+
 class sync_engine_test : public testing::Test {
  protected:
   void SetUp() override {
@@ -369,6 +385,28 @@ class sync_engine_test : public testing::Test {
   }
 
   std::int64_t count(record_state s) { return real_->status(now_ms()).records.at(s); }
+  // The EHR refuses every write as a whole (`refusal`), then takes them again.
+  void refusal_pauses_and_dead_letters_nothing(act refusal) {
+    real_->enqueue(patients(3), {}, now_ms());
+    fake_ehr ehr(io_, 2);
+    ehr.script = [refusal](int, const std::string&) { return refusal; };
+    recording_sink events;
+    const auto report = run_until_idle(ehr, events);
+    EXPECT_TRUE(report.write_refused);
+    EXPECT_EQ(count(record_state::dead), 0) << "the EHR's capabilities are not the record's fault";
+    EXPECT_EQ(count(record_state::in_flight), 0);
+    EXPECT_LE(ehr.requests(), 2) << "after the first refusals no more records are tried";
+    EXPECT_GE(events.count("write_refused"), 1);
+    EXPECT_TRUE(events.any_detail("does not take records written this way"));
+    if (refusal == act::not_supported) {
+      EXPECT_TRUE(events.any_detail("error not-supported")) << "the EHR's issue type is named";
+    }
+    // The EHR takes them again (or the connector writes another way): everything goes.
+    ehr.script = [](int, const std::string&) { return act::commit; };
+    for (int i = 0; i < 5 && !all_delivered(9); ++i) run_until_idle(ehr, events);
+    EXPECT_TRUE(all_delivered(9));
+  }
+
   bool all_delivered(std::int64_t n) { return count(record_state::delivered) == n; }
 
   // Exactly once in effect, in order: each patient's records first reached the EHR in arrival order,
@@ -404,14 +442,6 @@ class sync_engine_test : public testing::Test {
                                                                                 test_support::default_config())};
   std::mt19937_64 random_{7};
 };
-
-std::vector<inbound_record> patients(int n) {
-  std::vector<inbound_record> all;
-  for (int i = 0; i < n; ++i) {
-    for (auto& r : pathway(i)) all.push_back(std::move(r));
-  }
-  return all;
-}
 
 TEST_F(sync_engine_test, delivers_each_patient_in_order_and_patients_side_by_side) {
   const auto records = patients(4);
@@ -466,6 +496,14 @@ TEST_F(sync_engine_test, credentials_refused_pause_delivery_and_dead_letter_noth
   EXPECT_EQ(count(record_state::dead), 0);
   EXPECT_LE(ehr.requests(), 2) << "after the first 401s no more records are tried";
   EXPECT_EQ(count(record_state::in_flight), 0);
+}
+
+TEST_F(sync_engine_test, an_ehr_that_stops_taking_transactions_pauses_delivery_and_dead_letters_nothing) {
+  refusal_pauses_and_dead_letters_nothing(act::refuse_405);
+}
+
+TEST_F(sync_engine_test, a_not_supported_outcome_pauses_delivery_too) {
+  refusal_pauses_and_dead_letters_nothing(act::not_supported);
 }
 
 TEST_F(sync_engine_test, an_ehr_that_is_down_is_backed_off_as_a_whole) {
