@@ -159,6 +159,8 @@ void admin_api::handle(const http_request& request, http_respond respond) {
                          });
   }
   if (request.method != "GET") return respond(json_error(405, "method not allowed"));
+  // The charts' series is in memory: it answers while the store is busy, as /healthz does.
+  if (path == "/api/series") return respond(series(request.query));
   c_.reader.run([this, request](outbox& s) { return read_route(s, request); },
                 [respond](store_result<http_response> r) {
                   respond(r.ok() ? std::move(*r.value) : store_unavailable(*r.error));
@@ -381,6 +383,23 @@ http_response admin_api::quarantine(outbox& store, const std::string& query) {
   out.end_array();
   out.end_object();
   return json(200, out);
+}
+
+http_response admin_api::series(const std::string& query) const {
+  std::int64_t width_s = 3600;
+  if (const std::string text = query_value(query, "width"); !text.empty()) {
+    try {
+      width_s = std::stoll(text);
+    } catch (const std::exception&) {
+      width_s = 0;
+    }
+  }
+  if (width_s <= 0 || width_s > delivery_series::span_ms / 1000 || !delivery_series::valid_width(width_s * 1000)) {
+    return json_error(400, "width: seconds, a multiple of 300 that divides 86400 (300, 900, 1800, 3600...)");
+  }
+  const std::int64_t now = c_.now();
+  return {200, "application/json", series_json(c_.counters.series().view(now, width_s * 1000), now, c_.started_at_ms),
+          {}};
 }
 
 http_response admin_api::replay(outbox& store, const std::string& record_id, const std::string& reason,

@@ -9,6 +9,9 @@
 //   GET  /api/records/ID          every revision of one record, and its events
 //   GET  /api/events?limit=N      the newest sync log events (&record=ID for one record)
 //   GET  /api/quarantine?limit=N  rejected records with their problems
+//   GET  /api/series?width=S      the last 24 h in bins of S seconds (default 3600): deliveries,
+//                                 retries, dead letters, p50/p95 from arrival to delivery (kept in
+//                                 memory since the daemon started; answered without the store)
 //   POST /api/records/ID/replay   {"reason": "..."}: its dead letter back in its lane
 // With admin.token_file, everything but /, /healthz and /readyz needs "Authorization: Bearer".
 // On loopback, a request whose Host is not a loopback name or address is refused (403): a web page
@@ -101,6 +104,8 @@ class admin_api {
   http_response record(outbox& store, const std::string& record_id);
   http_response events(const std::string& query);
   http_response quarantine(outbox& store, const std::string& query);
+  // On the io thread: memory only.
+  http_response series(const std::string& query) const;
   http_response metrics_text(outbox& store);
   http_response ready(outbox& store);
   // On the writer's thread.

@@ -56,6 +56,7 @@ std::string label(const std::string& value) {
 }  // namespace
 
 void metrics::emit(const sync_event& e) {
+  series_.emit(e);
   std::lock_guard lock(mutex_);
   if (e.name == event::received) {
     ++received_by_channel_[e.channel];

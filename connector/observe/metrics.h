@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "connector/config/certificate_files.h"
+#include "connector/observe/delivery_series.h"
 #include "connector/observe/sync_event.h"
 #include "connector/outbox/outbox.h"
 
@@ -46,6 +47,9 @@ class metrics : public event_sink {
 
   std::string prometheus_text(const metrics_snapshot& snapshot, std::int64_t now_ms) const;
 
+  // The last 24 hours in five-minute slots, for the status page's charts (fed by emit).
+  const delivery_series& series() const { return series_; }
+
   // Upper bounds of the delivery latency histogram, in seconds.
   static constexpr std::array<double, 10> latency_buckets = {0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 
@@ -61,6 +65,7 @@ class metrics : public event_sink {
   std::int64_t latency_count_ = 0;
   double latency_sum_s_ = 0;
   std::deque<std::int64_t> recent_deliveries_ms_;  // the last five minutes' delivery times
+  delivery_series series_;                         // its own lock
 };
 
 }  // namespace connector

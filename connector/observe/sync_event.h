@@ -43,6 +43,9 @@ struct sync_event {
   int attempt = 0;
   int http_status = 0;
   std::optional<std::int64_t> latency_ms;
+  // delivered: when the revision was stored (its arrival), if the sender knows it; the status
+  // page's latency chart measures arrival to delivery with it.
+  std::optional<std::int64_t> received_at_ms;
   std::string correlation_id;  // also sent to the EHR as X-Request-ID
   std::string ehr_error;       // the EHR's error summary, quoted values removed
   std::string patient;         // keyed hash of the MRN

@@ -108,6 +108,7 @@ struct claimed_record {
   std::int64_t owner = 0;
   std::int64_t token = 0;  // the fencing token: a new one with every claim of the record
   std::int64_t lease_until_ms = 0;  // wall clock, as the store has it (renewals move it on)
+  std::int64_t received_at_ms = 0;  // when this revision was stored: arrival to delivery is latency
 };
 
 // How the EHR was last seen, noted with a settle (one transaction) or alone (a probe).

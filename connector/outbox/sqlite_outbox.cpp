@@ -372,7 +372,7 @@ sqlite_outbox::sqlite_outbox(const std::string& path, sqlite_options options) tr
                 "CASE WHEN ?4 = 1 AND lanes.head_seq IS ?2 AND lanes.ready_at IS NOT NULL "
                 "THEN lanes.ready_at ELSE ?3 END"),
       ready_lanes_(db_.handle(),
-                   "SELECT l.patient_key, r.seq, r.record_id, r.revision, r.body, r.attempts, r.claim_token "
+                   "SELECT l.patient_key, r.seq, r.record_id, r.revision, r.body, r.attempts, r.claim_token, r.received_at "
                    "FROM lanes l JOIN records r ON r.seq = l.head_seq "
                    "WHERE l.ready_at IS NOT NULL AND l.ready_at <= ?1 ORDER BY l.ready_at LIMIT ?2"),
       mark_in_flight_(db_.handle(),
@@ -563,6 +563,7 @@ std::vector<claimed_record> sqlite_outbox::claim(std::int64_t owner, std::int64_
         c.body = ready_lanes_.column_text(4);
         c.attempts = static_cast<int>(ready_lanes_.column_int(5)) + 1;
         c.token = ready_lanes_.column_int(6) + 1;
+        c.received_at_ms = ready_lanes_.column_int(7);
         c.owner = owner;
         c.lease_until_ms = now_ms + lease_ms;
         claimed.push_back(std::move(c));

@@ -55,6 +55,7 @@ sync_event sync_engine::event_of(const claimed_record& record, std::string_view 
   e.revision = record.revision;
   e.attempt = record.attempts;
   e.patient = record.patient_key;
+  if (record.received_at_ms > 0) e.received_at_ms = record.received_at_ms;
   return e;
 }
 

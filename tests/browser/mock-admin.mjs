@@ -4,6 +4,8 @@
 //
 // Serves the page at / and fake, clearly non-patient data under /api/*. With TOKEN, every /api/* call
 // needs "Authorization: Bearer TOKEN" (else 401), like the real server with a token configured.
+// /api/series: hourly figures for the charts since the (fake) start 9 h 25 min ago, the hours
+// before it empty, as a daemon's in-memory series is; a replay's delivery counts in the last hour.
 // State: two dead letters. POST /api/records/{id}/replay removes one, answers like the real server and
 // logs a `replayed` event (followed a moment later by fake `sent` and `delivered` events).
 // The second dead letter's id holds markup on purpose: if the page ever inserted data as HTML, the
@@ -15,7 +17,7 @@ const port = Number(process.argv[2] ?? 8099);
 const token = process.argv[3] ?? '';
 const pageUrl = new URL('../../connector/admin/status_page.html', import.meta.url);
 
-const startedAt = new Date(Date.now() - 3 * 3600e3 - 25 * 60e3).toISOString();
+const startedAt = new Date(Date.now() - 9 * 3600e3 - 25 * 60e3).toISOString();
 const iso = (msAgo) => new Date(Date.now() - msAgo).toISOString();
 const FAKE_PATIENT = 'fa4e0000fa4e0000fa4e0000fa4e0000'; // fake keyed hash
 
@@ -70,6 +72,45 @@ function status() {
   };
 }
 
+// Per hour since the start, oldest first; the newest hour is the current one. One hour is quiet, in
+// one the EHR was down (retries, no delivery), two had a dead letter. Latencies are bucket bounds.
+const HOURS = [
+  { delivered: 6, retries: 0, dead: 0, measured: 2, p50: 1200, p95: 2500 },
+  { delivered: 14, retries: 3, dead: 0, measured: 14, p50: 800, p95: 4000 },
+  { delivered: 0, retries: 6, dead: 0, measured: 0, p50: null, p95: null },  // the EHR down for an hour
+  { delivered: 22, retries: 9, dead: 1, measured: 22, p50: 1500, p95: 12000 },
+  { delivered: 18, retries: 0, dead: 0, measured: 18, p50: 1000, p95: 3000 },
+  { delivered: 0, retries: 0, dead: 0, measured: 0, p50: null, p95: null },
+  { delivered: 9, retries: 1, dead: 1, measured: 9, p50: 600, p95: 1500 },
+  { delivered: 31, retries: 0, dead: 0, measured: 31, p50: 400, p95: 1200 },
+  { delivered: 12, retries: 0, dead: 0, measured: 12, p50: 500, p95: 2000 },
+  { delivered: 5, retries: 2, dead: 0, measured: 5, p50: 300, p95: 800 },
+];
+let replayDeliveries = 0;
+function series() {
+  const hour = 3600e3;
+  const now = Date.now();
+  const from = Math.floor(now / hour) * hour - 23 * hour;
+  const col = (f) => Array.from({ length: 24 }, (_, i) => {
+    const h = HOURS[i - (24 - HOURS.length)];
+    return h ? f(h, i === 23) : f({ delivered: 0, retries: 0, dead: 0, measured: 0, p50: null, p95: null }, false);
+  });
+  const delivered = col((h, last) => h.delivered + (last ? replayDeliveries : 0));
+  const sum = (a) => a.reduce((x, y) => x + y, 0);
+  const retries = col((h) => h.retries);
+  const dead = col((h) => h.dead);
+  const measured = col((h) => h.measured);
+  return {
+    width_s: 3600, from: new Date(from).toISOString(), to: new Date(from + 24 * hour).toISOString(),
+    now: new Date(now).toISOString(), since: startedAt,
+    delivered, retries, dead_lettered: dead, latency_measured: measured,
+    latency_p50_ms: col((h) => h.p50), latency_p95_ms: col((h) => h.p95),
+    total: { delivered: sum(delivered), retries: sum(retries), dead_lettered: sum(dead), latency_measured: sum(measured),
+      latency_p50_ms: 800, latency_p95_ms: 4000 },
+    arrivals_untracked: 0,
+  };
+}
+
 const SECURITY_HEADERS = {
   // Same policy the real server can use: inline script/style only, API calls to this origin only.
   'Content-Security-Policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; " +
@@ -96,6 +137,7 @@ const server = http.createServer((req, res) => {
   if (token && req.headers.authorization !== `Bearer ${token}`) return send(res, 401, { error: 'token required' });
 
   if (req.method === 'GET' && path === '/api/status') return send(res, 200, status());
+  if (req.method === 'GET' && path === '/api/series') return send(res, 200, series());
   if (req.method === 'GET' && path === '/api/records') {
     const state = url.searchParams.get('state');
     const limit = Number(url.searchParams.get('limit') ?? 100);
@@ -133,6 +175,7 @@ const server = http.createServer((req, res) => {
           attempt: 1, http_status: 201, latency_ms: 52 });
         records.pending -= 1;
         records.delivered += 1;
+        replayDeliveries += 1;
       }, 1500);
       send(res, 200, { replayed: [{ record_id: d.record_id, revision: d.revision, was: d.last_error }] });
     });

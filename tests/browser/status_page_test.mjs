@@ -5,6 +5,8 @@
 // ADMIN_URL is the admin server's base, e.g. http://127.0.0.1:8081. DEAD_RECORD_ID must be a dead letter
 // there; the test replays it through the page. If the admin server has a token, pass it in the
 // environment as ADMIN_TOKEN: the test then enters it in the page's token form.
+// The server must also have delivered, in the last 24 hours, a record that arrived while it ran:
+// the charts of the last 24 hours are checked against its /api/series (bars, points, labels).
 // Needs `npm ci` in tests/node (playwright-core) and Debian's chromium at /usr/bin/chromium.
 // Prints one `ok - ...` / `FAIL - ...` line per check and a closing `N passed, M failed` line;
 // exits 0 only when every check passed.
@@ -151,6 +153,99 @@ try {
 
     const log = (await page.locator('[data-testid="replay-log"]').textContent()) ?? '';
     check(log.includes(deadId) && /Replayed/.test(log), 'the page reports the replay result', JSON.stringify(log.slice(0, 200)));
+  }
+
+  // --- The last 24 hours: the charts drawn from /api/series, as the page fetched it ---
+  const fetchSeries = () => page.evaluate(async () => {
+    const t = sessionStorage.getItem('migraine-connector.admin-token');
+    const r = await fetch('api/series?width=3600', { headers: t ? { Authorization: `Bearer ${t}` } : {}, cache: 'no-store' });
+    return r.ok ? r.json() : { error: r.status };
+  });
+  // What the page drew, and whether it matches the series; polled, since both move while records are delivered.
+  const chartState = async () => {
+    const series = await fetchSeries();
+    const drawn = await page.evaluate(() => {
+      const out = {};
+      for (const fig of document.querySelectorAll('[data-testid="chart"]')) {
+        const key = fig.getAttribute('data-series');
+        const bars = [...fig.querySelectorAll('[data-testid="bar"]')];
+        const svg = fig.querySelector('[data-testid="chart-svg"]');
+        out[key] = {
+          bars: bars.length, sum: bars.reduce((a, b) => a + Number(b.getAttribute('data-value')), 0),
+          titles: bars.map((b) => b.querySelector('title')?.textContent ?? ''),
+          values: bars.map((b) => Number(b.getAttribute('data-value'))),
+          points: fig.querySelectorAll('[data-testid="point"]').length,
+          noData: fig.querySelectorAll('[data-testid="no-data"]').length,
+          role: svg?.getAttribute('role') ?? '', label: svg?.getAttribute('aria-label') ?? '',
+          right: svg ? svg.getBoundingClientRect().right : Infinity,
+        };
+      }
+      const p95 = document.querySelector('[data-testid="latency-p95"]');
+      out.p95 = { text: p95?.textContent.trim() ?? '', ms: p95?.getAttribute('data-ms') ?? '' };
+      out.rows = document.querySelectorAll('[data-testid="series-row"]').length;
+      out.width = document.documentElement.clientWidth;
+      return out;
+    });
+    const withAny = (a) => a.filter((v) => v > 0).length;
+    const sum = (a) => a.reduce((x, y) => x + y, 0);
+    const matches = !series.error && ['delivered', 'retries', 'dead_lettered'].every((k) =>
+      drawn[k] && drawn[k].bars === withAny(series[k]) && drawn[k].sum === sum(series[k])) &&
+      drawn.latency && drawn.latency.points === series.latency_p95_ms.filter((v) => v !== null).length &&
+      drawn.p95.ms === String(series.total.latency_p95_ms ?? '');
+    return { series, drawn, matches };
+  };
+  const charts = await poll(async () => {
+    const c = await chartState();
+    return c.matches && c.series.total.delivered > 0 && c.series.total.latency_p95_ms !== null ? c : undefined;
+  }, 20_000, 500) ?? await chartState().catch((e) => ({ series: { error: String(e) }, drawn: {}, matches: false }));
+  const { series, drawn } = charts;
+  const summary = (k) => series.error ? `/api/series: ${series.error}` :
+    `${k}: ${drawn[k]?.bars} bars summing to ${drawn[k]?.sum}; /api/series has ${series[k]?.filter((v) => v > 0).length} hours ` +
+    `with any, ${series[k]?.reduce((a, b) => a + b, 0)} in all`;
+  check(!series.error && series.width_s === 3600 && series.delivered.length === 24,
+    '/api/series answers 24 hourly bins', series.error ? `/api/series: ${series.error}` : JSON.stringify(series).slice(0, 200));
+  check(!series.error && series.total.delivered > 0 && drawn.delivered?.bars > 0,
+    `the delivered chart has bars (${drawn.delivered?.bars} hours with deliveries)`, summary('delivered'));
+  for (const k of ['delivered', 'retries', 'dead_lettered']) {
+    check(!series.error && drawn[k]?.bars === series[k].filter((v) => v > 0).length && drawn[k]?.sum === series[k].reduce((a, b) => a + b, 0),
+      `the ${k} chart draws one bar per hour with any, as /api/series counts them`, summary(k));
+  }
+  const firstTitle = drawn.delivered?.titles[0] ?? '';
+  check(/^\d\d:\d\d–\d\d:\d\dZ?: \d+ delivered$/.test(firstTitle) && firstTitle.endsWith(`: ${drawn.delivered.values[0]} delivered`),
+    'a delivered bar says its hour and count when hovered', JSON.stringify(firstTitle));
+  const p95Points = series.error ? -1 : series.latency_p95_ms.filter((v) => v !== null).length;
+  check(p95Points > 0 && drawn.latency?.points === p95Points,
+    `the latency chart has a p95 point for each hour with a measured delivery (${p95Points})`,
+    `drawn ${drawn.latency?.points}, p95 values ${JSON.stringify(series.latency_p95_ms)}`);
+  check(/^p95 ≤ \d+(\.\d)? (ms|s|min|h|d)$/.test(drawn.p95?.text ?? '') && drawn.p95.ms === String(series.total?.latency_p95_ms),
+    `the latency chart's p95 label gives the day's p95 (${drawn.p95?.text})`,
+    `label ${JSON.stringify(drawn.p95)}, total p95 ${series.total?.latency_p95_ms}`);
+  if (process.env.EXPECT_P95_LABEL) {
+    check(drawn.p95?.text === process.env.EXPECT_P95_LABEL, `the p95 label reads ${JSON.stringify(process.env.EXPECT_P95_LABEL)}`,
+      JSON.stringify(drawn.p95?.text));
+  }
+  const keys = ['delivered', 'retries', 'dead_lettered', 'latency'];
+  check(keys.every((k) => drawn[k]?.role === 'img' && drawn[k].label.length > 20),
+    'each chart is an image with a description for screen readers', keys.map((k) => `${k}: ${JSON.stringify(drawn[k]?.label)}`).join(' | '));
+  check(!series.error && drawn.delivered?.label.includes(`${series.total.delivered} in all`),
+    "the delivered chart's description gives the day's total", JSON.stringify(drawn.delivered?.label));
+  if (!series.error && new Date(series.since) > new Date(series.from)) {
+    const since = ((await page.locator('[data-testid="series-since"]').textContent()) ?? '').trim();
+    check(/since the daemon started/.test(since) && await page.locator('[data-testid="series-since"]').isVisible(),
+      'the charts say they cover only the time since the daemon started', JSON.stringify(since));
+    check(keys.every((k) => drawn[k]?.noData === 1), 'each chart shades the hours before the start',
+      keys.map((k) => `${k}: ${drawn[k]?.noData}`).join(', '));
+  }
+  const hoursWithAny = series.error ? -1 : series.delivered.filter((_, i) =>
+    series.delivered[i] || series.retries[i] || series.dead_lettered[i]).length;
+  check(drawn.rows === hoursWithAny, `the figures table has a row per hour with any figure (${hoursWithAny})`, `${drawn.rows} rows`);
+  check(keys.every((k) => drawn[k]?.right <= drawn.width), 'the charts fit the 1366x768 window',
+    keys.map((k) => `${k} right edge ${drawn[k]?.right}`).join(', ') + ` of ${drawn.width}`);
+  const overflowAfter = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  check(overflowAfter <= 0, 'with the charts drawn, still no horizontal scroll at 1366x768', `${overflowAfter}px too wide`);
+  if (process.env.VIEWPORT_SCREENSHOT) {
+    await page.screenshot({ path: process.env.VIEWPORT_SCREENSHOT });
+    console.log(`# viewport screenshot: ${process.env.VIEWPORT_SCREENSHOT}`);
   }
 
   const updated = ((await page.locator('[data-testid="last-updated"]').textContent()) ?? '').trim();

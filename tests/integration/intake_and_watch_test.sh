@@ -178,6 +178,7 @@ delivered() { [ "$(json_of "/api/records/$1" 'j.revisions[0].state')" = delivere
 check "the replayed record is delivered" wait_for 30 delivered "$dead_id"
 check "the replay is in the sync log" logged "$dead_id" replayed
 check "the dead letters alert closes once" wait_for 20 grep -q '"alert":"dead_letters","state":"closed"' "$work/alerts.jsonl"
+check "the charts' /api/series counts this daemon's deliveries" [ "$(json_of /api/series 'j.total.delivered')" -ge 1 ]
 
 # --- A flood: 12 records refused, then the EHR unreachable; one alert each ------------------
 ctl faults '{"status": 422, "count": 12}'
@@ -207,6 +208,16 @@ check "retries were logged during the outage" grep -q '"event":"retry_scheduled"
 ready() { [ "$(status_of /readyz)" = 200 ]; }
 check "/readyz is ready again" wait_for 20 ready
 
+# --- The status page's charts: this daemon's day (since its restart above) ---------------------
+json_of /api/series 'JSON.stringify(j.total)' > "$work/series.json"
+series_has() { node -e "const t=JSON.parse(require('fs').readFileSync('$work/series.json','utf8')); process.exit($1 ? 0 : 1)"; }
+check "/api/series: the deliveries, the outage's retries and the flood's dead letters" \
+  series_has 't.delivered >= 14 && t.retries >= 1 && t.dead_lettered >= 13'
+check "/api/series: p50 and p95 from arrival to delivery" \
+  series_has 't.latency_measured >= 13 && t.latency_p50_ms > 0 && t.latency_p95_ms >= t.latency_p50_ms'
+check "/api/series in five-minute bins" [ "$(json_of '/api/series?width=300' 'j.delivered.length')" = 288 ]
+check "/api/series refuses a width that does not tile the day" [ "$(status_of '/api/series?width=420')" = 400 ]
+
 # --- What staff see ----------------------------------------------------------------------
 get /metrics > "$work/metrics.txt"
 check "metrics: records by state" grep -q '^migraine_records{state="delivered"} [1-9]' "$work/metrics.txt"
@@ -228,7 +239,7 @@ check "log reads the rotated files too" [ "$("$bin" log --config "$config" --jso
 # Everything staff can see, gathered; then no patient data anywhere in it.
 seen=$work/seen
 mkdir -p "$seen"
-for path in /api/status /api/events?limit=1000 /api/quarantine?limit=1000 "/api/records/$dead_id" \
+for path in /api/status /api/series /api/events?limit=1000 /api/quarantine?limit=1000 "/api/records/$dead_id" \
             /api/records?state=delivered\&limit=1000 /api/records?state=dead /readyz /metrics; do
   get "$path" >> "$seen/api.txt"
 done
