@@ -107,7 +107,6 @@ function series() {
     latency_p50_ms: col((h) => h.p50), latency_p95_ms: col((h) => h.p95),
     total: { delivered: sum(delivered), retries: sum(retries), dead_lettered: sum(dead), latency_measured: sum(measured),
       latency_p50_ms: 800, latency_p95_ms: 4000 },
-    arrivals_untracked: 0,
   };
 }
 

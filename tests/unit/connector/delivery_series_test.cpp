@@ -258,7 +258,7 @@ TEST(delivery_series, json_has_one_entry_per_bin_and_nulls_where_nothing_was_mea
 
 TEST(delivery_series, events_from_several_threads_while_another_reads) {
   delivery_series s;
-  constexpr int threads = 4, each = 5000;
+  constexpr int threads = 4, each = 20000;  // enough that a missing lock crashes or loses counts
   std::atomic<bool> done{false};
   std::int64_t reads = 0;
   std::thread reader([&] {
