@@ -224,8 +224,7 @@ void access_tokens::discover() {
   if (!discovery_http_) discovery_http_ = http_(fhir_base_);
   auto from_capabilities = [this] {
     const bool taken = discovery_http_->send(
-        {.path = "/metadata", .content_type = "application/fhir+json", .body = "", .request_id = "discover-token-url",
-         .may_send = nullptr, .accept = {}, .authorization = {}},
+        metadata_request("discover-token-url"),
         [this](ehr_answer a) {
           if (a.outcome.what != attempt_outcome::kind::response || retryable_status(a.outcome.http_status)) {
             return finish({token_result::kind::unreachable, "", "token endpoint discovery: " +

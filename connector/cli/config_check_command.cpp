@@ -59,22 +59,15 @@ void check_write_strategy(const ehr_config& ehr, const Ok& ok, const Bad& bad) {
     const auto tokens = access_tokens_of(io, ehr);
     authorized_channel channel(client, tokens.get());
     std::optional<ehr_answer> got;
-    channel.send({.path = "/metadata", .content_type = "application/fhir+json", .body = "",
-                  .request_id = "config-check", .may_send = nullptr, .accept = {}, .authorization = {}},
-                 [&](ehr_answer a) {
-                   got = std::move(a);
-                   client.close_idle();
-                 });
+    channel.send(metadata_request("config-check"), [&](ehr_answer a) {
+      got = std::move(a);
+      client.close_idle();
+    });
     io.run();
-    if (!got || got->outcome.what != attempt_outcome::kind::response) {
-      return bad("ehr /metadata: no answer" + (got && !got->error.empty() ? ": " + got->error : std::string()));
-    }
-    if (got->outcome.http_status != 200) {
-      return bad("ehr /metadata: HTTP " + std::to_string(got->outcome.http_status));
-    }
+    if (!got) return bad("ehr /metadata: no answer");
     std::string error;
-    const auto capabilities = read_capabilities(got->body, error);
-    if (!capabilities) return bad("ehr /metadata: " + error);
+    const auto capabilities = capabilities_of(*got, error);
+    if (!capabilities) return bad("ehr: " + error);
     const auto strategy = choose_strategy(*capabilities, write_mode_named(ehr.write_mode).value_or(write_mode::automatic));
     const std::string line = "ehr.write_mode " + ehr.write_mode + ": " + std::string(name_of(strategy.mode)) + " (" +
                              strategy.why + (capabilities->software.empty() ? "" : "; " + capabilities->software) + ")";

@@ -263,20 +263,11 @@ class daemon {
     refusals_at_last_read_ = events_.write_refusals();
     reading_capabilities_ = true;
     delivery_.channel.send(
-        {.path = "/metadata", .content_type = "application/fhir+json", .body = "",
-         .request_id = "capabilities-" + std::to_string(++probes_), .may_send = nullptr, .accept = {},
-         .authorization = {}},
+        metadata_request("capabilities-" + std::to_string(++probes_)),
         [this](ehr_answer answer) {
           reading_capabilities_ = false;
           std::string error;
-          std::optional<ehr_capabilities> capabilities;
-          if (answer.outcome.what != attempt_outcome::kind::response) {
-            error = "/metadata: " + (answer.error.empty() ? std::string("no answer") : answer.error);
-          } else if (answer.outcome.http_status != 200) {
-            error = "/metadata: HTTP " + std::to_string(answer.outcome.http_status);
-          } else {
-            capabilities = read_capabilities(answer.body, error);
-          }
+          const auto capabilities = capabilities_of(answer, error);
           if (!capabilities) {
             last_read_delivers_ = false;
             events_.publish_capabilities(std::nullopt, "", error, now_ms());
@@ -310,8 +301,7 @@ class daemon {
       // Through the token, when there is one: a refused token keeps its alert open, and the
       // probe is also how a paused daemon notices the EHR took the credentials back.
       delivery_.channel.send(
-          {.path = "/metadata", .content_type = "application/fhir+json", .body = "",
-           .request_id = "probe-" + std::to_string(++probes_), .may_send = nullptr, .accept = {}, .authorization = {}},
+          metadata_request("probe-" + std::to_string(++probes_)),
           [this](ehr_answer answer) {
             const bool reached = answer.outcome.what == attempt_outcome::kind::response ||
                                  answer.outcome.what == attempt_outcome::kind::credentials_refused;

@@ -62,6 +62,12 @@ struct ehr_request {
   std::string authorization;  // the Authorization header's value, if any (never logged)
 };
 
+// GET [base]/metadata: the CapabilityStatement (probes, discovery, the write strategy).
+inline ehr_request metadata_request(std::string request_id) {
+  return {.path = "/metadata", .content_type = "application/fhir+json", .body = "",
+          .request_id = std::move(request_id), .may_send = nullptr, .accept = {}, .authorization = {}};
+}
+
 // What the sync engine needs of the EHR: the real client, or a fake in tests.
 class ehr_channel {
  public:

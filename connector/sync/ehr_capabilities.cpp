@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "connector/net/ehr_client.h"
 #include "fhir/json_value.h"
 
 namespace connector {
@@ -94,6 +95,18 @@ std::optional<ehr_capabilities> read_capabilities(std::string_view json, std::st
     }
   }
   return c;
+}
+
+std::optional<ehr_capabilities> capabilities_of(const ehr_answer& answer, std::string& error) {
+  if (answer.outcome.what != attempt_outcome::kind::response) {
+    error = "/metadata: " + (answer.error.empty() ? std::string("no answer") : answer.error);
+    return std::nullopt;
+  }
+  if (answer.outcome.http_status != 200) {
+    error = "/metadata: HTTP " + std::to_string(answer.outcome.http_status);
+    return std::nullopt;
+  }
+  return read_capabilities(answer.body, error);
 }
 
 std::optional<write_mode> write_mode_named(std::string_view name) {

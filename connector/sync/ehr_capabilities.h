@@ -43,6 +43,11 @@ struct ehr_capabilities {
 // when it is not one.
 std::optional<ehr_capabilities> read_capabilities(std::string_view json, std::string& error);
 
+struct ehr_answer;
+// The EHR's answer to GET /metadata read: nullopt and `error` ("/metadata: HTTP 500", "/metadata:
+// connect: Connection refused", "the EHR's /metadata is not JSON…") when it holds no statement.
+std::optional<ehr_capabilities> capabilities_of(const ehr_answer& answer, std::string& error);
+
 enum class write_mode { automatic, transaction, batch, single };
 std::optional<write_mode> write_mode_named(std::string_view name);  // ehr.write_mode
 std::string_view name_of(write_mode mode);
