@@ -6,6 +6,11 @@
 
 #include "fhir/json_parse.h"
 
+#include <algorithm>
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 namespace fhir {
 namespace {
 
@@ -46,12 +51,12 @@ std::string string_member(const rapidjson::Value& object, const char* key) {
 
 }  // namespace
 
-std::optional<std::vector<entry_response>> read_transaction_response(std::string_view json) {
+std::optional<std::vector<entry_response>> read_transaction_response(std::string_view json, bool batch) {
   rapidjson::Document doc;
   if (!detail::parse_json(doc, json).empty() || !doc.IsObject()) return std::nullopt;
   const auto type = doc.FindMember("type");
   if (type == doc.MemberEnd() || !type->value.IsString() ||
-      std::string_view(type->value.GetString()) != "transaction-response") {
+      std::string_view(type->value.GetString()) != (batch ? "batch-response" : "transaction-response")) {
     return std::nullopt;
   }
   std::vector<entry_response> responses;
@@ -63,10 +68,68 @@ std::optional<std::vector<entry_response>> read_transaction_response(std::string
       const auto& response = e["response"];
       r.status = string_member(response, "status");
       r.location = string_member(response, "location");
+      r.etag = string_member(response, "etag");
+      if (response.HasMember("outcome") && response["outcome"].IsObject()) {
+        rapidjson::StringBuffer buffer;
+        rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+        response["outcome"].Accept(writer);
+        r.outcome = as_utf8(std::string_view(buffer.GetString(), buffer.GetSize()));
+      }
     }
     responses.push_back(std::move(r));
   }
   return responses;
+}
+
+resource_location read_location(std::string_view location) {
+  // Absolute or relative: the last "Type/id[/_history/vid]" of the path.
+  std::vector<std::string_view> parts;
+  std::size_t at = 0;
+  while (at <= location.size()) {
+    const auto slash = location.find('/', at);
+    const auto end = slash == std::string_view::npos ? location.size() : slash;
+    parts.push_back(location.substr(at, end - at));
+    at = end + 1;
+  }
+  resource_location r;
+  const auto history = std::find(parts.begin(), parts.end(), std::string_view("_history"));
+  const std::ptrdiff_t h = history - parts.begin();
+  const bool versioned = history != parts.end() && h >= 2 && h + 1 < static_cast<std::ptrdiff_t>(parts.size());
+  const std::ptrdiff_t id_at = versioned ? h - 1 : static_cast<std::ptrdiff_t>(parts.size()) - 1;
+  if (id_at < 1 || parts[id_at].empty() || parts[id_at - 1].empty()) return r;
+  r.type = std::string(parts[id_at - 1]);
+  r.id = std::string(parts[id_at]);
+  if (versioned) r.version = std::string(parts[h + 1]);
+  return r;
+}
+
+std::optional<std::vector<search_match>> read_search_matches(std::string_view json, std::string_view type) {
+  rapidjson::Document doc;
+  if (!detail::parse_json(doc, json).empty() || !doc.IsObject()) return std::nullopt;
+  if (string_member(doc, "resourceType") != "Bundle" || string_member(doc, "type") != "searchset") return std::nullopt;
+  std::vector<search_match> matches;
+  const auto entries = doc.FindMember("entry");
+  if (entries == doc.MemberEnd() || !entries->value.IsArray()) return matches;
+  for (const auto& e : entries->value.GetArray()) {
+    if (!e.IsObject() || !e.HasMember("resource") || !e["resource"].IsObject()) continue;
+    if (e.HasMember("search") && e["search"].IsObject()) {
+      const auto mode = string_member(e["search"], "mode");
+      if (!mode.empty() && mode != "match") continue;
+    }
+    const auto& r = e["resource"];
+    if (string_member(r, "resourceType") != type) continue;
+    search_match m;
+    m.id = string_member(r, "id");
+    if (r.HasMember("meta") && r["meta"].IsObject()) m.version = string_member(r["meta"], "versionId");
+    if (!m.id.empty()) matches.push_back(std::move(m));
+  }
+  return matches;
+}
+
+std::string version_of_etag(std::string_view etag) {
+  if (etag.rfind("W/", 0) == 0) etag.remove_prefix(2);
+  if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
+  return std::string(etag);
 }
 
 namespace {
