@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "connector/clock.h"
@@ -176,6 +177,24 @@ struct dead_letter {
   std::string last_error;
 };
 
+// The ledger: where the EHR takes no transaction, a record's resources are written one request at
+// a time, and the id and version the EHR gave each one are kept here, per resource key (its type
+// and business identifier), written as each request succeeds. A record interrupted mid-way
+// resumes where it stopped; an amendment updates what was created instead of creating again.
+struct ledger_key {
+  std::string type, system, value;
+  bool operator<(const ledger_key& o) const { return std::tie(type, system, value) < std::tie(o.type, o.system, o.value); }
+};
+struct ledger_entry {
+  ledger_key key;
+  std::string record_id;  // the record that wrote it last
+  // Empty: a create was about to be sent and no answer was recorded: it may or may not be at the
+  // EHR (the request was written before sending, so a crash in between is known).
+  std::string ehr_id;
+  std::string version;  // the EHR's versionId, when it gives one
+  std::int64_t updated_at_ms = 0;
+};
+
 // Every operation either completes or throws store_error; a throw leaves the store as it was.
 // One outbox object is one connection: use it from one thread at a time.
 class outbox {
@@ -240,6 +259,15 @@ class outbox {
 
   // Notes how the latest attempt to reach the EHR went (a probe), for status and alerts.
   virtual void note_ehr_contact(const ehr_contact& contact, std::int64_t now_ms) = 0;
+
+  // ---- the ledger ----
+  // The entries for these keys that exist (in no particular order).
+  virtual std::vector<ledger_entry> ledger_lookup(const std::vector<ledger_key>& keys) = 0;
+  // Records (inserts or replaces) one entry for the claimed record, if the claim still holds:
+  // false otherwise (fenced, like settle), and nothing is written.
+  virtual bool ledger_record(const claimed_record& claim, const ledger_entry& entry, std::int64_t now_ms) = 0;
+  // What the ledger holds for one record (status, the admin API).
+  virtual std::vector<ledger_entry> ledger_of_record(const std::string& record_id) = 0;
 
   // ---- IT staff ----
   virtual outbox_status status(std::int64_t now_ms) = 0;

@@ -137,6 +137,22 @@ void migrate_5_to_6(sqlite::database& db) {
   db.exec(schema_6);
 }
 
+// Version 7: the ledger of resources written one request at a time (write mode single or batch).
+constexpr const char* schema_7 = R"sql(
+CREATE TABLE IF NOT EXISTS ledger (
+  resource_type TEXT NOT NULL,
+  key_system TEXT NOT NULL,
+  key_value TEXT NOT NULL,
+  record_id TEXT NOT NULL,
+  ehr_id TEXT NOT NULL,          -- '' : sent without a recorded answer (in doubt)
+  version TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (resource_type, key_system, key_value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_by_record ON ledger (record_id);
+PRAGMA user_version = 7;
+)sql";
+
 int user_version(sqlite::database& db) {
   sqlite::statement v(db.handle(), "PRAGMA user_version");
   return v.step() ? static_cast<int>(v.column_int(0)) : 0;
@@ -179,7 +195,8 @@ void open_once(sqlite::database& db, const std::string& path, const sqlite_optio
   if (version < sqlite_schema_version) {
     if (version == 4) db.exec("ALTER TABLE ehr_contact ADD COLUMN unreachable_since INTEGER");  // issue 3's stores
     if (version <= 5) db.exec(schema_v5);
-    migrate_5_to_6(db);
+    if (version <= 6) migrate_5_to_6(db);
+    db.exec(schema_7);
   }
   tx.commit();
 }
@@ -900,6 +917,52 @@ outbox_status sqlite_outbox::status(std::int64_t now_ms) {
       s.owners.push_back(std::move(o));
     }
     return s;
+  });
+}
+
+std::vector<ledger_entry> sqlite_outbox::ledger_lookup(const std::vector<ledger_key>& keys) {
+  return read([&] {
+    std::vector<ledger_entry> found;
+    sqlite::statement q(db_.handle(),
+                        "SELECT record_id, ehr_id, version, updated_at FROM ledger "
+                        "WHERE resource_type = ?1 AND key_system = ?2 AND key_value = ?3");
+    for (const auto& k : keys) {
+      sqlite::reset_on_exit done(q);
+      q.bind(1, k.type).bind(2, k.system).bind(3, k.value);
+      if (!q.step()) continue;
+      found.push_back({k, q.column_text(0), q.column_text(1), q.column_text(2), q.column_int(3)});
+    }
+    return found;
+  });
+}
+
+bool sqlite_outbox::ledger_record(const claimed_record& claim, const ledger_entry& entry, std::int64_t now_ms) {
+  return write("ledger", [&] {
+    sqlite::statement held(db_.handle(), "SELECT 1 FROM records WHERE seq = ?1 AND state = 'in_flight' AND claim_token = ?2");
+    held.bind(1, claim.seq).bind(2, claim.token);
+    if (!held.step()) return false;
+    sqlite::statement w(db_.handle(),
+                        "INSERT OR REPLACE INTO ledger (resource_type, key_system, key_value, record_id, ehr_id, version, "
+                        "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    w.bind(1, entry.key.type).bind(2, entry.key.system).bind(3, entry.key.value).bind(4, claim.record_id);
+    w.bind(5, entry.ehr_id).bind(6, entry.version).bind(7, now_ms);
+    w.step();
+    return true;
+  });
+}
+
+std::vector<ledger_entry> sqlite_outbox::ledger_of_record(const std::string& record_id) {
+  return read([&] {
+    std::vector<ledger_entry> found;
+    sqlite::statement q(db_.handle(),
+                        "SELECT resource_type, key_system, key_value, ehr_id, version, updated_at FROM ledger "
+                        "WHERE record_id = ?1 ORDER BY updated_at, resource_type");
+    q.bind(1, record_id);
+    while (q.step()) {
+      found.push_back({{q.column_text(0), q.column_text(1), q.column_text(2)}, record_id, q.column_text(3),
+                       q.column_text(4), q.column_int(5)});
+    }
+    return found;
   });
 }
 

@@ -27,7 +27,7 @@ struct sqlite_options {
 
 // The schema version this build writes. Older stores are migrated forward at open, in one
 // transaction; a newer one is refused.
-inline constexpr int sqlite_schema_version = 6;
+inline constexpr int sqlite_schema_version = 7;
 
 class sqlite_outbox final : public outbox {
  public:
@@ -54,6 +54,9 @@ class sqlite_outbox final : public outbox {
                                         const std::vector<claimed_record>& holding = {}) override;
   std::vector<std::string> history(const std::string& patient_key, std::int64_t except_seq) override;
   void note_ehr_contact(const ehr_contact& contact, std::int64_t now_ms) override;
+  std::vector<ledger_entry> ledger_lookup(const std::vector<ledger_key>& keys) override;
+  bool ledger_record(const claimed_record& claim, const ledger_entry& entry, std::int64_t now_ms) override;
+  std::vector<ledger_entry> ledger_of_record(const std::string& record_id) override;
   outbox_status status(std::int64_t now_ms) override;
   std::vector<dead_letter> replay(const std::string& record_id, const std::string& reason,
                                   const std::string& who, bool dry_run, std::int64_t now_ms) override;

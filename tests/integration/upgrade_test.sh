@@ -40,6 +40,8 @@ store_copy() {
   "sync": { "base_delay_ms": 1, "max_delay_ms": 1000 } }
 JSON
 }
+# This build's schema version (connector/outbox/sqlite_outbox.h): 6 added claims, 7 the ledger.
+current_schema=7
 version() { sqlite3 -readonly "$1" "PRAGMA user_version"; }
 # The file's bytes and what a reader sees (a write could sit in the WAL, beside the file).
 store_sum() { { sha256sum < "$1"; sqlite3 -readonly "$1" ".dump" "PRAGMA user_version"; } | sha256sum; }
@@ -65,7 +67,9 @@ seen_before=$(records_json "$work/look/connector.jsonc")
 check "status shows the records as the previous release left them" [ "$seen_before" = "$expected_before" ]
 [ "$seen_before" = "$expected_before" ] || echo "  status: $seen_before; the fixture's README: $expected_before"
 # status opens the store like any command, so that copy has been migrated now.
-check "... and that copy is at schema 6 now" [ "$(version "$work/look/outbox.db")" = 6 ]
+check "... and that copy is at schema $current_schema now" [ "$(version "$work/look/outbox.db")" = "$current_schema" ]
+check "... with the ledger of single-mode writes, empty" \
+  [ "$(sqlite3 -readonly "$work/look/outbox.db" "SELECT COUNT(*) FROM ledger")" = 0 ]
 check "... every row kept as it was" [ "$(rows "$work/look/outbox.db")" = "$old_rows" ]
 
 # 2. A migration that fails half-way leaves nothing of itself: an index named like a table the
@@ -87,10 +91,10 @@ sqlite3 "$work/newer/outbox.db" "PRAGMA user_version = 99"
 newer_sum=$(store_sum "$work/newer/outbox.db")
 "$bin" status --config "$work/newer/connector.jsonc" > /dev/null 2> "$work/newer-status.err"; rc=$?
 check "a store of schema 99: status refuses it" [ "$rc" -ne 0 ]
-check "... naming both versions" grep -q "schema version 99, newer than this connector's (6)" "$work/newer-status.err"
+check "... naming both versions" grep -q "schema version 99, newer than this connector's ($current_schema)" "$work/newer-status.err"
 timeout 30 "$bin" run --config "$work/newer/connector.jsonc" > /dev/null 2> "$work/newer-run.err"; rc=$?
 check "... and the daemon does not start on it" [ "$rc" -ne 0 -a "$rc" -ne 124 ]
-check "... saying why" grep -q "schema version 99, newer than this connector's (6)" "$work/newer-run.err"
+check "... saying why" grep -q "schema version 99, newer than this connector's ($current_schema)" "$work/newer-run.err"
 check "... the store left untouched" [ "$(store_sum "$work/newer/outbox.db")" = "$newer_sum" ]
 check "... still at schema 99" [ "$(version "$work/newer/outbox.db")" = 99 ]
 check "... with none of version 6's tables or columns" [ "$(sqlite3 -readonly "$work/newer/outbox.db" "SELECT
@@ -105,7 +109,7 @@ check "the store to upgrade is at schema 5" [ "$(version "$d/outbox.db")" = 5 ]
 settled() { [ "$("$bin" status --config "$config" --json | node -e "
   const r=JSON.parse(require('fs').readFileSync(0,'utf8')).records; console.log(r.pending+r.in_flight+r.retry_scheduled+r.held)")" = 0 ]; }
 start_daemon "$config"
-check "the daemon migrated the store to schema 6" [ "$(version "$d/outbox.db")" = 6 ]
+check "the daemon migrated the store to schema $current_schema" [ "$(version "$d/outbox.db")" = "$current_schema" ]
 # The retry the old release scheduled is due 30 s after the fixture was written: long past, unless
 # the fixture was made just now.
 check "it delivers what waited: pending, retry scheduled, in flight, held" wait_for 90 settled

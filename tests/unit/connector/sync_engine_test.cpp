@@ -203,6 +203,13 @@ class failing_outbox final : public outbox {
       return 0;
     });
   }
+  std::vector<ledger_entry> ledger_lookup(const std::vector<ledger_key>& keys) override {
+    return call([&] { return real_.ledger_lookup(keys); });
+  }
+  bool ledger_record(const claimed_record& c, const ledger_entry& e, std::int64_t now) override {
+    return call([&] { return real_.ledger_record(c, e, now); });
+  }
+  std::vector<ledger_entry> ledger_of_record(const std::string& id) override { return real_.ledger_of_record(id); }
   outbox_status status(std::int64_t now) override { return real_.status(now); }
   std::vector<dead_letter> replay(const std::string& id, const std::string& reason, const std::string& who, bool dry,
                                   std::int64_t now) override {
