@@ -244,7 +244,7 @@ void access_tokens::discover() {
   };
   const bool taken = discovery_http_->send(
       {.path = "/.well-known/smart-configuration", .content_type = "application/json", .body = "",
-       .request_id = "discover-token-url", .may_send = nullptr, .accept = {}, .authorization = {}},
+       .request_id = "discover-token-url", .may_send = nullptr, .accept = {}, .authorization = {}, .method = {}, .headers = {}},
       [this, from_capabilities](ehr_answer a) {
         if (a.outcome.what != attempt_outcome::kind::response || retryable_status(a.outcome.http_status)) {
           return finish({token_result::kind::unreachable, "", "token endpoint discovery: " +
@@ -278,7 +278,7 @@ void access_tokens::request_token() {
   const bool taken = token_http_->send(
       {.path = "", .content_type = "application/x-www-form-urlencoded", .body = std::move(body),
        .request_id = "token-" + std::to_string(requests_), .may_send = nullptr, .accept = "application/json",
-       .authorization = std::move(authorization)},
+       .authorization = std::move(authorization), .method = {}, .headers = {}},
       [this, asked_at](ehr_answer a) {
         std::int64_t expires_in = 0;
         std::string scope;

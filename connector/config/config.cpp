@@ -362,7 +362,7 @@ connector_config load_config(const std::optional<std::string>& path) {
   if (const auto* e = root.find("ehr")) {
     if (!e->is_object()) throw config_error("setting ehr must be an object");
     refuse_unknown(*e, "ehr", {"base_url", "ca_file", "client_cert_file", "client_key_file",
-                               "connections", "timeout_seconds", "auth", "write_mode"});
+                               "connections", "timeout_seconds", "auth", "write_mode", "patient", "practitioner"});
     auto& ec = config.ehr;
     read_string(*e, "ehr", "base_url", ec.base_url);
     for (auto [key, target] : {std::pair{"ca_file", &ec.ca_file}, std::pair{"client_cert_file", &ec.client_cert_file},
@@ -379,6 +379,12 @@ connector_config load_config(const std::optional<std::string>& path) {
         ec.write_mode != "single") {
       throw config_error("setting ehr.write_mode must be one of auto, transaction, batch, single (not \"" +
                          ec.write_mode + "\")");
+    }
+    for (auto [key, target] : {std::pair{"patient", &ec.patient}, std::pair{"practitioner", &ec.practitioner}}) {
+      read_string(*e, "ehr", key, *target);
+      if (*target != "create" && *target != "match") {
+        throw config_error(std::string("setting ehr.") + key + " must be create or match (not \"" + *target + "\")");
+      }
     }
   }
   if (const auto* y = root.find("sync")) {

@@ -55,6 +55,11 @@ struct ehr_config {
   // How records are written: auto (chosen from the EHR's CapabilityStatement), transaction, batch
   // or single (connector/sync/ehr_capabilities.h).
   std::string write_mode = "auto";
+  // The EHR's own patients and practitioners: "create" (created when absent, where the EHR allows
+  // it) or "match" (found by MRN or NPI and never created; none found holds the record, several
+  // make it a dead letter). connector/sync/plan_delivery.h.
+  std::string patient = "create";
+  std::string practitioner = "create";
 };
 
 struct sync_config {

@@ -251,42 +251,40 @@ class daemon {
   }
 
   // GET [base]/metadata: the write strategy from what the EHR says it supports, shown by the admin
-  // API and the status page, and logged when it changes. Delivery itself judges each answer (a
-  // write the EHR refuses pauses it: delivery_policy), so this never stops or starts delivery.
+  // API and the status page, logged when it changes, and followed by delivery (which waits for
+  // the first one unless ehr.write_mode is transaction). Until one has been read, asked at every probe.
   void read_capabilities_if_due() {
     const std::int64_t now = steady_ms();
     const bool wrong = events_.write_refusals() != refusals_at_last_read_ || !last_read_delivers_;
     const bool due = capabilities_asked_at_ == 0 || now - capabilities_asked_at_ >= capabilities_every_ms ||
-                     (wrong && now - capabilities_asked_at_ >= capabilities_when_wrong_ms);
+                     (wrong && now - capabilities_asked_at_ >= capabilities_when_wrong_ms) ||
+                     (!ever_read_ && now - capabilities_asked_at_ >= 2000);
     if (!due || reading_capabilities_ || stopping_) return;
     capabilities_asked_at_ = now;
     refusals_at_last_read_ = events_.write_refusals();
     reading_capabilities_ = true;
-    delivery_.channel.send(
-        metadata_request("capabilities-" + std::to_string(++probes_)),
-        [this](ehr_answer answer) {
-          reading_capabilities_ = false;
-          std::string error;
-          const auto capabilities = capabilities_of(answer, error);
-          if (!capabilities) {
-            last_read_delivers_ = false;
-            events_.publish_capabilities(std::nullopt, "", error, now_ms());
-            return;
-          }
-          auto strategy = choose_strategy(*capabilities, write_mode_named(config_.ehr.write_mode).value_or(write_mode::automatic));
-          const std::string summary = std::string(name_of(strategy.mode)) + " (" + strategy.why + ")" +
-                                      (strategy.deliverable ? "" : "; cannot deliver this way: " + strategy.not_deliverable_because);
-          if (summary != last_strategy_summary_) {
-            last_strategy_summary_ = summary;
-            sync_event e;
-            e.time_ms = now_ms();
-            e.name = event::write_strategy;
-            e.detail = "ehr.write_mode " + config_.ehr.write_mode + ": " + summary;
-            events_.emit(e);
-          }
-          last_read_delivers_ = strategy.deliverable;
-          events_.publish_capabilities(std::move(strategy), capabilities->software, "", now_ms());
-        });
+    delivery_.read_write_strategy(config_, "capabilities-" + std::to_string(++probes_), [this](const strategy_read& r) {
+      reading_capabilities_ = false;
+      if (!r.strategy) {
+        last_read_delivers_ = false;
+        events_.publish_capabilities(std::nullopt, "", r.error, now_ms());
+        return;
+      }
+      const auto& strategy = *r.strategy;
+      const std::string summary = std::string(name_of(strategy.mode)) + " (" + strategy.why + ")" +
+                                  (strategy.deliverable ? "" : "; cannot deliver this way: " + strategy.not_deliverable_because);
+      if (summary != last_strategy_summary_) {
+        last_strategy_summary_ = summary;
+        sync_event e;
+        e.time_ms = now_ms();
+        e.name = event::write_strategy;
+        e.detail = "ehr.write_mode " + config_.ehr.write_mode + ": " + summary;
+        events_.emit(e);
+      }
+      last_read_delivers_ = strategy.deliverable;
+      ever_read_ = true;
+      events_.publish_capabilities(strategy, r.software, "", now_ms());
+    });
   }
 
   // GET [base]/metadata when nothing was sent for a minute: tells /readyz and the alerts whether
@@ -431,6 +429,7 @@ class daemon {
   std::int64_t capabilities_asked_at_ = 0;  // steady ms
   std::int64_t refusals_at_last_read_ = 0;
   bool reading_capabilities_ = false;
+  bool ever_read_ = false;  // a CapabilityStatement has been read since start
   bool last_read_delivers_ = true;
   std::string last_strategy_summary_;
   int probes_ = 0;

@@ -73,8 +73,19 @@ inline engine_settings engine_settings_of(const connector_config& config, bool u
   engine_settings s;
   s.lease = std::chrono::seconds(config.sync.lease_seconds);
   s.until_idle = until_idle;
+  // Only ehr.write_mode transaction sends without asking the EHR first: any other mode needs the
+  // EHR's CapabilityStatement to know how (and nothing it does not advertise is tried).
+  s.mode = write_mode_named(config.ehr.write_mode).value_or(write_mode::automatic);
+  s.parties = {.match_patient = config.ehr.patient == "match", .match_practitioner = config.ehr.practitioner == "match"};
   return s;
 }
+
+// What GET [base]/metadata said: the strategy, or why it could not be read.
+struct strategy_read {
+  std::optional<write_strategy> strategy;
+  std::string software;
+  std::string error;
+};
 
 struct delivery_setup {
   // `owner_kind`: "daemon" (one per store) or "sync". Throws config_error or store_error.
@@ -99,6 +110,26 @@ struct delivery_setup {
   ~delivery_setup() {
     const std::int64_t me = owner;
     worker.run([me](outbox& s) { s.release_owner(me, now_ms()); }, [](store_result<bool>) {});
+  }
+
+  // Reads the EHR's /metadata, chooses the write strategy, and hands it to the engine when it
+  // can deliver that way; `done` runs on the loop with what was read.
+  void read_write_strategy(const connector_config& config, std::string request_id,
+                           std::function<void(const strategy_read&)> done) {
+    channel.send(metadata_request(std::move(request_id)),
+                 [this, mode = write_mode_named(config.ehr.write_mode).value_or(write_mode::automatic),
+                  parties = engine_settings_of(config, false).parties, done = std::move(done)](ehr_answer answer) {
+                   strategy_read read;
+                   const auto capabilities = capabilities_of(answer, read.error);
+                   if (capabilities) {
+                     read.strategy = choose_strategy(*capabilities, mode, parties);
+                     read.software = capabilities->software;
+                     if (read.strategy->deliverable) {
+                       engine.use_write_setup(std::make_shared<const write_setup>(write_setup{*read.strategy, parties}));
+                     }
+                   }
+                   done(read);
+                 });
   }
 
   mappings::mapping_source mappings;  // the code tables and mapper, replaced on SIGHUP

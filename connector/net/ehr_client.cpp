@@ -130,13 +130,16 @@ class connection : public std::enable_shared_from_this<connection> {
     may_send_ = std::move(r.may_send);
     std::string target = endpoint_.target;
     if (!r.path.empty()) target = (target.back() == '/' ? target.substr(0, target.size() - 1) : target) + r.path;
-    request_ = {r.body.empty() ? http::verb::get : http::verb::post, target, 11};
+    http::verb verb = r.body.empty() ? http::verb::get : http::verb::post;
+    if (!r.method.empty()) verb = http::string_to_verb(r.method);
+    request_ = {verb, target, 11};
     request_.set(http::field::host, endpoint_.authority);
     request_.set(http::field::user_agent, "migraine-connector");
     if (!r.body.empty()) request_.set(http::field::content_type, r.content_type);
     request_.set(http::field::accept, r.accept.empty() ? r.content_type : r.accept);
     if (!r.authorization.empty()) request_.set(http::field::authorization, r.authorization);
     request_.set("X-Request-ID", r.request_id);
+    for (const auto& [name, value] : r.headers) request_.set(name, value);
     request_.keep_alive(true);
     request_.body() = std::move(r.body);
     request_.prepare_payload();
@@ -283,6 +286,8 @@ class connection : public std::enable_shared_from_this<connection> {
     if (auto it = response_.find(http::field::retry_after); it != response_.end()) {
       answer.outcome.retry_after = parse_retry_after(it->value(), now_ms());
     }
+    if (auto it = response_.find(http::field::location); it != response_.end()) answer.location = std::string(it->value());
+    if (auto it = response_.find(http::field::etag); it != response_.end()) answer.etag = std::string(it->value());
     answer.body = std::move(response_.body());
     answer.latency = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
     if (!response_.keep_alive()) retire();
@@ -428,7 +433,7 @@ bool ehr_client::send(ehr_request request, std::function<void(ehr_answer)> done)
 bool ehr_client::post_transaction(std::string bundle, std::string request_id,
                                   std::function<void(ehr_answer)> done) {
   return send({.path = "", .content_type = "application/fhir+json", .body = std::move(bundle),
-               .request_id = std::move(request_id), .may_send = nullptr, .accept = {}, .authorization = {}},
+               .request_id = std::move(request_id), .may_send = nullptr, .accept = {}, .authorization = {}, .method = {}, .headers = {}},
               std::move(done));
 }
 

@@ -18,6 +18,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 
@@ -47,9 +49,11 @@ struct ehr_answer {
   // likely the EHR's idle timeout, not an outage (the request may still have been processed).
   bool closed_on_reuse = false;
   std::chrono::milliseconds latency{0};  // from sending the request to the answer (or the failure)
+  std::string location;  // the Location header of a create: "Observation/12/_history/1"
+  std::string etag;      // the ETag header: W/"1"
 };
 
-// One request: POST when there is a body, GET otherwise.
+// One request: by default POST when there is a body, GET otherwise.
 struct ehr_request {
   std::string path;  // appended to the base URL's path: "" for transactions, "/metadata"
   std::string content_type;  // of the body, and what is accepted back
@@ -60,12 +64,14 @@ struct ehr_request {
   std::function<bool()> may_send;
   std::string accept;         // empty: the content type
   std::string authorization;  // the Authorization header's value, if any (never logged)
+  std::string method;         // "GET", "POST", "PUT"; empty: the default above
+  std::vector<std::pair<std::string, std::string>> headers;  // If-None-Exist, If-Match, Prefer
 };
 
 // GET [base]/metadata: the CapabilityStatement (probes, discovery, the write strategy).
 inline ehr_request metadata_request(std::string request_id) {
   return {.path = "/metadata", .content_type = "application/fhir+json", .body = "",
-          .request_id = std::move(request_id), .may_send = nullptr, .accept = {}, .authorization = {}};
+          .request_id = std::move(request_id), .may_send = nullptr, .accept = {}, .authorization = {}, .method = {}, .headers = {}};
 }
 
 // What the sync engine needs of the EHR: the real client, or a fake in tests.

@@ -55,7 +55,7 @@ void alert_webhook::post_next() {
   }
   const bool taken = client_->send(
       {.path = "", .content_type = "application/json", .body = payloads_.front(),
-       .request_id = "alert-" + std::to_string(++sent_), .may_send = nullptr, .accept = {}, .authorization = {}},
+       .request_id = "alert-" + std::to_string(++sent_), .may_send = nullptr, .accept = {}, .authorization = {}, .method = {}, .headers = {}},
       [this](ehr_answer answer) {
         std::string error;
         if (answer.outcome.what != attempt_outcome::kind::response) {

@@ -42,9 +42,14 @@ type_capabilities read_type(const fhir::json_value& r) {
   t.conditional_update = bool_member(r, "conditionalUpdate");
   t.versioning = std::string(string_member(r, "versioning"));
   if (const auto* params = r.find("searchParam"); params != nullptr && params->is_array()) {
-    t.identifier_search = std::any_of(params->items.begin(), params->items.end(), [](const fhir::json_value& p) {
-      return p.is_object() && string_member(p, "name") == "identifier";
-    });
+    auto has = [&](std::string_view name) {
+      return std::any_of(params->items.begin(), params->items.end(), [&](const fhir::json_value& p) {
+        return p.is_object() && string_member(p, "name") == name;
+      });
+    };
+    t.search_params_stated = true;
+    t.identifier_search = has("identifier");
+    t.tag_search = has("_tag");
   }
   return t;
 }
@@ -144,8 +149,10 @@ const std::vector<written_type>& written_types() {
 
 namespace {
 
+bool is_tag_keyed(std::string_view type) { return type == "Provenance" || type == "AdverseEvent"; }
+
 // Whether the EHR takes `t` the way the connector writes it, and if not, why not.
-type_route route_for(const ehr_capabilities& ehr, const written_type& t, write_mode mode) {
+type_route route_for(const ehr_capabilities& ehr, const written_type& t, write_mode mode, party_rules parties) {
   type_route route;
   route.type = std::string(t.type);
   const auto* caps = ehr.type(t.type);
@@ -156,21 +163,77 @@ type_route route_for(const ehr_capabilities& ehr, const written_type& t, write_m
     return route;
   }
   const bool stated = caps != nullptr && caps->interactions_stated;
-  if (stated && (!caps->create || (t.upserted && !caps->update))) {
-    route.sent = false;
-    route.how = "not sent";
-    route.why = std::string("the EHR does not allow ") + (!caps->create ? "create" : "update") + " of " + route.type;
+  // Not stated: assumed to allow what the connector needs (many full servers list only types).
+  const bool create = !stated || caps->create;
+  const bool update = !stated || caps->update;
+  const bool search = !stated || caps->search;
+  const bool searchable_key = caps == nullptr || !caps->search_params_stated ||
+                              (is_tag_keyed(t.type) ? caps->tag_search : caps->identifier_search);
+  route.findable = search && searchable_key;
+  route.if_match = caps != nullptr && caps->versioning == "versioned-update";
+  const bool cond_create = !stated || caps->conditional_create;
+  const bool cond_update = !stated || caps->conditional_update;
+  const bool shared = !t.upserted && t.type != "Provenance";  // Organization, Practitioner, Patient, Device
+  route.shared = shared;
+  const bool match = (t.type == "Patient" && parties.match_patient) ||
+                     (t.type == "Practitioner" && parties.match_practitioner);
+
+  if (mode == write_mode::transaction) {
+    if (stated && (!create || (t.upserted && !update))) {
+      route.sent = false;
+      route.how = "not sent";
+      route.why = std::string("the EHR does not allow ") + (!create ? "create" : "update") + " of " + route.type;
+      return route;
+    }
+    route.how = std::string("in the transaction") + (t.upserted ? ": conditional create, conditional update for amendments"
+                                                                : ": conditional create");
+    if (match) route.how += "; matched by identifier first, never created";
+    if (!stated) route.why = "interactions not stated by the EHR: assumed";
     return route;
   }
-  const std::string_view carrier = mode == write_mode::transaction ? "in the transaction" : "in a batch";
-  if (mode == write_mode::single) {
-    route.how = t.upserted ? "create, then update what the ledger names for amendments"
-                           : "create once, kept in the ledger";
+
+  // One request per resource (single), or batches of them: each way needs what it says.
+  std::string how;
+  if (match || (shared && !create)) {
+    if (!route.findable) {
+      route.sent = false;
+      route.how = "not sent";
+      route.why = "the EHR neither creates " + route.type + " nor finds it by identifier";
+      return route;
+    }
+    route.create = create_by::match_only;
+    how = "found by identifier, never created";
+    if (!match) route.why = "the EHR does not allow create of " + route.type;
+  } else if (!create) {
+    route.sent = false;
+    route.how = "not sent";
+    route.why = "the EHR does not allow create of " + route.type;
+    return route;
+  } else if (cond_create) {
+    route.create = create_by::conditional;
+    how = "conditional create";
+  } else if (route.findable) {
+    route.create = create_by::search_first;
+    how = shared ? "searched by identifier, created when absent"
+                 : "created once (searched by identifier first only when a resend may find it there)";
   } else {
-    route.how = std::string(carrier) + (t.upserted ? ": conditional create, conditional update for amendments"
-                                                   : ": conditional create");
+    route.create = create_by::ledger;
+    how = "created once, the EHR's id kept in the ledger";
   }
-  if (!stated) route.why = "interactions not stated by the EHR: assumed";
+  if (t.upserted) {
+    if (!update) {
+      route.update = update_by::none;
+      how += "; amendments not sent (the EHR does not allow update)";
+    } else if (cond_update) {
+      route.update = update_by::conditional;
+      how += "; conditional update for amendments";
+    } else {
+      route.update = update_by::by_id;
+      how += std::string("; amendments update the id the ledger names") + (route.if_match ? " (If-Match)" : "");
+    }
+  }
+  route.how = std::string(mode == write_mode::batch ? "in a batch: " : "one request: ") + how;
+  if (!stated && route.why.empty()) route.why = "interactions not stated by the EHR: assumed";
   return route;
 }
 
@@ -190,7 +253,12 @@ bool conditional_writes_for_all(const ehr_capabilities& ehr, std::string& missin
 
 }  // namespace
 
-write_strategy choose_strategy(const ehr_capabilities& ehr, write_mode configured) {
+const type_route* write_strategy::route(std::string_view type) const {
+  const auto it = std::find_if(types.begin(), types.end(), [&](const type_route& r) { return r.type == type; });
+  return it == types.end() ? nullptr : &*it;
+}
+
+write_strategy choose_strategy(const ehr_capabilities& ehr, write_mode configured, party_rules parties) {
   write_strategy s;
   s.configured = configured;
   std::string missing;
@@ -212,12 +280,16 @@ write_strategy choose_strategy(const ehr_capabilities& ehr, write_mode configure
     s.why = !ehr.transaction && !ehr.batch ? "the EHR advertises neither transaction nor batch"
                                            : "the EHR does not advertise " + missing;
   }
-  for (const auto& t : written_types()) s.types.push_back(route_for(ehr, t, s.mode));
+  for (const auto& t : written_types()) s.types.push_back(route_for(ehr, t, s.mode, parties));
 
-  // What this version can do: one transaction Bundle per record, with every type in it.
+  // A transaction carries every type the mapper writes; outside one, what the EHR does not take
+  // is left out, named per record in the sync log.
   if (s.mode != write_mode::transaction) {
-    s.deliverable = false;
-    s.not_deliverable_because = "write mode " + std::string(name_of(s.mode)) + " is not implemented yet";
+    const auto* patient = s.route("Patient");
+    if (patient != nullptr && !patient->sent) {
+      s.deliverable = false;
+      s.not_deliverable_because = patient->why;
+    }
   } else if (const auto left_out = std::find_if(s.types.begin(), s.types.end(), [](const type_route& r) { return !r.sent; });
              left_out != s.types.end()) {
     s.deliverable = false;

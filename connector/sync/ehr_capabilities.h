@@ -27,6 +27,8 @@ struct type_capabilities {
   bool conditional_create = false, conditional_update = false;
   std::string versioning;  // no-version, versioned, versioned-update; empty when not stated
   bool identifier_search = false;
+  bool tag_search = false;
+  bool search_params_stated = false;  // false: searchParam not given; identifier search assumed  // _tag: how Provenance and AdverseEvent are found (fhir::is_matched_by_tag)
 };
 
 struct ehr_capabilities {
@@ -62,11 +64,37 @@ struct written_type {
 // Every type the mapper can write, in dependency order (referenced before referencing).
 const std::vector<written_type>& written_types();
 
+// How a resource of one type is written outside a transaction (single and batch modes), decided
+// once from the capabilities and followed by connector/sync/plan_delivery.
+enum class create_by {
+  conditional,   // POST with If-None-Exist: the EHR finds an existing one itself
+  search_first,  // GET Type?identifier=...; POST only when nothing is found
+  ledger,        // POST, the intent and the answer kept in the ledger: nothing else can tell
+  match_only,    // never created: found by identifier (the EHR's patients, ehr.patient match)
+};
+enum class update_by {
+  conditional,  // PUT Type?identifier=...
+  by_id,        // PUT Type/id, the id from the ledger or a search (If-Match when versioned)
+  none,         // the EHR does not allow update: an amendment's change to it is left out
+};
+
 struct type_route {
   std::string type;
   bool sent = true;
   std::string how;  // "in the transaction, conditional create"; "not sent"
   std::string why;  // when not sent, or when an assumption was made
+  // Outside a transaction:
+  create_by create = create_by::conditional;
+  update_by update = update_by::conditional;
+  bool findable = false;   // GET Type?identifier= (or _tag=) works
+  bool shared = false;     // Organization, Practitioner, Patient, Device: may be at the EHR already
+  bool if_match = false;   // the EHR asks for versioned updates (versioning versioned-update)
+};
+
+// ehr.patient and ehr.practitioner: match means found by MRN / NPI and never created.
+struct party_rules {
+  bool match_patient = false;
+  bool match_practitioner = false;
 };
 
 struct write_strategy {
@@ -77,8 +105,10 @@ struct write_strategy {
   // The connector cannot deliver this way yet (or at all): delivery waits, nothing is dead-lettered.
   bool deliverable = true;
   std::string not_deliverable_because;
+
+  const type_route* route(std::string_view type) const;
 };
 
-write_strategy choose_strategy(const ehr_capabilities& ehr, write_mode configured);
+write_strategy choose_strategy(const ehr_capabilities& ehr, write_mode configured, party_rules parties = {});
 
 }  // namespace connector

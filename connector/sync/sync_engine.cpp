@@ -25,6 +25,42 @@ std::string what_the_ehr_made(const std::string& body) {
   return std::string(out.view());
 }
 
+// The same for a plan written outside a transaction: each write's answer, and what was left out.
+std::string what_a_plan_made(const plan_result& plan) {
+  fhir::json_writer out;
+  out.begin_array();
+  for (const auto& m : plan.made) out.string(m);
+  for (const auto& l : plan.left_out) out.string("left out: " + l);
+  for (const auto& t : plan.possibly_twice) out.string("possibly twice at the EHR: " + t + " (sent again after a lost answer)");
+  out.end_array();
+  return std::string(out.view());
+}
+
+// For the sync log: requests used, and what the EHR did not take (types and reasons, no data).
+std::string plan_summary(const plan_result& plan) {
+  std::string s = std::to_string(plan.requests) + " requests";
+  // The same reason once, with how often: "MedicationAdministration: ... (x13)".
+  std::vector<std::pair<std::string, int>> reasons;
+  for (const auto& l : plan.left_out) {
+    auto it = std::find_if(reasons.begin(), reasons.end(), [&](const auto& r) { return r.first == l; });
+    if (it == reasons.end()) {
+      reasons.emplace_back(l, 1);
+    } else {
+      ++it->second;
+    }
+  }
+  for (std::size_t i = 0; i < reasons.size(); ++i) {
+    s += (i == 0 ? "; left out: " : "; ") + reasons[i].first;
+    if (reasons[i].second > 1) s += " (x" + std::to_string(reasons[i].second) + ")";
+  }
+  for (const auto& t : plan.possibly_twice) s += "; possibly twice at the EHR: " + t;
+  return s;
+}
+
+// How long a record waits for its patient (or practitioner) to appear at the EHR between looks
+// (at most sync.max_delay_ms).
+constexpr std::int64_t party_wait_ms = 30000;
+
 }  // namespace
 
 sync_engine::sync_engine(boost::asio::io_context& loop, store_worker& store, ehr_channel& ehr,
@@ -74,6 +110,11 @@ void sync_engine::start(std::int64_t owner, std::function<void()> on_idle) {
   arm(renew_timer_, settings_.lease / 3, &sync_engine::renew);
 }
 
+void sync_engine::use_write_setup(std::shared_ptr<const write_setup> setup) {
+  write_setup_ = std::move(setup);
+  wake();
+}
+
 void sync_engine::wake() {
   nothing_claimable_ = false;
   poll_timer_.cancel();
@@ -84,6 +125,7 @@ void sync_engine::wake() {
 void sync_engine::pump(bool force) {
   if (!started_ || finished_ || stopping_ || claiming_ || claims_stopped_) return maybe_finish();
   if (degraded_ && !force) return;  // the store timer probes the store
+  if (reading_setup_) return;  // the EHR's capabilities first; the answer pumps again
   const std::int64_t now = steady_now();
   if (now < pause_until_) {  // the EHR is backed off as a whole
     arm(poll_timer_, std::chrono::milliseconds(pause_until_ - now), &sync_engine::poll);
@@ -97,9 +139,10 @@ void sync_engine::pump(bool force) {
   const std::int64_t lease = settings_.lease.count();
   auto wall = wall_;
   auto set = mappings_.current();
+  auto setup = needs_write_setup() ? write_setup_ : nullptr;
   // On the worker: claim, then read each record and its patient's history and map it.
   store_.run(
-      [owner, lease, room, wall, set](outbox& s) {
+      [owner, lease, room, wall, set, setup](outbox& s) {
         const auto& tables = set->tables();
         const auto& mapper = set->mapper();
         std::vector<prepared> out;
@@ -108,6 +151,7 @@ void sync_engine::pump(bool force) {
         for (auto& c : claims) {
           prepared p;
           p.claim = std::move(c);
+          p.had_setup = setup != nullptr;
           try {
             auto read = mappings::read_record(p.claim.body, tables);
             if (!read.record) {  // valid at ingest; only a code-table change can make it invalid now
@@ -133,6 +177,15 @@ void sync_engine::pump(bool force) {
             } else {
               p.bundle = std::string(bundle.view());
               p.flags = std::move(outcome.flags);
+              if (setup != nullptr && setup->strategy.mode != write_mode::transaction) {
+                // Outside a transaction the plan goes write by write: read it back, with its ledger.
+                std::string error;
+                p.plan = fhir::read_plan(p.bundle, error);
+                if (!p.plan) throw std::runtime_error(error);
+                fhir::order_by_dependency(*p.plan);
+                p.ledger = s.ledger_lookup(plan_delivery::keys_of(*p.plan));
+                p.setup = setup;
+              }
             }
           } catch (const std::exception& e) {
             p.what = prepared::kind::failed;  // the loop lets go of the claim
@@ -214,7 +267,19 @@ void sync_engine::on_claimed(store_result<std::vector<prepared>> result, std::in
             for (const auto& flag : p.flags) e.detail += (e.detail.empty() ? "" : ", ") + std::string(flag.rule);
             emit(e);
           }
-          send(f, p.bundle);
+          if (needs_write_setup() && !p.had_setup) {
+            // Prepared before a strategy was known: read one (or, if one came meanwhile, prepare
+            // the record again for it). Not an attempt either way.
+            if (write_setup_ != nullptr || reading_setup_) {
+              release(seq, "prepared again for the EHR's write strategy", 0);
+            } else {
+              read_write_setup(seq);
+            }
+          } else if (p.plan) {
+            send_plan(f, p);
+          } else {
+            send(f, p.bundle);
+          }
           break;
       }
     } catch (const std::exception& e) {
@@ -245,7 +310,7 @@ void sync_engine::send(flight& f, const std::string& bundle) {
   e.correlation_id = f.correlation_id;
   emit(e);
   ehr_request request{.path = "", .content_type = "application/fhir+json", .body = bundle,
-                      .request_id = f.correlation_id, .may_send = [this, seq] { return may_send(seq); }, .accept = {}, .authorization = {}};
+                      .request_id = f.correlation_id, .may_send = [this, seq] { return may_send(seq); }, .accept = {}, .authorization = {}, .method = {}, .headers = {}};
   const bool taken = ehr_.send(std::move(request), [this, seq](ehr_answer answer) {
     try {
       on_answer(seq, answer);
@@ -256,7 +321,100 @@ void sync_engine::send(flight& f, const std::string& bundle) {
   if (!taken) release(seq, "not sent: no free connection", policy_.settings().base_delay.count());
 }
 
-void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
+void sync_engine::read_write_setup(const flight_key& seq) {
+  reading_setup_ = true;
+  ehr_request request = metadata_request(flights_.at(seq).correlation_id + "/metadata");
+  request.may_send = [this, seq] { return may_send(seq); };
+  const bool taken = ehr_.send(std::move(request), [this, seq](ehr_answer answer) {
+    reading_setup_ = false;
+    try {
+      std::string error;
+      const auto capabilities = capabilities_of(answer, error);
+      if (!capabilities) {
+        if (answer.outcome.what == attempt_outcome::kind::response && answer.outcome.http_status == 200) {
+          answer.outcome.http_status = 502;  // answered, but not with a CapabilityStatement: the EHR's fault
+          answer.error = error;
+        }
+        return on_answer(seq, answer);  // an outage, a TLS fault, 401, 5xx: judged as this record's attempt
+      }
+      last_answer_ = steady_now();
+      auto strategy = choose_strategy(*capabilities, settings_.mode, settings_.parties);
+      if (!strategy.deliverable) {
+        // Nothing can be sent this way: wait, as for a refused write, and read again.
+        const std::int64_t wait = std::min<std::int64_t>(1000LL << std::min(refusal_streak_++, 20), settings_.auth_pause.count());
+        pause_until_ = std::max(pause_until_, steady_now() + wait);
+        report_.write_refused = true;
+        if (settings_.until_idle) claims_stopped_ = true;
+        report_.last_error = "cannot deliver to this EHR: " + strategy.not_deliverable_because;
+        return release(seq, *report_.last_error, wait);
+      }
+      use_write_setup(std::make_shared<const write_setup>(write_setup{std::move(strategy), settings_.parties}));
+      release(seq, "prepared again for the EHR's write strategy", 0);
+    } catch (const std::exception& ex) {
+      release(seq, std::string("internal error: ") + ex.what(), policy_.settings().base_delay.count());
+    }
+  });
+  if (!taken) {
+    reading_setup_ = false;
+    release(seq, "not sent: no free connection", policy_.settings().base_delay.count());
+  }
+}
+
+// Outside a transaction: the plan's writes one request (or one batch) at a time.
+void sync_engine::send_plan(flight& f, prepared& p) {
+  const flight_key seq = key_of(f.claim);
+  auto e = event_of(f.claim, event::sent, f.record_type);
+  e.correlation_id = f.correlation_id;
+  e.detail = std::string("write mode ") + std::string(name_of(p.setup->strategy.mode)) + ", " +
+             std::to_string(p.plan->writes.size()) + " resources";
+  emit(e);
+  plan_delivery::start({loop_, ehr_, store_, wall_, shared_keys_}, p.setup, f.claim, std::move(*p.plan), std::move(p.ledger),
+                       [this, seq] { return may_send(seq); }, f.correlation_id, [this, seq](plan_result r) {
+                         try {
+                           on_plan_done(seq, std::move(r));
+                         } catch (const std::exception& ex) {
+                           release(seq, std::string("internal error: ") + ex.what(), policy_.settings().base_delay.count());
+                         }
+                       });
+}
+
+void sync_engine::on_plan_done(const flight_key& seq, plan_result r) {
+  const auto it = flights_.find(seq);
+  if (it == flights_.end()) return;
+  flight& f = it->second;
+  using ending = plan_result::ending;
+  using result_kind = attempt_report::result;
+  switch (r.how) {
+    case ending::written: {
+      ehr_answer ok;
+      ok.outcome.what = attempt_outcome::kind::response;
+      ok.outcome.http_status = 200;
+      return on_answer(seq, ok, &r);
+    }
+    case ending::failed: return on_answer(seq, r.answer, &r);
+    case ending::party_unknown: {
+      // Held, not failed: it goes on by itself once the EHR has the patient. Not an attempt.
+      auto e = event_of(f.claim, event::held, f.record_type);
+      e.correlation_id = f.correlation_id;
+      e.detail = r.detail;
+      const std::int64_t wait = std::min<std::int64_t>(party_wait_ms, policy_.settings().max_delay.count());
+      return settle(seq, {result_kind::released, wall_() + wait, r.detail, "", false, std::nullopt}, e);
+    }
+    case ending::party_ambiguous: {
+      auto e = event_of(f.claim, event::dead_lettered, f.record_type);
+      e.correlation_id = f.correlation_id;
+      e.detail = r.detail;
+      return settle(seq, {result_kind::dead, 0, r.detail, "", false, std::nullopt}, e);
+    }
+    case ending::store_failed:
+      return release(seq, "the ledger could not be written: " + r.detail, policy_.settings().base_delay.count());
+    case ending::lost:
+      f.lost = true;
+      return release(seq, "the claim was taken over", 0);
+  }
+}
+
+void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer, const plan_result* plan) {
   failpoint("after_answer");  // the EHR has answered; nothing of it is recorded yet
   const auto it = flights_.find(seq);
   if (it == flights_.end()) return;
@@ -313,7 +471,8 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
   switch (verdict.decision) {
     case delivery_decision::delivered:
       report.what = result::delivered;
-      report.ehr_response = what_the_ehr_made(answer.body);
+      report.ehr_response = plan != nullptr ? what_a_plan_made(*plan) : what_the_ehr_made(answer.body);
+      if (plan != nullptr) e.detail = plan_summary(*plan);
       break;
     case delivery_decision::retry:
       report.what = result::retry;
@@ -353,6 +512,7 @@ void sync_engine::on_answer(const flight_key& seq, const ehr_answer& answer) {
       report_.write_refused = true;
       pause_until_ = std::max(pause_until_, steady + wait);
       if (settings_.until_idle) claims_stopped_ = true;
+      if (needs_write_setup()) write_setup_ = nullptr;  // what the EHR takes is read again first
       report.what = result::released;
       report.retry_at_ms = now + wait;
       if (!ehr_error.empty()) error += ": " + ehr_error;

@@ -33,6 +33,7 @@
 #include "connector/outbox/outbox.h"
 #include "connector/outbox/store_worker.h"
 #include "connector/sync/delivery_policy.h"
+#include "connector/sync/plan_delivery.h"
 #include "mappings/mapping_set.h"
 
 namespace connector {
@@ -61,6 +62,12 @@ struct engine_settings {
   // that refuses writes for this long. Zero: the daemon, which goes on until stopped.
   bool until_idle = false;
   std::chrono::milliseconds give_up_on_store{60000};
+  // ehr.write_mode and ehr.patient/practitioner. With any mode but transaction, nothing is sent
+  // before the EHR's /metadata has said how (read by the engine when a record is claimed and no
+  // strategy is known, and again after the EHR refused a way of writing; use_write_setup gives
+  // one read elsewhere). Transaction: one transaction Bundle per record, no /metadata needed.
+  write_mode mode = write_mode::transaction;
+  party_rules parties;
 };
 
 class sync_engine {
@@ -74,6 +81,9 @@ class sync_engine {
   void start(std::int64_t owner, std::function<void()> on_idle = nullptr);
   // Records were stored by this process: look for work now rather than at the next poll.
   void wake();
+  // How records are written from now on (the strategy read from the EHR's /metadata). Records
+  // already in flight finish the way they started. Null: one transaction Bundle per record.
+  void use_write_setup(std::shared_ptr<const write_setup> setup);
   // Takes no new record; `done` runs once every claim is settled or released (or, with a store
   // that refuses writes, after a bounded wait: those claims are taken back by the next process).
   void stop(std::function<void()> done);
@@ -102,6 +112,10 @@ class sync_engine {
     claimed_record claim;
     enum class kind { send, held, stale, invalid, failed } what = kind::send;
     std::string bundle;
+    std::optional<fhir::write_plan> plan;  // outside a transaction: the bundle read back as a plan
+    std::vector<ledger_entry> ledger;      // ... with what the ledger holds for it
+    std::shared_ptr<const write_setup> setup;
+    bool had_setup = false;  // a strategy was known when it was prepared
     std::string record_type;
     std::string detail;  // held: what it waits for; failed: what went wrong
     std::vector<mappings::clinical_flag> flags;
@@ -116,8 +130,15 @@ class sync_engine {
 
   void on_claimed(store_result<std::vector<prepared>> result, std::int64_t asked_at);
   void send(flight& f, const std::string& bundle);
+  void send_plan(flight& f, prepared& p);
+  // GET /metadata for the claimed record `key`: a strategy, then the record goes back to be
+  // prepared for it; a failure is judged as that record's attempt (an outage, a TLS fault).
+  void read_write_setup(const flight_key& key);
+  bool needs_write_setup() const { return settings_.mode != write_mode::transaction; }
+  void on_plan_done(const flight_key& key, plan_result result);
   bool may_send(const flight_key& key) const;
-  void on_answer(const flight_key& key, const ehr_answer& answer);
+  // `plan`: the answer ends a plan delivered outside a transaction (what it made, what it left out).
+  void on_answer(const flight_key& key, const ehr_answer& answer, const plan_result* plan = nullptr);
   void settle(const flight_key& key, attempt_report report, sync_event event);
   void on_settled(const flight_key& key, const store_result<bool>& result);
   // Lets go of a claim without an attempt; the lane is ready again after `ready_in_ms` (a local
@@ -144,6 +165,9 @@ class sync_engine {
   engine_settings settings_;
 
   std::int64_t owner_ = 0;
+  std::shared_ptr<const write_setup> write_setup_;
+  shared_keys shared_keys_;  // outside transactions: shared resources one delivery at a time
+  bool reading_setup_ = false;  // a /metadata request is out: no claims meanwhile
   std::map<flight_key, flight> flights_;  // claimed by this process, not yet settled
   bool started_ = false;
   bool claiming_ = false;      // a claim job is out

@@ -102,8 +102,11 @@ check "a reset leaves the record waiting" [ "$rc" -eq 3 ]
 check "delivered after the reset" sync_until_done "$c5" 5
 
 # The EHR commits, then the connection drops before it answers: the outcome is unknown to the
-# connector, which sends again; every write being conditional, nothing is created twice.
+# connector, which sends again; every write being conditional, nothing is created twice. Written
+# as transactions from the start (ehr.write_mode transaction), so the fault meets the transaction
+# rather than the /metadata read that write_mode auto makes first.
 c5b=$(config unknown-outcome "$BASE_main")
+sed -i 's/"timeout_seconds": 10 }/"timeout_seconds": 10, "write_mode": "transaction" }/' "$c5b"
 patient 7 > "$work/p7.ndjson"
 "$bin" ingest --config "$c5b" "$work/p7.ndjson" > /dev/null
 ctl faults '{"reset": "after-commit", "count": 1}'

@@ -1,6 +1,7 @@
 // Test helper: talks to the EHR sandbox's control API and FHIR search over mutual TLS.
 // node sandbox-ctl.mjs BASE_URL CERT_DIR (stats | faults JSON | clear-faults | reset | auth JSON | profile NAME |
-//                                         count TYPE | get PATH | dump FILE | restore FILE)
+//                                         count TYPE | get PATH | dump FILE | restore FILE | preload FILE)
+// preload: the EHR's own resources (NDJSON) stored now, "the patient exists now".
 // With SANDBOX_TOKEN set, FHIR requests carry it (a sandbox that enforces tokens, e.g. --static-token-file).
 // dump and restore: what the sandbox holds, saved and put back (it keeps nothing across restarts, and
 // the upgrade test needs the EHR as the previous release left it), as a transaction of PUT Type/id:
@@ -43,6 +44,10 @@ if (command === 'stats') {
   // The EHR changes what it takes (tests/sandbox/README.md, Profiles): from the next request on.
   const r = await request('POST', '/_sandbox/profile', JSON.stringify({ profile: arg }));
   if (r.status >= 300) throw new Error(`profile: ${r.status} ${r.body}`);
+} else if (command === 'preload') {
+  const r = await request('POST', '/_sandbox/preload', fs.readFileSync(arg, 'utf8'), 'application/x-ndjson');
+  if (r.status >= 300) throw new Error(`preload: ${r.status} ${r.body}`);
+  process.stdout.write(r.body + '\n');
 } else if (command === 'clear-faults') {
   await request('DELETE', '/_sandbox/faults');
 } else if (command === 'reset') {

@@ -326,7 +326,7 @@ detector_control() {
   probe ""
   local seen=1
   received_nothing_but_the_probe "$out" > /dev/null || seen=0
-  grep -qa '^POST /fhir HTTP/1.1' "$out" || seen=1
+  grep -qaE '^(POST /fhir|GET /fhir/metadata) HTTP/1.1' "$out" || seen=1  # write_mode auto reads /metadata first
   stop_s_server
   return $seen
 }

@@ -116,13 +116,42 @@ TEST(write_strategy, an_epic_like_ehr_gets_single_requests_and_what_it_will_not_
   const auto s = choose_strategy(read(statement("", resources)), write_mode::automatic);
   EXPECT_EQ(s.mode, write_mode::single);
   EXPECT_EQ(s.why, "the EHR advertises neither transaction nor batch");
-  EXPECT_FALSE(route(s, "Patient").sent);
+  // The EHR's own patients: found by identifier (search-type, no searchParam list: assumed), never created.
+  EXPECT_TRUE(route(s, "Patient").sent);
+  EXPECT_EQ(route(s, "Patient").create, create_by::match_only);
+  EXPECT_EQ(route(s, "Patient").how, "one request: found by identifier, never created");
   EXPECT_EQ(route(s, "Patient").why, "the EHR does not allow create of Patient");
   EXPECT_FALSE(route(s, "MedicationAdministration").sent);
+  EXPECT_EQ(route(s, "MedicationAdministration").why, "the EHR does not allow create of MedicationAdministration");
+  // No search and no conditional create: only the connector's ledger knows what it created.
   EXPECT_TRUE(route(s, "Observation").sent);
-  EXPECT_EQ(route(s, "Observation").how, "create, then update what the ledger names for amendments");
-  EXPECT_FALSE(s.deliverable) << "single mode is not implemented in this version";
-  EXPECT_EQ(s.not_deliverable_because, "write mode single is not implemented yet");
+  EXPECT_EQ(route(s, "Observation").create, create_by::ledger);
+  EXPECT_EQ(route(s, "Observation").update, update_by::by_id);
+  EXPECT_EQ(route(s, "Observation").how,
+            "one request: created once, the EHR's id kept in the ledger; amendments update the id the ledger names");
+  EXPECT_TRUE(s.deliverable);
+}
+
+TEST(write_strategy, single_mode_cannot_deliver_when_the_patient_can_be_neither_created_nor_found) {
+  std::vector<std::string> resources;
+  for (const auto& t : written_types()) {
+    resources.push_back(t.type == "Patient" ? resource("Patient", {"read"}, false)
+                                            : resource(std::string(t.type), {"create", "update", "read"}, false));
+  }
+  const auto s = choose_strategy(read(statement("", resources)), write_mode::automatic);
+  EXPECT_FALSE(route(s, "Patient").sent);
+  EXPECT_EQ(route(s, "Patient").why, "the EHR neither creates Patient nor finds it by identifier");
+  EXPECT_FALSE(s.deliverable);
+  EXPECT_EQ(s.not_deliverable_because, route(s, "Patient").why);
+}
+
+TEST(write_strategy, patient_match_is_never_a_create_even_where_the_ehr_allows_one) {
+  const auto s = choose_strategy(read(statement("", all_types({"create", "update", "search-type"}, false))),
+                                 write_mode::single, party_rules{.match_patient = true, .match_practitioner = false});
+  EXPECT_EQ(route(s, "Patient").create, create_by::match_only);
+  EXPECT_EQ(route(s, "Patient").why, "");
+  EXPECT_EQ(route(s, "Practitioner").create, create_by::search_first);
+  EXPECT_EQ(route(s, "Practitioner").how, "one request: searched by identifier, created when absent");
 }
 
 TEST(write_strategy, a_type_created_but_never_updatable_is_not_sent_when_amendments_need_it) {
@@ -143,7 +172,7 @@ TEST(write_strategy, batch_when_transactions_are_not_advertised_and_single_witho
   const auto batch = choose_strategy(read(statement(R"({"code":"batch"})", all_types({"create", "update"}, true))),
                                      write_mode::automatic);
   EXPECT_EQ(batch.mode, write_mode::batch);
-  EXPECT_EQ(route(batch, "Condition").how, "in a batch: conditional create, conditional update for amendments");
+  EXPECT_EQ(route(batch, "Condition").how, "in a batch: conditional create; conditional update for amendments");
 
   // A transaction is worth nothing where If-None-Exist is not honoured: a resend would duplicate.
   auto types = all_types({"create", "update"}, true);

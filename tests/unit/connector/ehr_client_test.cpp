@@ -150,7 +150,7 @@ class ehr_client_test : public testing::Test {
     ehr_answer got;
     bool done = false;
     EXPECT_TRUE(client.send({.path = "", .content_type = "application/fhir+json", .body = R"({"resourceType":"Bundle"})",
-                             .request_id = "test-1", .may_send = std::move(may_send), .accept = {}, .authorization = {}},
+                             .request_id = "test-1", .may_send = std::move(may_send), .accept = {}, .authorization = {}, .method = {}, .headers = {}},
                             [&](ehr_answer a) {
                               got = std::move(a);
                               done = true;
