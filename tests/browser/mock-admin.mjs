@@ -64,6 +64,15 @@ function status() {
     store: { degraded: false },
     processes: [{ kind: 'daemon', pid: 4242, since: startedAt, alive: true, in_flight: 2 }],
     ehr: { base_url: 'https://ehr.example/fhir', reached: true, seconds_ago: 3, detail: 'HTTP 200' },
+    write: {
+      configured: 'auto', mode: 'single', why: 'the EHR advertises neither transaction nor batch', deliverable: true,
+      ehr_software: 'Epic-like', capabilities_read_at: '2026-12-02T10:00:00Z',
+      types: [
+        { type: 'Patient', sent: true, how: 'one request: found by identifier, never created', why: 'the EHR does not allow create of Patient' },
+        { type: 'Observation', sent: true, how: 'one request: created once' },
+        { type: 'MedicationAdministration', sent: false, how: 'not sent', why: 'the EHR does not allow create of MedicationAdministration' },
+      ],
+    },
     certificates: [
       { setting: 'ehr.client_cert_file', file: '/etc/migraine-connector/client.pem', days_left: 300 },
       { setting: 'ehr.ca_file', file: '/etc/migraine-connector/ehr-ca.pem', days_left: 21 },

@@ -123,6 +123,25 @@ try {
   const store = (await page.locator('[data-testid="store-state"]').textContent())?.trim() ?? '';
   check(store === 'taking writes', 'the page says the store takes writes', JSON.stringify(store));
 
+  // The write strategy as the admin API has it: the mode, and each type left out with its reason.
+  const write = await page.evaluate(async (t) => {
+    const r = await fetch('api/status', { headers: t ? { authorization: `Bearer ${t}` } : {} });
+    return (await r.json()).write;
+  }, token);
+  if (write && write.mode) {
+    check(await page.locator('[data-testid="write-mode"]').getAttribute('data-mode') === write.mode,
+      `the page shows the write mode in force (${write.mode})`);
+    const leftOut = (write.types || []).filter((t) => !t.sent);
+    const rows = await page.locator('[data-testid="write-types"] tr[data-sent="no"]').allTextContents();
+    check(rows.length === leftOut.length && leftOut.every((t, i) => rows[i].includes(t.type) && rows[i].includes(t.why)),
+      `the page names each type left out and why (${leftOut.length})`, JSON.stringify(rows));
+    check((await page.locator('[data-testid="write-types"] tr').count()) === (write.types || []).length,
+      'the page lists every type the connector writes');
+  } else {
+    check(/not read yet|capabilities unread/.test(await page.locator('[data-testid="write-mode"]').innerText()),
+      'the page says the write strategy is not read yet');
+  }
+
   const health = await page.locator('[data-testid="health-badge"]').getAttribute('data-health');
   check(['ok', 'attention', 'problem'].includes(health), 'the header shows an overall health', JSON.stringify(health));
 
