@@ -33,6 +33,8 @@ struct planned_write {
 struct write_plan {
   std::string bundle_system, bundle_value;  // the Bundle's identifier: the record and revision
   std::vector<planned_write> writes;
+  // Types not written as resources whose content a note in the plan carries instead.
+  std::vector<std::string> folded;
 };
 
 // Reads a transaction Bundle written by transaction_writer. nullopt and `error` when it is not one.

@@ -62,6 +62,14 @@ class bundle_mapper {
   mapping_outcome map(const clinic_record& record, const patient_history& history,
                       fhir::json_writer& out) const;
 
+  // What the resources of `types` ("MedicationAdministration", "ChargeItem", "AdverseEvent") would
+  // say about `record`, as plain text for a clinician: per muscle and side the units, the lot and
+  // expiry, the charges, the reactions. Empty when they say nothing of this record. For an EHR that
+  // will not take those types, the connector writes this as a note instead (folded_note.cpp).
+  std::string describe(const clinic_record& record, const std::vector<std::string>& types) const;
+
+  const identifier_systems& systems() const { return systems_; }
+
  private:
   void retract_dropped(record_context& ctx, const clinic_record& earlier) const;
 

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "connector/sync/ehr_capabilities.h"
 #include "fhir/json_value.h"
 
 #ifndef MIGRAINE_MAPPINGS_DIR
@@ -362,7 +363,8 @@ connector_config load_config(const std::optional<std::string>& path) {
   if (const auto* e = root.find("ehr")) {
     if (!e->is_object()) throw config_error("setting ehr must be an object");
     refuse_unknown(*e, "ehr", {"base_url", "ca_file", "client_cert_file", "client_key_file",
-                               "connections", "timeout_seconds", "auth", "write_mode", "patient", "practitioner"});
+                               "connections", "timeout_seconds", "auth", "write_mode", "patient", "practitioner",
+                               "left_out"});
     auto& ec = config.ehr;
     read_string(*e, "ehr", "base_url", ec.base_url);
     for (auto [key, target] : {std::pair{"ca_file", &ec.ca_file}, std::pair{"client_cert_file", &ec.client_cert_file},
@@ -384,6 +386,19 @@ connector_config load_config(const std::optional<std::string>& path) {
       read_string(*e, "ehr", key, *target);
       if (*target != "create" && *target != "match") {
         throw config_error(std::string("setting ehr.") + key + " must be create or match (not \"" + *target + "\")");
+      }
+    }
+    if (const auto* l = e->find("left_out")) {
+      if (!l->is_object()) throw config_error("setting ehr.left_out must be an object: resource type -> fold or skip");
+      for (const auto& [type, rule] : l->members) {
+        const auto& types = written_types();
+        if (std::none_of(types.begin(), types.end(), [&](const written_type& t) { return t.type == type; })) {
+          throw config_error("setting ehr.left_out." + type + ": not a resource type the connector writes");
+        }
+        if (!rule.is_string() || (rule.text != "fold" && rule.text != "skip")) {
+          throw config_error("setting ehr.left_out." + type + " must be fold or skip");
+        }
+        ec.left_out[type] = rule.text;
       }
     }
   }

@@ -2,6 +2,7 @@
 // Read once at start-up; a bad file is the one place an exception may fly (caught in main).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -60,6 +61,9 @@ struct ehr_config {
   // make it a dead letter). connector/sync/plan_delivery.h.
   std::string patient = "create";
   std::string practitioner = "create";
+  // What the EHR will not take, per resource type: "fold" (into a DocumentReference note) or
+  // "skip". Unset types keep the defaults (connector/sync/folded_note.h).
+  std::map<std::string, std::string> left_out;
 };
 
 struct sync_config {

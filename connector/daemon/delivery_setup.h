@@ -77,6 +77,8 @@ inline engine_settings engine_settings_of(const connector_config& config, bool u
   // EHR's CapabilityStatement to know how (and nothing it does not advertise is tried).
   s.mode = write_mode_named(config.ehr.write_mode).value_or(write_mode::automatic);
   s.parties = {.match_patient = config.ehr.patient == "match", .match_practitioner = config.ehr.practitioner == "match"};
+  s.left_out = default_left_out_rules();
+  for (const auto& [type, rule] : config.ehr.left_out) s.left_out[type] = rule;
   return s;
 }
 
@@ -118,14 +120,15 @@ struct delivery_setup {
                            std::function<void(const strategy_read&)> done) {
     channel.send(metadata_request(std::move(request_id)),
                  [this, mode = write_mode_named(config.ehr.write_mode).value_or(write_mode::automatic),
-                  parties = engine_settings_of(config, false).parties, done = std::move(done)](ehr_answer answer) {
+                  settings = engine_settings_of(config, false), done = std::move(done)](ehr_answer answer) {
                    strategy_read read;
                    const auto capabilities = capabilities_of(answer, read.error);
                    if (capabilities) {
-                     read.strategy = choose_strategy(*capabilities, mode, parties);
+                     read.strategy = choose_strategy(*capabilities, mode, settings.parties);
                      read.software = capabilities->software;
                      if (read.strategy->deliverable) {
-                       engine.use_write_setup(std::make_shared<const write_setup>(write_setup{*read.strategy, parties}));
+                       engine.use_write_setup(std::make_shared<const write_setup>(
+                           write_setup{*read.strategy, settings.parties, settings.left_out}));
                      }
                    }
                    done(read);

@@ -142,7 +142,8 @@ const std::vector<written_type>& written_types() {
       {"ServiceRequest", true},    {"Medication", true},        {"Procedure", true},
       {"MedicationAdministration", true}, {"MedicationStatement", true}, {"Observation", true},
       {"AdverseEvent", true},      {"ChargeItem", true},        {"DetectedIssue", true},
-      {"Provenance", false},
+      // Only where the EHR will not take some of the above: the note that carries them (folded_note.h).
+      {"DocumentReference", true}, {"Provenance", false},
   };
   return types;
 }

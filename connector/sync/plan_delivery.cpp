@@ -228,7 +228,8 @@ void plan_delivery::decide(std::size_t i, std::function<void(decision)> then) {
   const ledger_key key = key_of(i);
   decision d;
   if (!route.sent) {
-    result_.left_out.push_back(w.type + ": " + route.why);
+    const bool folded = std::find(plan_.folded.begin(), plan_.folded.end(), w.type) != plan_.folded.end();
+    result_.left_out.push_back(w.type + ": " + route.why + (folded ? "; folded into a DocumentReference note" : ""));
     resolve(i, std::nullopt);
     d.is = decision::what::left_out;
     return then(d);

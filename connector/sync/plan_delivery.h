@@ -40,6 +40,7 @@
 #include "connector/outbox/outbox.h"
 #include "connector/outbox/store_worker.h"
 #include "connector/sync/ehr_capabilities.h"
+#include "connector/sync/folded_note.h"
 #include "fhir/transaction_response.h"
 #include "fhir/write_plan.h"
 
@@ -49,6 +50,7 @@ namespace connector {
 struct write_setup {
   write_strategy strategy;
   party_rules parties;
+  left_out_rules left_out = default_left_out_rules();  // ehr.left_out
 };
 
 // Resources many records share (Organization, Device, Practitioner, Patient) are looked up and

@@ -182,6 +182,7 @@ void sync_engine::pump(bool force) {
                 std::string error;
                 p.plan = fhir::read_plan(p.bundle, error);
                 if (!p.plan) throw std::runtime_error(error);
+                add_folded_note(*p.plan, setup->strategy, setup->left_out, mapper, *read.record);
                 fhir::order_by_dependency(*p.plan);
                 p.ledger = s.ledger_lookup(plan_delivery::keys_of(*p.plan));
                 p.setup = setup;
@@ -348,7 +349,8 @@ void sync_engine::read_write_setup(const flight_key& seq) {
         report_.last_error = "cannot deliver to this EHR: " + strategy.not_deliverable_because;
         return release(seq, *report_.last_error, wait);
       }
-      use_write_setup(std::make_shared<const write_setup>(write_setup{std::move(strategy), settings_.parties}));
+      use_write_setup(
+          std::make_shared<const write_setup>(write_setup{std::move(strategy), settings_.parties, settings_.left_out}));
       release(seq, "prepared again for the EHR's write strategy", 0);
     } catch (const std::exception& ex) {
       release(seq, std::string("internal error: ") + ex.what(), policy_.settings().base_delay.count());

@@ -68,6 +68,7 @@ struct engine_settings {
   // one read elsewhere). Transaction: one transaction Bundle per record, no /metadata needed.
   write_mode mode = write_mode::transaction;
   party_rules parties;
+  left_out_rules left_out = default_left_out_rules();  // ehr.left_out: fold or skip per type
 };
 
 class sync_engine {

@@ -43,8 +43,8 @@ stat_of() { ctl stats | node -e "const s=JSON.parse(require('fs').readFileSync(0
 check "full server: config-check passes" [ "$rc" -eq 0 ]
 check "full server: transaction, chosen from the CapabilityStatement" \
   grep -q "^ok     ehr.write_mode auto: transaction (the EHR advertises transaction and conditional writes" "$work/full.out"
-check "full server: each type the connector writes is named with how it is sent (16)" \
-  [ "$(grep -Ec "^ +[A-Za-z]+ +in the transaction: conditional create" "$work/full.out")" -eq 16 ]
+check "full server: each type the connector writes is named with how it is sent (17)" \
+  [ "$(grep -Ec "^ +[A-Za-z]+ +in the transaction: conditional create" "$work/full.out")" -eq 17 ]
 
 # config-check against an Epic-like EHR: no transaction or batch; what it will not take is named.
 ctl profile single
@@ -67,7 +67,7 @@ start_daemon "$config"
 delivered() { [ "$(count_of delivered)" -eq "$1" ] && settled; }
 read_at_start() { [ "$(write_of 'w && w.mode')" = transaction ]; }
 check "the daemon read the CapabilityStatement at start: transaction (admin API)" wait_for 20 read_at_start
-check "... deliverable, every type sent" [ "$(write_of 'w.deliverable && w.types.every(t => t.sent) && w.types.length')" = 16 ]
+check "... deliverable, every type sent" [ "$(write_of 'w.deliverable && w.types.every(t => t.sent) && w.types.length')" = 17 ]
 check "... the EHR's software named" [ "$(write_of 'w.ehr_software.length > 0')" = true ]
 check "... and the strategy is in the sync log" \
   grep -q '"event":"write_strategy".*ehr.write_mode auto: transaction (the EHR advertises transaction' "$d/sync-log.jsonl"
@@ -111,6 +111,10 @@ check "... the strategy shown is single" wait_for 30 single_mode
 check "... what the EHR will not take is named in the sync log" \
   grep -q '"event":"delivered","record_id":"C-P-0".*left out: .*MedicationAdministration: the EHR does not allow create of MedicationAdministration' "$d/sync-log.jsonl"
 check "... no Encounter created where the EHR forbids it (still 24)" [ "$(ctl count Encounter)" -eq 24 ]
+check "... the doses, charges and reactions it will not take are in a note, one per procedure and follow-up (4)" \
+  [ "$(ctl count DocumentReference)" -eq 4 ]
+check "... said so in the sync log" \
+  grep -q '"event":"delivered","record_id":"C-P-0".*MedicationAdministration: the EHR does not allow create of MedicationAdministration; folded into a DocumentReference note' "$d/sync-log.jsonl"
 check "... the procedures are there, once each (10)" [ "$(ctl count Procedure)" -eq 10 ]
 refused_after=$(stat_of 'Object.values(s.refused).reduce((a, n) => a + n, 0)')
 check "... refused along the way: the batches that told it the EHR changed, nothing per resource" \

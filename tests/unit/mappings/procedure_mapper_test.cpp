@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "mappings/bundle_mapper.h"
+#include "mappings/preempt.h"
 #include "support/test_support.h"
 
 namespace {
@@ -150,6 +152,45 @@ TEST(procedure_mapper, flags_become_detected_issues_implicating_the_resources) {
   EXPECT_EQ(di["implicated"].Size(), 2u);
   EXPECT_EQ(str(di["implicated"][0]["reference"]), str(m.entry_of("Medication", "medication")["fullUrl"]));
   EXPECT_EQ(str(di["detail"]), "lot used on 2026-08-17, after its expiration date 2026-08-01");
+}
+
+}  // namespace
+
+namespace {
+
+// The note written where the EHR takes no MedicationAdministration, ChargeItem or AdverseEvent:
+// read against the domain reference (units per muscle and side, lot and expiry, 64615 once, J0585
+// for what was given, J0585 with JW for what was discarded, JZ when nothing was), and summing to
+// the same totals the structured resources carry.
+TEST(folded_note, says_what_the_administrations_charges_and_reactions_would_have) {
+  const auto record = example("procedure");
+  const auto& p = std::get<procedure>(record.body);
+  const bundle_mapper mapper(test_support::default_config(), test_support::shipped_tables());
+  const std::string all = mapper.describe(record, {"MedicationAdministration", "ChargeItem", "AdverseEvent"});
+  EXPECT_NE(all.find("Written as a note because this EHR does not take MedicationAdministration, ChargeItem, "
+                     "AdverseEvent"), std::string::npos) << all;
+  EXPECT_NE(all.find("lot " + p.product.lot + ", expires " + p.product.expiration.iso()), std::string::npos) << all;
+  double units = 0;
+  int lines = 0;
+  for (const auto& d : p.doses_by_site()) {
+    ++lines;
+    units += d.units;
+  }
+  std::size_t site_lines = 0;
+  for (std::size_t at = all.find(" U in "); at != std::string::npos; at = all.find(" U in ", at + 1)) ++site_lines;
+  EXPECT_EQ(site_lines, static_cast<std::size_t>(lines) + 1) << "a line per muscle and side, and the total";
+  EXPECT_NE(all.find("Total administered: " + format_units(units) + " U"), std::string::npos) << all;
+  EXPECT_NE(all.find("CPT 64615 (chemodenervation for chronic migraine) x1"), std::string::npos);
+  ASSERT_GT(p.units_discarded, 0);
+  EXPECT_NE(all.find("J0585 x" + format_units(p.units_discarded) + " U discarded (modifier JW)"), std::string::npos) << all;
+  EXPECT_EQ(all.find("JZ"), std::string::npos);
+  for (const auto& r : p.immediate_reactions) EXPECT_NE(all.find(r.reaction), std::string::npos);
+
+  // Only what is folded is said; a type the record does not yield says nothing.
+  const std::string charges = mapper.describe(record, {"ChargeItem"});
+  EXPECT_EQ(charges.find("Units per muscle"), std::string::npos);
+  EXPECT_NE(charges.find("CPT 64615"), std::string::npos);
+  EXPECT_EQ(mapper.describe(example("consultation"), {"ChargeItem"}), "");
 }
 
 }  // namespace
