@@ -233,13 +233,17 @@ class daemon {
 
   // On the intake worker: its jobs may use the daemon's parts, which outlive it.
   void evaluate_alerts() {
+    const int waiting_for_party = delivery_.engine.waiting_for_party();  // the engine's, read on the loop
     intake_worker_.run(
-        [this](outbox& s) {
+        [this, waiting_for_party](outbox& s) {
           const std::int64_t at = now_ms();
-          return alerts_->evaluate(s,
-                                   {s.status(at), configured_certificates(config_, at / 1000),
-                                    log_.failing() ? log_.settings().path : std::string(), s.write_problem()},
-                                   at);
+          alert_inputs in;
+          in.status = s.status(at);
+          in.certificates = configured_certificates(config_, at / 1000);
+          in.sync_log_failing = log_.failing() ? log_.settings().path : std::string();
+          in.store_problem = s.write_problem();
+          in.waiting_for_party = waiting_for_party;
+          return alerts_->evaluate(s, in, at);
         },
         [this](store_result<std::vector<alert_change>> r) {
           if (r.ok() && webhook_) {

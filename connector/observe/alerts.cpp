@@ -51,6 +51,14 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
                    "themselves once the store can be written (free disk space)",
                    now_ms});
   }
+  if (in.waiting_for_party > 0) {
+    now.push_back({"waits_for_patient",
+                   std::to_string(in.waiting_for_party) +
+                       (in.waiting_for_party == 1 ? " record waits for its" : " records wait for their") +
+                       " patient or practitioner to exist at the EHR (found by the clinic's MRN or the NPI, "
+                       "never created: ehr.patient / ehr.practitioner); delivery goes on by itself once the EHR has them",
+                   now_ms});
+  }
   if (!in.sync_log_failing.empty()) {
     now.push_back({"sync_log_unwritable",
                    "the sync log " + in.sync_log_failing + " cannot be written (read-only or full disk?): delivery goes "

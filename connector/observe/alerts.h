@@ -10,6 +10,8 @@
 //   sync_log_unwritable         the sync log cannot be written (read-only, full disk): delivery goes on
 //   store_unwritable            the store cannot take writes (its disk is full, permissions): intake
 //                               answers 503, delivery waits; both go on by themselves when it can
+//   waits_for_patient           records wait for their patient (or practitioner) to exist at the EHR
+//                               (ehr.patient / ehr.practitioner match); they go on once it does
 //
 // An alert is posted even when the store cannot record it (the store_unwritable alert itself,
 // on a full disk): the monitor keeps such changes in memory and records them once it can.
@@ -33,6 +35,7 @@ struct alert_inputs {
   std::vector<certificate_days> certificates;
   std::string sync_log_failing;  // the log's path while its writes fail; empty when it writes
   std::optional<std::string> store_problem;  // outbox::write_problem()
+  int waiting_for_party = 0;  // records held because the EHR has not their patient or practitioner yet
 };
 
 struct alert_change {

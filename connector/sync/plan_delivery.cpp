@@ -84,6 +84,14 @@ plan_delivery::plan_delivery(parts p, std::shared_ptr<const write_setup> setup, 
   for (auto& e : ledger) ledger_[e.key] = std::move(e);
 }
 
+plan_delivery::~plan_delivery() {
+  for (const auto& k : holding_) parts_.shared.release(k);
+}
+
+void plan_delivery::let_go(const ledger_key& key) {
+  if (holding_.erase(key) > 0) parts_.shared.release(key);
+}
+
 const type_route& plan_delivery::route_of(std::size_t i) const {
   static const type_route not_listed = [] {
     type_route r;
@@ -235,11 +243,20 @@ void plan_delivery::decide(std::size_t i, std::function<void(decision)> then) {
     return then(d);
   }
   if (route.shared) {
-    // Known to this process already (another record found or made it), or being looked up by
-    // another delivery now: then wait for it and decide again.
-    if (const auto* k = parts_.shared.known(key); k != nullptr && !ledger_.count(key)) ledger_[key] = *k;
-    if (!ledger_.count(key) && !holding_.count(key)) {
+    // Known to this process already (another record found or made it), or being looked up or
+    // created by another delivery now: then wait for it, and once held, read the ledger again
+    // (the other may have left an intent or an id there), and decide.
+    const auto mine = ledger_.find(key);
+    const bool have_id = mine != ledger_.end() && !mine->second.ehr_id.empty();
+    if (const auto* k = parts_.shared.known(key); k != nullptr && !have_id) {
+      ledger_[key] = *k;
+    } else if (!have_id && !holding_.count(key)) {
       if (!parts_.shared.try_hold(key)) {
+        if (!may_send_()) {  // the claim's lease is running out: give the record back
+          ehr_answer withheld;
+          withheld.outcome.what = attempt_outcome::kind::withheld;
+          return finish(plan_result::ending::failed, {}, withheld);
+        }
         auto self = shared_from_this();
         auto timer = std::make_shared<boost::asio::steady_timer>(parts_.loop, std::chrono::milliseconds(10));
         timer->async_wait([self, timer, i, then](const boost::system::error_code&) {
@@ -248,6 +265,14 @@ void plan_delivery::decide(std::size_t i, std::function<void(decision)> then) {
         return;
       }
       holding_.insert(key);
+      auto self = shared_from_this();
+      parts_.store.run([key](outbox& s) { return s.ledger_lookup({key}); },
+                       [self, key, i, then](store_result<std::vector<ledger_entry>> r) {
+                         if (!r.ok()) return self->finish(plan_result::ending::store_failed, r.error->what());
+                         if (!r.value->empty()) self->ledger_[key] = r.value->front();
+                         self->decide(i, then);
+                       });
+      return;
     }
   }
   const auto known = ledger_.find(key);
@@ -261,6 +286,10 @@ void plan_delivery::decide(std::size_t i, std::function<void(decision)> then) {
       }
       result_.made.push_back("known " + reference);
       resolve(i, reference);
+      if (route.shared) {
+        parts_.shared.learn(known->second);
+        let_go(key);
+      }
       return then(d);
     }
     d.is = decision::what::request;
@@ -301,6 +330,7 @@ void plan_delivery::decide(std::size_t i, std::function<void(decision)> then) {
         if (must_find) {  // a shared resource the EHR neither has nor creates: references to it go
           self->result_.left_out.push_back(w.type + ": not at the EHR, which does not create it");
           self->resolve(i, std::nullopt);
+          self->let_go(key);
           d.is = decision::what::left_out;
           return then(d);
         }
@@ -418,6 +448,7 @@ void plan_delivery::on_written(const request& r, const ehr_answer& a, then_fn th
   if (where.id.empty()) {
     result_.made.push_back(status_text(a.outcome.http_status) + " " + w.type + " (no id in the answer)");
     resolve(r.write, std::nullopt);
+    let_go(key_of(r.write));
     return then();
   }
   const std::string reference = w.type + "/" + where.id;
@@ -451,7 +482,8 @@ void plan_delivery::next_single() {
   auto self = shared_from_this();
   decide(i, [self, i](decision d) {
     if (self->over_) return;
-    if (d.is != decision::what::request) return self->next_single();
+    // Posted: a resend whose writes are all in the ledger would otherwise nest once per write.
+    if (d.is != decision::what::request) return boost::asio::post(self->parts_.loop, [self] { self->next_single(); });
     self->send(d.req, [self, d](const ehr_answer& a) {
       if (a.outcome.http_status == 412 && d.req.if_match) {
         // Crash window 4: the ledger's version is behind. Read the current one, try once more.

@@ -114,6 +114,7 @@ class plan_delivery : public std::enable_shared_from_this<plan_delivery> {
 
   plan_delivery(parts p, std::shared_ptr<const write_setup> setup, claimed_record claim, fhir::write_plan plan,
                 std::vector<ledger_entry> ledger, std::function<bool()> may_send, std::string request_id, done_fn done);
+  ~plan_delivery();  // lets go of any shared key still held
 
  private:
   // One HTTP request of the plan, relative to the base URL.
@@ -148,6 +149,7 @@ class plan_delivery : public std::enable_shared_from_this<plan_delivery> {
   const type_route& route_of(std::size_t i) const;
   ledger_key key_of(std::size_t i) const;
   void resolve(std::size_t i, std::optional<std::string> reference);
+  void let_go(const ledger_key& key);  // a shared key held: released for the next delivery
   void finish(plan_result::ending how, std::string detail = {}, ehr_answer answer = {});
 
   parts parts_;

@@ -110,6 +110,12 @@ void sync_engine::start(std::int64_t owner, std::function<void()> on_idle) {
   arm(renew_timer_, settings_.lease / 3, &sync_engine::renew);
 }
 
+int sync_engine::waiting_for_party() const {
+  const std::int64_t now = steady_now();
+  return static_cast<int>(std::count_if(waiting_for_party_.begin(), waiting_for_party_.end(),
+                                        [now](const auto& w) { return now - w.second < 120000; }));
+}
+
 void sync_engine::use_write_setup(std::shared_ptr<const write_setup> setup) {
   write_setup_ = std::move(setup);
   wake();
@@ -332,11 +338,18 @@ void sync_engine::read_write_setup(const flight_key& seq) {
       std::string error;
       const auto capabilities = capabilities_of(answer, error);
       if (!capabilities) {
-        if (answer.outcome.what == attempt_outcome::kind::response && answer.outcome.http_status == 200) {
-          answer.outcome.http_status = 502;  // answered, but not with a CapabilityStatement: the EHR's fault
+        // Judged as this record's attempt, so an outage backs off, a TLS fault is one, and 401/403
+        // pause delivery as ever. Nothing of the record went out: its outcome is known.
+        answer.outcome.request_sent = false;
+        const int status = answer.outcome.http_status;
+        const bool answered = answer.outcome.what == attempt_outcome::kind::response;
+        if (answered && status != 401 && status != 403 && !retryable_status(status)) {
+          // Any other answer (a 200 that is no CapabilityStatement, a 204 from a proxy, a 404): the
+          // EHR's fault, never the record's: retried with backoff, never delivered or dead.
+          answer.outcome.http_status = 502;
           answer.error = error;
         }
-        return on_answer(seq, answer);  // an outage, a TLS fault, 401, 5xx: judged as this record's attempt
+        return on_answer(seq, answer);
       }
       last_answer_ = steady_now();
       auto strategy = choose_strategy(*capabilities, settings_.mode, settings_.parties);
@@ -400,6 +413,7 @@ void sync_engine::on_plan_done(const flight_key& seq, plan_result r) {
       e.correlation_id = f.correlation_id;
       e.detail = r.detail;
       const std::int64_t wait = std::min<std::int64_t>(party_wait_ms, policy_.settings().max_delay.count());
+      f.waits_for_party = true;
       return settle(seq, {result_kind::released, wall_() + wait, r.detail, "", false, std::nullopt}, e);
     }
     case ending::party_ambiguous: {
@@ -575,6 +589,11 @@ void sync_engine::on_settled(const flight_key& seq, const store_result<bool>& re
   const flight done = std::move(f);
   flights_.erase(it);
   store_succeeded();
+  if (done.waits_for_party && *result.value) {
+    waiting_for_party_[done.claim.seq] = steady_now();
+  } else if (done.report.what != attempt_report::result::released || done.event.name == event::delivered) {
+    waiting_for_party_.erase(done.claim.seq);  // delivered, dead, retried: no longer waiting for its patient
+  }
   using result_kind = attempt_report::result;
   if (!*result.value) {
     ++report_.claims_lost;

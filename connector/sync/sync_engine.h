@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <utility>
@@ -93,6 +94,9 @@ class sync_engine {
   bool store_degraded() const { return degraded_; }
   const std::string& store_problem() const { return store_problem_; }
   int in_flight() const { return static_cast<int>(flights_.size()); }
+  // Records held because the EHR has not their patient (or practitioner) yet: those held again
+  // within the last two minutes (each is looked at again every 30 s at most).
+  int waiting_for_party() const;
   // When the EHR last answered anything, by the steady clock (for the idle probe).
   std::optional<std::int64_t> last_answer_steady_ms() const { return last_answer_; }
 
@@ -107,6 +111,7 @@ class sync_engine {
     attempt_report report;  // settling, unsettled: what to record
     sync_event event;       // what the log says once it is recorded
     bool lost = false;      // a renewal found the claim taken over, or the record was claimed anew
+    bool waits_for_party = false;  // released because the EHR has not its patient yet
   };
   // A claimed record after the worker read and mapped it.
   struct prepared {
@@ -169,6 +174,7 @@ class sync_engine {
   std::shared_ptr<const write_setup> write_setup_;
   shared_keys shared_keys_;  // outside transactions: shared resources one delivery at a time
   bool reading_setup_ = false;  // a /metadata request is out: no claims meanwhile
+  std::map<std::int64_t, std::int64_t> waiting_for_party_;  // seq -> steady ms it was last held for its patient
   std::map<flight_key, flight> flights_;  // claimed by this process, not yet settled
   bool started_ = false;
   bool claiming_ = false;      // a claim job is out

@@ -356,3 +356,17 @@ TEST_F(alert_monitor_test, an_alert_the_store_cannot_record_is_posted_once_and_r
 }
 
 }  // namespace
+
+namespace {
+
+TEST(alert_conditions, waits_for_patient_while_records_wait_for_the_ehrs_own_patient) {
+  alert_inputs in;
+  EXPECT_TRUE(alert_conditions(defaults(), in, 5000).empty());
+  in.waiting_for_party = 2;
+  const auto now = alert_conditions(defaults(), in, 5000);
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(now[0].key, "waits_for_patient");
+  EXPECT_EQ(now[0].detail.rfind("2 records wait for their patient or practitioner to exist at the EHR", 0), 0u) << now[0].detail;
+}
+
+}  // namespace

@@ -326,8 +326,10 @@ class sync_engine_test : public testing::Test {
     s.store_retry_max = std::chrono::milliseconds(5);
     s.until_idle = until_idle;
     s.give_up_on_store = std::chrono::milliseconds(200);
+    s.mode = mode_;
     return s;
   }
+  write_mode mode_ = write_mode::transaction;  // ehr.write_mode: others read /metadata first
 
   // Runs an engine until nothing can be done now (sync --once). Returns its report.
   sync_report run_until_idle(fake_ehr& ehr, event_sink& events, int max_attempts = 10) {
@@ -491,6 +493,23 @@ TEST_F(sync_engine_test, retries_a_503_and_dead_letters_a_422_without_blocking_o
   EXPECT_EQ(count(record_state::delivered), 5);
   EXPECT_GE(events.count("retry_scheduled"), 1);
   EXPECT_EQ(events.count("dead_lettered"), 1);
+}
+
+// With ehr.write_mode auto the first request is GET /metadata. Whatever it answers short of a
+// CapabilityStatement is the EHR's fault, never the record's: a 422 or a 204 there neither
+// dead-letters nor "delivers" a record that was never sent; it is retried.
+TEST_F(sync_engine_test, a_metadata_read_that_fails_neither_delivers_nor_dead_letters_the_record) {
+  mode_ = write_mode::automatic;
+  real_->enqueue(patients(1), {}, now_ms());
+  fake_ehr ehr(io_, 1);
+  ehr.script = [](int, const std::string&) { return act::refuse_422; };
+  recording_sink events;
+  for (int i = 0; i < 3; ++i) run_until_idle(ehr, events);
+  EXPECT_EQ(count(record_state::dead), 0);
+  EXPECT_EQ(count(record_state::delivered), 0);
+  EXPECT_EQ(count(record_state::retry_scheduled) + count(record_state::pending), 3);
+  EXPECT_TRUE(ehr.commits().empty());
+  EXPECT_GE(events.count("retry_scheduled"), 1);
 }
 
 TEST_F(sync_engine_test, credentials_refused_pause_delivery_and_dead_letter_nothing) {
