@@ -58,6 +58,8 @@ int run_status(const std::vector<std::string>& args) {
   } else {
     std::printf("EHR: not contacted yet\n");
   }
+  std::printf("writing to the EHR: %s\n", s.write_strategy.empty() ? "not read yet (ehr.write_mode transaction, or never delivered)"
+                                                                   : printable(s.write_strategy).c_str());
   if (s.owners.empty()) std::printf("processes delivering: none\n");
   for (const auto& o : s.owners) {
     std::printf("process delivering: %s pid %lld since %s, %d in flight%s\n", printable(o.kind).c_str(),

@@ -364,7 +364,7 @@ connector_config load_config(const std::optional<std::string>& path) {
     if (!e->is_object()) throw config_error("setting ehr must be an object");
     refuse_unknown(*e, "ehr", {"base_url", "ca_file", "client_cert_file", "client_key_file",
                                "connections", "timeout_seconds", "auth", "write_mode", "patient", "practitioner",
-                               "left_out"});
+                               "left_out", "note_format"});
     auto& ec = config.ehr;
     read_string(*e, "ehr", "base_url", ec.base_url);
     for (auto [key, target] : {std::pair{"ca_file", &ec.ca_file}, std::pair{"client_cert_file", &ec.client_cert_file},
@@ -387,6 +387,10 @@ connector_config load_config(const std::optional<std::string>& path) {
       if (*target != "create" && *target != "match") {
         throw config_error(std::string("setting ehr.") + key + " must be create or match (not \"" + *target + "\")");
       }
+    }
+    read_string(*e, "ehr", "note_format", ec.note_format);
+    if (ec.note_format != "text" && ec.note_format != "xhtml") {
+      throw config_error("setting ehr.note_format must be text or xhtml (not \"" + ec.note_format + "\")");
     }
     if (const auto* l = e->find("left_out")) {
       if (!l->is_object()) throw config_error("setting ehr.left_out must be an object: resource type -> fold or skip");

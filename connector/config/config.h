@@ -64,6 +64,7 @@ struct ehr_config {
   // What the EHR will not take, per resource type: "fold" (into a DocumentReference note) or
   // "skip". Unset types keep the defaults (connector/sync/folded_note.h).
   std::map<std::string, std::string> left_out;
+  std::string note_format = "text";  // the folded note: "text" (text/plain) or "xhtml"
 };
 
 struct sync_config {

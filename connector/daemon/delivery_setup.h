@@ -79,6 +79,7 @@ inline engine_settings engine_settings_of(const connector_config& config, bool u
   s.parties = {.match_patient = config.ehr.patient == "match", .match_practitioner = config.ehr.practitioner == "match"};
   s.left_out = default_left_out_rules();
   for (const auto& [type, rule] : config.ehr.left_out) s.left_out[type] = rule;
+  s.note = config.ehr.note_format == "xhtml" ? note_format::xhtml : note_format::text;
   return s;
 }
 
@@ -128,7 +129,7 @@ struct delivery_setup {
                      read.software = capabilities->software;
                      if (read.strategy->deliverable) {
                        engine.use_write_setup(std::make_shared<const write_setup>(
-                           write_setup{*read.strategy, settings.parties, settings.left_out}));
+                           write_setup{*read.strategy, settings.parties, settings.left_out, settings.note}));
                      }
                    }
                    done(read);

@@ -12,6 +12,7 @@ void write_queue_members(fhir::json_writer& out, const outbox_status& s) {
   out.end_object();
   out.member("quarantined", s.quarantined);
   out.member("maybe_at_ehr", s.maybe_at_ehr);
+  if (!s.write_strategy.empty()) out.member("write_strategy", s.write_strategy);
   out.key("oldest_pending_age_s");
   s.oldest_pending_age_ms ? out.integer(*s.oldest_pending_age_ms / 1000) : out.raw("null");
   out.key("last_error");

@@ -94,6 +94,8 @@ struct outbox_status {
   // Undelivered revisions that were sent without an answer: possibly at the EHR.
   std::int64_t maybe_at_ehr = 0;
   std::vector<owner_summary> owners;  // processes registered to claim records
+  // How delivery last said it writes to the EHR (note_write_strategy): one line; empty if never.
+  std::string write_strategy;
 };
 
 // A record handed to the sync engine: the head of its patient's lane, under a claim. The claim
@@ -270,6 +272,8 @@ class outbox {
   virtual std::vector<ledger_entry> ledger_of_record(const std::string& record_id) = 0;
 
   // ---- IT staff ----
+  // Records the write strategy in force (a line for status: mode, why, what is left out).
+  virtual void note_write_strategy(const std::string& summary) = 0;
   virtual outbox_status status(std::int64_t now_ms) = 0;
 
   // Dead letters back to their lanes (`record_id`, or every one when empty), each replay recorded

@@ -869,9 +869,21 @@ std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_rec
   });
 }
 
+void sqlite_outbox::note_write_strategy(const std::string& summary) {
+  write("note the write strategy", [&] {
+    sqlite::statement q(db_.handle(), "INSERT OR REPLACE INTO meta (key, value) VALUES ('write_strategy', ?1)");
+    q.bind(1, summary);
+    q.step();
+  });
+}
+
 outbox_status sqlite_outbox::status(std::int64_t now_ms) {
   return read([&] {
     outbox_status s;
+    {
+      sqlite::statement w(db_.handle(), "SELECT value FROM meta WHERE key = 'write_strategy'");
+      if (w.step()) s.write_strategy = w.column_text(0);
+    }
     for (auto state : all_states) s.records[state] = 0;
     sqlite::statement counts(db_.handle(), "SELECT state, COUNT(*) FROM records GROUP BY state");
     while (counts.step()) {

@@ -57,6 +57,7 @@ class sqlite_outbox final : public outbox {
   std::vector<ledger_entry> ledger_lookup(const std::vector<ledger_key>& keys) override;
   bool ledger_record(const claimed_record& claim, const ledger_entry& entry, std::int64_t now_ms) override;
   std::vector<ledger_entry> ledger_of_record(const std::string& record_id) override;
+  void note_write_strategy(const std::string& summary) override;
   outbox_status status(std::int64_t now_ms) override;
   std::vector<dead_letter> replay(const std::string& record_id, const std::string& reason,
                                   const std::string& who, bool dry_run, std::int64_t now_ms) override;

@@ -26,8 +26,29 @@ std::vector<std::string> folded_types(const fhir::write_plan& plan, const write_
   return types;
 }
 
+std::string as_xhtml(const std::string& text) {
+  std::string out = R"(<div xmlns="http://www.w3.org/1999/xhtml">)";
+  std::size_t at = 0;
+  while (at < text.size()) {
+    const auto end = std::min(text.find('\n', at), text.size());
+    out += "<p>";
+    for (std::size_t i = at; i < end; ++i) {
+      switch (text[i]) {
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '&': out += "&amp;"; break;
+        case '"': out += "&quot;"; break;
+        default: out += text[i];
+      }
+    }
+    out += "</p>";
+    at = end + 1;
+  }
+  return out + "</div>";
+}
+
 bool add_folded_note(fhir::write_plan& plan, const write_strategy& strategy, const left_out_rules& rules,
-                     const mappings::bundle_mapper& mapper, const mappings::clinic_record& record) {
+                     const mappings::bundle_mapper& mapper, const mappings::clinic_record& record, note_format format) {
   const auto* note_route = strategy.route("DocumentReference");
   if (note_route != nullptr && !note_route->sent) return false;
   const auto types = folded_types(plan, strategy, rules);
@@ -112,8 +133,9 @@ bool add_folded_note(fhir::write_plan& plan, const write_strategy& strategy, con
   out.begin_object();
   out.key("attachment");
   out.begin_object();
-  out.member("contentType", "text/plain; charset=utf-8");
-  out.member("data", base64(text));
+  const bool xhtml = format == note_format::xhtml;
+  out.member("contentType", xhtml ? "application/xhtml+xml" : "text/plain; charset=utf-8");
+  out.member("data", base64(xhtml ? as_xhtml(text) : text));
   out.member("title", "Injection details the EHR does not take structurally");
   out.end_object();
   out.end_object();

@@ -25,9 +25,17 @@ const left_out_rules& default_left_out_rules();
 std::vector<std::string> folded_types(const fhir::write_plan& plan, const write_strategy& strategy,
                                       const left_out_rules& rules);
 
+// ehr.note_format: the note's attachment as text/plain (default) or as XHTML, for EHRs that
+// display only markup.
+enum class note_format { text, xhtml };
+
 // Adds the note to `plan` (and records the folded types in plan.folded) when there is something to
 // say and the EHR takes DocumentReference. Returns whether it did.
 bool add_folded_note(fhir::write_plan& plan, const write_strategy& strategy, const left_out_rules& rules,
-                     const mappings::bundle_mapper& mapper, const mappings::clinic_record& record);
+                     const mappings::bundle_mapper& mapper, const mappings::clinic_record& record,
+                     note_format format = note_format::text);
+
+// The note's text as an XHTML fragment: a div, a paragraph per line, markup characters escaped.
+std::string as_xhtml(const std::string& text);
 
 }  // namespace connector

@@ -51,6 +51,7 @@ struct write_setup {
   write_strategy strategy;
   party_rules parties;
   left_out_rules left_out = default_left_out_rules();  // ehr.left_out
+  note_format note = note_format::text;                // ehr.note_format
 };
 
 // Resources many records share (Organization, Device, Practitioner, Patient) are looked up and

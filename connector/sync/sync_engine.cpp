@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "connector/failpoint.h"
+#include "connector/observe/sync_log.h"
 #include "fhir/json_writer.h"
 #include "fhir/transaction_response.h"
 #include "mappings/record_reader.h"
@@ -117,6 +118,22 @@ int sync_engine::waiting_for_party() const {
 }
 
 void sync_engine::use_write_setup(std::shared_ptr<const write_setup> setup) {
+  if (setup != nullptr) {
+    // For `status`, which reads the store: the mode, why, and what is left out.
+    const auto& w = setup->strategy;
+    std::string line = std::string(name_of(w.mode)) + " (" + w.why + ")";
+    std::string left;
+    for (const auto& t : w.types) {
+      if (!t.sent) left += (left.empty() ? "" : ", ") + t.type;
+    }
+    line += left.empty() ? "; every type sent" : "; left out: " + left;
+    if (!write_setup_ || write_setup_->strategy.mode != w.mode || line != strategy_line_) {
+      strategy_line_ = line;
+      const std::int64_t at = wall_();
+      store_.run([line = line + ", read " + utc_text(at)](outbox& s) { s.note_write_strategy(line); },
+                 [](store_result<bool>) {});
+    }
+  }
   write_setup_ = std::move(setup);
   wake();
 }
@@ -188,7 +205,7 @@ void sync_engine::pump(bool force) {
                 std::string error;
                 p.plan = fhir::read_plan(p.bundle, error);
                 if (!p.plan) throw std::runtime_error(error);
-                add_folded_note(*p.plan, setup->strategy, setup->left_out, mapper, *read.record);
+                add_folded_note(*p.plan, setup->strategy, setup->left_out, mapper, *read.record, setup->note);
                 fhir::order_by_dependency(*p.plan);
                 p.ledger = s.ledger_lookup(plan_delivery::keys_of(*p.plan));
                 p.setup = setup;
@@ -363,7 +380,7 @@ void sync_engine::read_write_setup(const flight_key& seq) {
         return release(seq, *report_.last_error, wait);
       }
       use_write_setup(
-          std::make_shared<const write_setup>(write_setup{std::move(strategy), settings_.parties, settings_.left_out}));
+          std::make_shared<const write_setup>(write_setup{std::move(strategy), settings_.parties, settings_.left_out, settings_.note}));
       release(seq, "prepared again for the EHR's write strategy", 0);
     } catch (const std::exception& ex) {
       release(seq, std::string("internal error: ") + ex.what(), policy_.settings().base_delay.count());

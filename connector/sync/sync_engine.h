@@ -70,6 +70,7 @@ struct engine_settings {
   write_mode mode = write_mode::transaction;
   party_rules parties;
   left_out_rules left_out = default_left_out_rules();  // ehr.left_out: fold or skip per type
+  note_format note = note_format::text;                // ehr.note_format
 };
 
 class sync_engine {
@@ -174,6 +175,7 @@ class sync_engine {
   std::shared_ptr<const write_setup> write_setup_;
   shared_keys shared_keys_;  // outside transactions: shared resources one delivery at a time
   bool reading_setup_ = false;  // a /metadata request is out: no claims meanwhile
+  std::string strategy_line_;   // last noted in the store for `status`
   std::map<std::int64_t, std::int64_t> waiting_for_party_;  // seq -> steady ms it was last held for its patient
   std::map<flight_key, flight> flights_;  // claimed by this process, not yet settled
   bool started_ = false;

@@ -108,6 +108,9 @@ check "once the EHR has the patients, their records go on by themselves" wait_fo
 check "... none dead" [ "$(count_of dead)" -eq 0 ]
 single_mode() { [ "$(write_of 'w && w.mode')" = single ]; }
 check "... the strategy shown is single" wait_for 30 single_mode
+check "... and status (which reads the store) says so, naming what is left out" \
+  grep -q "^writing to the EHR: single (the EHR advertises neither transaction nor batch); left out: .*MedicationAdministration" \
+  <("$bin" status --config "$config")
 check "... what the EHR will not take is named in the sync log" \
   grep -q '"event":"delivered","record_id":"C-P-0".*left out: .*MedicationAdministration: the EHR does not allow create of MedicationAdministration' "$d/sync-log.jsonl"
 check "... no Encounter created where the EHR forbids it (still 24)" [ "$(ctl count Encounter)" -eq 24 ]

@@ -43,6 +43,26 @@ TEST(config, ehr_write_mode_is_one_of_four) {
             "setting ehr.write_mode must be one of auto, transaction, batch, single (not \"bulk\")");
 }
 
+TEST(config, the_ehrs_own_parties_left_out_types_and_the_note_format) {
+  const auto d = connector::load_config(std::nullopt);
+  EXPECT_EQ(d.ehr.patient, "create");
+  EXPECT_EQ(d.ehr.practitioner, "create");
+  EXPECT_EQ(d.ehr.note_format, "text");
+  EXPECT_TRUE(d.ehr.left_out.empty()) << "the defaults live with the fold (folded_note.h)";
+  const auto c = connector::load_config(write_config("parties.jsonc", R"({"ehr": {"patient": "match",
+    "practitioner": "match", "note_format": "xhtml", "left_out": {"ChargeItem": "skip", "MedicationStatement": "fold"}}})"));
+  EXPECT_EQ(c.ehr.patient, "match");
+  EXPECT_EQ(c.ehr.practitioner, "match");
+  EXPECT_EQ(c.ehr.note_format, "xhtml");
+  EXPECT_EQ(c.ehr.left_out.at("ChargeItem"), "skip");
+  EXPECT_EQ(c.ehr.left_out.at("MedicationStatement"), "fold");
+  EXPECT_EQ(error_of(R"({"ehr": {"patient": "find"}})"), "setting ehr.patient must be create or match (not \"find\")");
+  EXPECT_EQ(error_of(R"({"ehr": {"note_format": "pdf"}})"), "setting ehr.note_format must be text or xhtml (not \"pdf\")");
+  EXPECT_EQ(error_of(R"({"ehr": {"left_out": {"Claim": "skip"}}})"),
+            "setting ehr.left_out.Claim: not a resource type the connector writes");
+  EXPECT_EQ(error_of(R"({"ehr": {"left_out": {"ChargeItem": "drop"}}})"), "setting ehr.left_out.ChargeItem must be fold or skip");
+}
+
 TEST(config, reads_comments_and_resolves_paths_next_to_the_file) {
   const std::string path = write_config("ok.jsonc", R"({
     // the clinic's own namespace

@@ -11,6 +11,7 @@
 #include <boost/asio/post.hpp>
 #include <gtest/gtest.h>
 
+#include "connector/auth/client_assertion.h"
 #include "connector/outbox/sqlite_outbox.h"
 #include "fhir/json_value.h"
 #include "support/test_support.h"
@@ -158,6 +159,10 @@ class rest_ehr final : public ehr_channel {
 
   asio::io_context& io_;
   int requests_ = 0;
+};
+
+struct bundle_mapper_for_test {
+  mappings::bundle_mapper mapper{test_support::default_config(), test_support::shipped_tables()};
 };
 
 // An Epic-like statement, but every type creatable, updatable and searchable by identifier, except
@@ -358,6 +363,59 @@ TEST_F(plan_delivery_test, the_ehrs_own_patient_none_holds_one_is_used_several_d
     EXPECT_EQ(r.how, plan_result::ending::party_ambiguous);
     EXPECT_EQ(r.detail, "ambiguous patient: the EHR has Patient/ehr-7 and Patient/ehr-9 with the clinic's MRN");
   }
+}
+
+}  // namespace
+
+namespace {
+
+// The fold: an EHR that takes no MedicationAdministration, ChargeItem or AdverseEvent gets the
+// procedure's note instead, as text or (ehr.note_format xhtml) as escaped XHTML.
+TEST(folded_note, a_plan_gains_one_note_for_what_the_ehr_will_not_take) {
+  const auto record = test_support::example("procedure");
+  const auto m = test_support::map_record(record, test_support::history_for("procedure"));
+  std::string error;
+  auto plan = *fhir::read_plan(m.text, error);
+  const bundle_mapper_for_test mapper;
+  write_setup setup = setup_for();
+  for (auto& t : setup.strategy.types) {
+    if (t.type == "MedicationAdministration" || t.type == "ChargeItem" || t.type == "AdverseEvent") {
+      t.sent = false;
+      t.why = "not taken";
+    }
+  }
+  const std::size_t writes = plan.writes.size();
+  for (const auto format : {note_format::text, note_format::xhtml}) {
+    auto p = plan;
+    ASSERT_TRUE(add_folded_note(p, setup.strategy, default_left_out_rules(), mapper.mapper, record, format));
+    ASSERT_EQ(p.writes.size(), writes + 1);
+    EXPECT_EQ(p.folded, (std::vector<std::string>{"MedicationAdministration", "ChargeItem", "AdverseEvent"}));
+    const auto& note = p.writes.back();
+    EXPECT_EQ(note.type, "DocumentReference");
+    EXPECT_EQ(note.key_value, record.record_id + "/note");
+    fhir::json_value v;
+    ASSERT_TRUE(fhir::parse_json_value(note.resource, v, false).empty());
+    const auto& attachment = *v.find("content")->items.at(0).find("attachment");
+    std::string b64 = attachment.find("data")->text;  // standard base64, read by the base64url decoder
+    for (char& ch : b64) ch = ch == '+' ? '-' : ch == '/' ? '_' : ch;
+    while (!b64.empty() && b64.back() == '=') b64.pop_back();
+    const std::string data = base64url_decode(b64);
+    if (format == note_format::xhtml) {
+      EXPECT_EQ(attachment.find("contentType")->text, "application/xhtml+xml");
+      EXPECT_EQ(data.rfind(R"(<div xmlns="http://www.w3.org/1999/xhtml"><p>)", 0), 0u) << data;
+    } else {
+      EXPECT_EQ(attachment.find("contentType")->text, "text/plain; charset=utf-8");
+      EXPECT_NE(data.find("Units per muscle and side:"), std::string::npos) << data;
+    }
+    // It refers to the plan's own patient: the reference is rewritten like any other.
+    EXPECT_NE(note.resource.find(R"("subject":{"reference":"urn:uuid:)"), std::string::npos);
+  }
+  // Skipped instead: no note.
+  auto p = plan;
+  left_out_rules skip = {{"MedicationAdministration", "skip"}, {"ChargeItem", "skip"}, {"AdverseEvent", "skip"}};
+  EXPECT_FALSE(add_folded_note(p, setup.strategy, skip, mapper.mapper, record));
+  EXPECT_EQ(p.writes.size(), writes);
+  EXPECT_EQ(as_xhtml("a < b & \"c\"\nnext"), R"(<div xmlns="http://www.w3.org/1999/xhtml"><p>a &lt; b &amp; &quot;c&quot;</p><p>next</p></div>)");
 }
 
 }  // namespace

@@ -210,6 +210,12 @@ class failing_outbox final : public outbox {
     return call([&] { return real_.ledger_record(c, e, now); });
   }
   std::vector<ledger_entry> ledger_of_record(const std::string& id) override { return real_.ledger_of_record(id); }
+  void note_write_strategy(const std::string& summary) override {
+    call([&] {
+      real_.note_write_strategy(summary);
+      return true;
+    });
+  }
   outbox_status status(std::int64_t now) override { return real_.status(now); }
   std::vector<dead_letter> replay(const std::string& id, const std::string& reason, const std::string& who, bool dry,
                                   std::int64_t now) override {
