@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "connector/auth/client_assertion.h"
+#include "fhir/datatypes.h"
 #include "fhir/json_writer.h"
 
 namespace connector {
@@ -89,28 +90,11 @@ bool add_folded_note(fhir::write_plan& plan, const write_strategy& strategy, con
   out.end_array();
   out.member("status", retracted ? "entered-in-error" : "current");
   out.key("type");
-  out.begin_object();
-  out.key("coding");
-  out.begin_array();
-  out.begin_object();
-  out.member("system", "http://loinc.org");
-  out.member("code", "11506-3");
-  out.member("display", "Progress note");
-  out.end_object();
-  out.end_array();
-  out.end_object();
+  fhir::write_codeable_concept(out, {{{"http://loinc.org", "11506-3", "Progress note"}}, ""});
   out.key("category");
   out.begin_array();
-  out.begin_object();
-  out.key("coding");
-  out.begin_array();
-  out.begin_object();
-  out.member("system", "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category");
-  out.member("code", "clinical-note");
-  out.member("display", "Clinical Note");
-  out.end_object();
-  out.end_array();
-  out.end_object();
+  fhir::write_codeable_concept(
+      out, {{{"http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category", "clinical-note", "Clinical Note"}}, ""});
   out.end_array();
   if (!patient.empty()) {
     out.key("subject");
