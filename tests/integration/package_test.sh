@@ -17,7 +17,7 @@ cleanup() {
   [ -n "$daemon" ] && kill "$daemon" 2> /dev/null
   [ -n "${listener:-}" ] && kill "$listener" 2> /dev/null
   stop_sandboxes
-  [ "$installed" = yes ] && DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq migraine-connector > /dev/null 2>&1
+  [ "$installed" = yes ] && "${apt[@]}" purge migraine-connector > /dev/null 2>&1
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -38,10 +38,24 @@ for f in ./usr/bin/migraine-connector ./usr/share/migraine-connector/code-tables
 done
 check "the configuration is a conffile" bash -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./conffiles | grep -qx /etc/migraine-connector/connector.jsonc"
 
+# A run killed mid-install (CI stopped, machine snapshotted) leaves dpkg interrupted and the
+# package half there; apt-get then refuses everything. Finish dpkg's work and purge what is left,
+# so this run starts from a machine without the package, as a clinic's would.
+apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 -y -qq)
+if [ -n "$(dpkg --audit 2> /dev/null)" ]; then
+  echo "dpkg was interrupted before this run: dpkg --configure -a"
+  dpkg --configure -a > "$work/configure.out" 2>&1 || cat "$work/configure.out"
+fi
+if dpkg-query -W -f='${Status}' migraine-connector 2> /dev/null | grep -qv "not-installed"; then
+  echo "a migraine-connector package was left by an earlier run: purged first"
+  "${apt[@]}" purge migraine-connector > "$work/leftover.out" 2>&1 || cat "$work/leftover.out"
+fi
+
 # Installed with apt-get, as the README says.
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" > "$work/install.out" 2>&1; rc=$?
+"${apt[@]}" install "$deb" > "$work/install.out" 2>&1; rc=$?
 [ "$rc" -eq 0 ] && installed=yes
 check "apt-get install ./...deb (exit $rc)" [ "$rc" -eq 0 ]
+[ "$rc" -eq 0 ] || cat "$work/install.out"
 check "... tells staff what to do next" grep -q "systemctl enable --now migraine-connector" "$work/install.out"
 check "a system user" bash -c "getent passwd migraine-connector | grep -q nologin"
 for d in /var/lib/migraine-connector /var/spool/migraine-connector/inbox /var/log/migraine-connector; do
@@ -99,11 +113,11 @@ check "SIGTERM: exits 0" [ "$rc" -eq 0 ]
 check "STOPPING=1 on the way out" grep -q "^STOPPING=1" "$work/notify.out"
 
 # Removed: the queue stays. Purged: everything goes, and it says what.
-DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq migraine-connector > "$work/remove.out" 2>&1
+"${apt[@]}" remove migraine-connector > "$work/remove.out" 2>&1
 check "remove: the binary is gone" [ ! -e /usr/bin/migraine-connector ]
 check "remove: the store is kept" test -f /var/lib/migraine-connector/outbox.db
 check "remove: the configuration is kept" test -f /etc/migraine-connector/connector.jsonc
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq migraine-connector > "$work/purge.out" 2>&1
+"${apt[@]}" purge migraine-connector > "$work/purge.out" 2>&1
 installed=no
 check "purge: says what it deletes" grep -q "purge deletes the store" "$work/purge.out"
 check "purge: the store is gone" [ ! -e /var/lib/migraine-connector ]
