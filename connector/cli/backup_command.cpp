@@ -21,6 +21,12 @@ int run_backup(const std::vector<std::string>& args) {
   }
   if (!to) throw config_error("backup needs --to FILE: where to write the copy of the store");
   const connector_config config = load_config(config_path);
+  if (config.store.what == store_config::kind::postgresql) {
+    // The database's own tools do this better, on the database's machine, with its point-in-time
+    // recovery: the connector does not copy a shared database from one of its instances.
+    throw config_error("backup copies a SQLite store; a PostgreSQL store (store.kind postgresql) is backed up with "
+                       "the database's tools (pg_dump, or its continuous archiving), with the patient key file kept beside");
+  }
   const backup_summary done = backup_store(config.store.path, *to);
   std::printf("backup of %s written to %s (%lld bytes, schema version %d)\n", printable(config.store.path).c_str(),
               printable(*to).c_str(), static_cast<long long>(done.bytes), done.schema_version);

@@ -10,7 +10,8 @@
 #include "connector/config/config.h"
 #include "connector/config/patient_key.h"
 #include "connector/daemon/delivery_setup.h"
-#include "connector/outbox/sqlite_outbox.h"
+#include "connector/outbox/open_outbox.h"
+#include "connector/outbox/postgresql_outbox.h"
 #include "connector/sync/ehr_capabilities.h"
 #include "mappings/code_tables.h"
 
@@ -104,10 +105,18 @@ int run_config_check(const std::vector<std::string>& args) {
     bad(e.what());
   }
   try {
-    sqlite_outbox store(config.store.path, config.store.full_sync);
-    ok("store " + config.store.path + " (writable)");
+    const auto store = open_outbox(config.store, {});
+    if (const auto problem = store->write_problem()) {
+      bad(*problem);
+    } else if (auto* pg = dynamic_cast<postgresql_outbox*>(store.get())) {
+      // Opening it connected, and created or migrated the schema: say which version it holds.
+      ok("store PostgreSQL " + pg->where() + ": connected, schema version " + std::to_string(pg->schema_version()) +
+         " (writable)");
+    } else {
+      ok("store " + config.store.path + " (writable)");
+    }
     try {
-      ok("patient key: " + patient_key::check_for(store, config.store.patient_key_file));
+      ok("patient key: " + patient_key::check_for(*store, config.store.patient_key_file));
     } catch (const std::exception& e) {
       bad(e.what());
     }

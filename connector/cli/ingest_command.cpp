@@ -9,7 +9,7 @@
 #include "connector/intake/intake.h"
 #include "connector/intake/record_files.h"
 #include "connector/observe/sync_log.h"
-#include "connector/outbox/sqlite_outbox.h"
+#include "connector/outbox/open_outbox.h"
 #include "mappings/mapping_set.h"
 
 namespace connector {
@@ -23,7 +23,8 @@ int run_ingest(const std::vector<std::string>& args) {
   const connector_config config = load_config(options->config_path);
   const mappings::mapping_source tables(mappings::mapping_set::load(config.code_tables_path, config.mapping));
   sync_log log(config.log);
-  sqlite_outbox store(config.store.path, store_options_of(config.store, log));
+  const auto opened = open_outbox(config.store, store_access_of(config.store, log));
+  outbox& store = *opened;
   const patient_key patients = patient_key::open_for(store, config.store.patient_key_file);
   intake records(tables, patients, log, now_ms);
 

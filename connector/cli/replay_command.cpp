@@ -7,7 +7,7 @@
 #include "connector/config/config.h"
 #include "connector/daemon/delivery_setup.h"
 #include "connector/observe/sync_log.h"
-#include "connector/outbox/sqlite_outbox.h"
+#include "connector/outbox/open_outbox.h"
 
 namespace connector {
 
@@ -35,11 +35,11 @@ int run_replay(const std::vector<std::string>& args) {
     return exit_usage;
   }
   const connector_config config = load_config(config_path);
-  sqlite_outbox store(config.store.path, config.store.full_sync);
+  const auto store = open_outbox(config.store, {});
   const char* user = std::getenv("USER");
   const std::string who = user != nullptr ? user : "unknown";
   const std::int64_t now = now_ms();
-  const auto letters = store.replay(record_id.value_or(""), *reason, who, dry_run, now);
+  const auto letters = store->replay(record_id.value_or(""), *reason, who, dry_run, now);
   std::optional<sync_log> log;
   if (!dry_run) log.emplace(config.log);
   for (const auto& l : letters) {

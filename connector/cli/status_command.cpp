@@ -5,7 +5,7 @@
 #include "connector/config/config.h"
 #include "connector/observe/status_json.h"
 #include "connector/observe/sync_log.h"
-#include "connector/outbox/sqlite_outbox.h"
+#include "connector/outbox/open_outbox.h"
 #include "fhir/json_writer.h"
 
 namespace connector {
@@ -17,9 +17,9 @@ int run_status(const std::vector<std::string>& args) {
     return exit_usage;
   }
   const connector_config config = load_config(options->config_path);
-  sqlite_outbox store(config.store.path, config.store.full_sync);
+  const auto store = open_outbox(config.store, {});
   const std::int64_t now = now_ms();
-  const outbox_status s = store.status(now);
+  const outbox_status s = store->status(now);
   if (options->json) {
     fhir::json_writer out;
     out.begin_object();
@@ -38,7 +38,7 @@ int run_status(const std::vector<std::string>& args) {
     std::printf("%.*s\n", static_cast<int>(out.view().size()), out.view().data());
     return exit_ok;
   }
-  std::printf("store: %s\n", config.store.path.c_str());
+  std::printf("store: %s\n", store_name(config.store).c_str());
   std::printf("records:");
   for (const auto& [state, n] : s.records) {
     std::printf(" %s %lld", std::string(to_string(state)).c_str(), static_cast<long long>(n));
@@ -62,8 +62,9 @@ int run_status(const std::vector<std::string>& args) {
                                                                    : printable(s.write_strategy).c_str());
   if (s.owners.empty()) std::printf("processes delivering: none\n");
   for (const auto& o : s.owners) {
-    std::printf("process delivering: %s pid %lld since %s, %d in flight%s\n", printable(o.kind).c_str(),
-                static_cast<long long>(o.pid), utc_text(o.started_at_ms).c_str(), o.claims,
+    std::printf("process delivering: %s pid %lld%s since %s, %d in flight%s\n", printable(o.kind).c_str(),
+                static_cast<long long>(o.pid), o.host.empty() ? "" : (" on " + printable(o.host)).c_str(),
+                utc_text(o.started_at_ms).c_str(), o.claims,
                 o.alive ? "" : " (gone: its claims are taken back by the next process)");
   }
   return exit_ok;

@@ -48,8 +48,7 @@ int run_sync(const std::vector<std::string>& args) {
     report = d.engine.report();
     handshakes = d.ehr.handshakes();
   }
-  sqlite_outbox store(config.store.path, config.store.full_sync);
-  const outbox_status s = store.status(now_ms());
+  const outbox_status s = open_outbox(config.store, {})->status(now_ms());
   waiting = s.records.at(record_state::pending) + s.records.at(record_state::retry_scheduled) +
             s.records.at(record_state::in_flight) + s.records.at(record_state::held);
   print_report(report, waiting, handshakes);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "connector/outbox/postgresql.h"
 #include "connector/sync/ehr_capabilities.h"
 #include "fhir/json_value.h"
 
@@ -308,6 +309,18 @@ std::string read_secret_file(const std::string& setting, const std::string& path
   return line.substr(first, last - first + 1);
 }
 
+// A password in store.url would sit in a file staff copy, back up and paste into tickets.
+static void check_store_url(const std::string& url) {
+  try {
+    if (postgresql::conninfo_value(url, "password")) {
+      throw config_error("setting store.url holds a password: put it in store.password_file (or PGPASSWORD) "
+                         "instead, never in the configuration");
+    }
+  } catch (const postgresql::pg_error& e) {
+    throw config_error(std::string("setting store.url cannot be read: ") + e.what());
+  }
+}
+
 connector_config load_config(const std::optional<std::string>& path) {
   connector_config config;
   config.code_tables_path = std::string(MIGRAINE_MAPPINGS_DIR) + "/code-tables.json";
@@ -341,13 +354,39 @@ connector_config load_config(const std::optional<std::string>& path) {
   }
   if (const auto* st = root.find("store")) {
     if (!st->is_object()) throw config_error("setting store must be an object");
-    refuse_unknown(*st, "store", {"path", "patient_key_file", "synchronous", "busy_timeout_ms"});
+    refuse_unknown(*st, "store", {"kind", "path", "url", "password_file", "patient_key_file", "synchronous",
+                                  "busy_timeout_ms"});
     read_int(*st, "store", "busy_timeout_ms", 10, 600000, config.store.busy_timeout_ms);
     auto& sc = config.store;
-    std::string store_path, key_file, synchronous;
+    std::string kind, store_path, key_file, synchronous;
+    read_string(*st, "store", "kind", kind);
     read_string(*st, "store", "path", store_path);
     read_string(*st, "store", "patient_key_file", key_file);
     read_string(*st, "store", "synchronous", synchronous);
+    if (!kind.empty() && kind != "sqlite" && kind != "postgresql") {
+      throw config_error("setting store.kind must be \"sqlite\" or \"postgresql\"");
+    }
+    if (kind == "postgresql") {
+      sc.what = store_config::kind::postgresql;
+      read_string(*st, "store", "url", sc.url);
+      if (sc.url.empty()) throw config_error("setting store.url is required with store.kind postgresql");
+      check_store_url(sc.url);
+      if (!store_path.empty() || !synchronous.empty()) {
+        throw config_error(std::string("setting store.") + (store_path.empty() ? "synchronous" : "path") +
+                           " is for a SQLite store: with store.kind postgresql the queue lives at store.url");
+      }
+      // Every instance hashes patients with the same key: it cannot default to a file beside a
+      // store that is not a file.
+      if (key_file.empty()) {
+        throw config_error("setting store.patient_key_file is required with store.kind postgresql: every instance "
+                           "must use the same key (copy the file to each machine)");
+      }
+      std::string password_file;
+      read_string(*st, "store", "password_file", password_file);
+      if (!password_file.empty()) sc.password_file = (folder / password_file).lexically_normal().string();
+    } else if (st->find("url") || st->find("password_file")) {
+      throw config_error("settings store.url and store.password_file are for store.kind postgresql");
+    }
     if (!store_path.empty()) sc.path = (folder / store_path).lexically_normal().string();
     sc.patient_key_file = key_file.empty() ? sc.path + ".key"
                                            : (folder / key_file).lexically_normal().string();

@@ -16,7 +16,14 @@ struct config_error : std::runtime_error {
 };
 
 struct store_config {
+  // sqlite (default): one connector on one file. postgresql: several connectors share one queue.
+  enum class kind { sqlite, postgresql };
+  kind what = kind::sqlite;
   std::string path = "migraine-connector.db";  // the outbox's SQLite file
+  // postgresql: a libpq connection string or URI, without a password; the password comes from
+  // password_file (or libpq's PGPASSWORD / ~/.pgpass), never from the configuration.
+  std::string url;
+  std::optional<std::string> password_file;
   std::string patient_key_file;                 // default: <path>.key, created on first use
   bool full_sync = true;                        // synchronous = FULL: "full" (default) or "normal"
   // A write waits this long for another process's lock on the store, three times, before the

@@ -115,12 +115,12 @@ class daemon {
       : config_(config),
         events_(log, counters_),
         delivery_(config, loop_, events_, "daemon"),
-        intake_store_(config.store.path, store_options_of(config.store, events_)),
-        reader_store_(config.store.path, reader_options(config.store)),
-        patients_(patient_key::open_for(intake_store_, config.store.patient_key_file)),
+        intake_store_(open_outbox(config.store, store_access_of(config.store, events_))),
+        reader_store_(open_outbox(config.store, reader_access(config.store))),
+        patients_(patient_key::open_for(*intake_store_, config.store.patient_key_file)),
         records_(delivery_.mappings, patients_, events_, now_ms),
-        intake_worker_(loop_, intake_store_),
-        reader_worker_(loop_, reader_store_),
+        intake_worker_(loop_, *intake_store_),
+        reader_worker_(loop_, *reader_store_),
         signals_(loop_, SIGTERM, SIGINT),
         reload_signal_(loop_, SIGHUP),
         inbox_timer_(loop_),
@@ -164,12 +164,11 @@ class daemon {
   }
 
  private:
-  static sqlite_options reader_options(const store_config& s) {
-    sqlite_options o;
-    o.full_sync = s.full_sync;
-    o.busy_timeout_ms = 250;  // the admin API asks, it does not wait: a busy store is an answer too
-    o.busy_attempts = 1;
-    return o;
+  static store_access reader_access(const store_config&) {
+    store_access a;
+    a.busy_timeout_ms = 250;  // the admin API asks, it does not wait: a busy store is an answer too
+    a.busy_attempts = 1;
+    return a;
   }
 
   template <typename F>
@@ -404,8 +403,8 @@ class daemon {
   metrics counters_;
   daemon_events events_;
   delivery_setup delivery_;
-  sqlite_outbox intake_store_;
-  sqlite_outbox reader_store_;
+  std::unique_ptr<outbox> intake_store_;
+  std::unique_ptr<outbox> reader_store_;
   patient_key patients_;
   intake records_;
   std::optional<inbox> folder_;

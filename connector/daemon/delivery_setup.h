@@ -16,7 +16,7 @@
 #include "connector/config/config.h"
 #include "connector/net/ehr_client.h"
 #include "connector/observe/sync_event.h"
-#include "connector/outbox/sqlite_outbox.h"
+#include "connector/outbox/open_outbox.h"
 #include "connector/outbox/store_worker.h"
 #include "connector/sync/sync_engine.h"
 #include "mappings/mapping_set.h"
@@ -54,19 +54,18 @@ inline std::unique_ptr<access_tokens> access_tokens_of(boost::asio::io_context& 
 }
 
 // The store as every process opens it: a busy store is reported to the sync log as it happens.
-inline sqlite_options store_options_of(const store_config& s, event_sink& events) {
-  sqlite_options o;
-  o.full_sync = s.full_sync;
-  o.busy_timeout_ms = s.busy_timeout_ms;
-  o.on_busy = [&events, timeout = s.busy_timeout_ms](std::string_view operation, int attempt) {
+inline store_access store_access_of(const store_config& s, event_sink& events) {
+  store_access a;
+  a.busy_timeout_ms = s.busy_timeout_ms;
+  a.on_busy = [&events, timeout = s.busy_timeout_ms](std::string_view operation, int attempt) {
     sync_event e;
     e.time_ms = now_ms();
     e.name = event::store_busy;
     e.detail = std::string(operation) + ": the store stayed locked by another process for " +
-               std::to_string(timeout) + " ms (try " + std::to_string(attempt) + ")";
+               std::to_string(timeout) + " ms, or its connection was lost (try " + std::to_string(attempt) + ")";
     events.emit(e);
   };
-  return o;
+  return a;
 }
 
 inline engine_settings engine_settings_of(const connector_config& config, bool until_idle) {
@@ -95,13 +94,13 @@ struct delivery_setup {
   delivery_setup(const connector_config& config, boost::asio::io_context& loop, event_sink& events,
                  std::string_view owner_kind)
       : mappings(mappings::mapping_set::load(config.code_tables_path, config.mapping)),
-        store(config.store.path, store_options_of(config.store, events)),
-        owner(store.register_owner(owner_kind, now_ms())),
+        store(open_outbox(config.store, store_access_of(config.store, events))),
+        owner(store->register_owner(owner_kind, now_ms())),
         ehr(loop, ehr_settings_of(config.ehr)),
         tokens(access_tokens_of(loop, config.ehr)),
         channel(ehr, tokens.get()),
         random(std::random_device{}()),
-        worker(loop, store),
+        worker(loop, *store),
         engine(loop, worker, channel, mappings,
                delivery_policy({config.sync.max_attempts, std::chrono::milliseconds(config.sync.base_delay_ms),
                                 std::chrono::milliseconds(config.sync.max_delay_ms)},
@@ -137,7 +136,7 @@ struct delivery_setup {
   }
 
   mappings::mapping_source mappings;  // the code tables and mapper, replaced on SIGHUP
-  sqlite_outbox store;
+  std::unique_ptr<outbox> store;
   std::int64_t owner;
   ehr_client ehr;
   std::unique_ptr<access_tokens> tokens;  // null without ehr.auth

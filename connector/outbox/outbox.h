@@ -3,6 +3,7 @@
 // quarantine with their problems, so nothing is lost and a corrected revision can follow.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -28,6 +29,10 @@ enum class record_state {
   held,             // a follow-up waiting for its procedure; out of the lane until one is delivered
 };
 std::string_view to_string(record_state s);
+inline constexpr std::array<record_state, 7> all_record_states = {
+    record_state::pending,   record_state::in_flight, record_state::retry_scheduled, record_state::delivered,
+    record_state::dead,      record_state::superseded, record_state::held};
+std::optional<record_state> record_state_named(std::string_view name);
 
 // A record the reader accepted.
 struct inbound_record {
@@ -75,6 +80,7 @@ std::string_view to_string(store_error::kind k);
 struct owner_summary {
   std::int64_t id = 0;
   std::string kind;  // "daemon", "sync"
+  std::string host;  // PostgreSQL: the machine it runs on (SQLite: this one, left empty)
   std::int64_t pid = 0;
   std::int64_t started_at_ms = 0;
   bool alive = false;
@@ -132,6 +138,11 @@ struct attempt_report {
   bool maybe_at_ehr = false;
   std::optional<ehr_contact> contact;
 };
+
+// The state a settle leaves its record in, as both stores name it.
+std::string_view state_after(attempt_report::result r);
+// Problems as stored with a rejected record: an OperationOutcome, as the EHR and the CLI use.
+std::string problems_as_outcome(const fhir::issues& problems);
 
 // A claim the outbox took back from a holder that died or whose lease ran out.
 struct recovered_claim {

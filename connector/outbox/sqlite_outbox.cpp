@@ -14,15 +14,10 @@
 #include <mutex>
 #include <thread>
 
-#include "fhir/json_writer.h"
 
 namespace connector {
 namespace {
 
-constexpr std::array<record_state, 7> all_states = {
-    record_state::pending, record_state::in_flight,  record_state::retry_scheduled,
-    record_state::delivered, record_state::dead,     record_state::superseded,
-    record_state::held};
 
 // The schema as issue 4 left it (version 5): every store is created through it and then migrated.
 // One row per received revision; seq is the arrival order that lanes follow.
@@ -250,60 +245,7 @@ std::optional<std::string> last_write_failure(const std::string& path) {
 // room for the write-ahead log's frames and a checkpoint.
 constexpr std::uint64_t min_free_bytes = 256 * 1024;
 
-// The problems as an OperationOutcome: the same shape the EHR and the CLI use.
-std::string problems_json(const fhir::issues& problems) {
-  fhir::json_writer out;
-  fhir::write_operation_outcome(out, problems);
-  return std::string(out.view());
-}
-
-std::string_view state_name(attempt_report::result r) {
-  using result = attempt_report::result;
-  switch (r) {
-    case result::delivered: return "delivered";
-    case result::dead: return "dead";
-    case result::retry: return "retry_scheduled";
-    case result::held: return "held";
-    case result::released: return "retry_scheduled";  // not attempted: the count is undone
-  }
-  return "retry_scheduled";
-}
-
 }  // namespace
-
-std::string_view to_string(record_state s) {
-  switch (s) {
-    case record_state::pending: return "pending";
-    case record_state::in_flight: return "in_flight";
-    case record_state::retry_scheduled: return "retry_scheduled";
-    case record_state::delivered: return "delivered";
-    case record_state::dead: return "dead";
-    case record_state::superseded: return "superseded";
-    case record_state::held: return "held";
-  }
-  return "pending";
-}
-
-std::string_view to_string(enqueue_result r) {
-  switch (r) {
-    case enqueue_result::accepted: return "accepted";
-    case enqueue_result::accepted_superseding: return "accepted, superseding an undelivered revision";
-    case enqueue_result::duplicate: return "duplicate";
-    case enqueue_result::stale: return "stale";
-    case enqueue_result::other_patient: return "refused: another patient's record";
-  }
-  return "accepted";
-}
-
-std::string_view to_string(store_error::kind k) {
-  switch (k) {
-    case store_error::kind::busy: return "busy";
-    case store_error::kind::full: return "full";
-    case store_error::kind::unwritable: return "unwritable";
-    case store_error::kind::other: return "failed";
-  }
-  return "failed";
-}
 
 template <typename Work>
 auto sqlite_outbox::write(std::string_view operation, Work work) -> decltype(work()) {
@@ -626,7 +568,7 @@ bool sqlite_outbox::settle(const claimed_record& record, const attempt_report& r
   return write("settle", [&] {
     {
       sqlite::reset_on_exit done(settle_record_);
-      settle_record_.bind(1, record.seq).bind(2, state_name(report.what));
+      settle_record_.bind(1, record.seq).bind(2, state_after(report.what));
       const bool waits = report.what == result::retry || report.what == result::released;
       waits ? settle_record_.bind(3, report.retry_at_ms) : settle_record_.bind_null(3);
       report.error.empty() ? settle_record_.bind_null(4) : settle_record_.bind(4, report.error);
@@ -810,7 +752,7 @@ std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_rec
                                            "(status entered-in-error) and send the corrected one under a new record_id"}};
         sqlite::reset_on_exit done(insert_quarantined_);
         insert_quarantined_.bind(1, "revision of another patient").bind(2, r.record_id).bind(3, r.body);
-        insert_quarantined_.bind(4, problems_json(problem)).bind(5, now_ms);
+        insert_quarantined_.bind(4, problems_as_outcome(problem)).bind(5, now_ms);
         insert_quarantined_.step();
         results.push_back(enqueue_result::other_patient);
         continue;
@@ -857,7 +799,7 @@ std::vector<enqueue_result> sqlite_outbox::enqueue(const std::vector<inbound_rec
       } else {
         insert_quarantined_.bind(2, q.record_id);
       }
-      insert_quarantined_.bind(3, q.body).bind(4, problems_json(q.problems)).bind(5, now_ms);
+      insert_quarantined_.bind(3, q.body).bind(4, problems_as_outcome(q.problems)).bind(5, now_ms);
       insert_quarantined_.step();
     }
     if (!intake_id.empty()) {
@@ -884,13 +826,10 @@ outbox_status sqlite_outbox::status(std::int64_t now_ms) {
       sqlite::statement w(db_.handle(), "SELECT value FROM meta WHERE key = 'write_strategy'");
       if (w.step()) s.write_strategy = w.column_text(0);
     }
-    for (auto state : all_states) s.records[state] = 0;
+    for (auto state : all_record_states) s.records[state] = 0;
     sqlite::statement counts(db_.handle(), "SELECT state, COUNT(*) FROM records GROUP BY state");
     while (counts.step()) {
-      const std::string name = counts.column_text(0);
-      for (auto state : all_states) {
-        if (to_string(state) == name) s.records[state] = counts.column_int(1);
-      }
+      if (const auto state = record_state_named(counts.column_text(0))) s.records[*state] = counts.column_int(1);
     }
     sqlite::statement quarantine(db_.handle(), "SELECT COUNT(*) FROM quarantine");
     quarantine.step();
@@ -997,10 +936,7 @@ record_summary read_summary(sqlite::statement& row) {
   r.record_id = row.column_text(0);
   r.revision = static_cast<int>(row.column_int(1));
   r.record_type = row.column_text(2);
-  const std::string state = row.column_text(3);
-  for (auto s : all_states) {
-    if (to_string(s) == state) r.state = s;
-  }
+  r.state = record_state_named(row.column_text(3)).value_or(record_state::pending);
   r.attempts = static_cast<int>(row.column_int(4));
   r.last_error = row.column_text(5);
   r.ehr_response = row.column_text(6);

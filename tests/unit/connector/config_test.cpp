@@ -86,3 +86,35 @@ TEST(config, refuses_typos_wrong_types_and_unsafe_uris) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(config, a_postgresql_store_needs_its_url_and_the_shared_patient_key_and_never_a_password_inline) {
+  const auto c = connector::load_config(write_config("pg.jsonc", R"({"store": {"kind": "postgresql",
+    "url": "postgresql://connector@db1.clinic.local/migraine", "password_file": "pg.password",
+    "patient_key_file": "patients.key"}})"));
+  EXPECT_EQ(c.store.what, connector::store_config::kind::postgresql);
+  EXPECT_EQ(c.store.url, "postgresql://connector@db1.clinic.local/migraine");
+  ASSERT_TRUE(c.store.password_file);
+  EXPECT_EQ(fs::path(*c.store.password_file).filename(), "pg.password");
+  EXPECT_EQ(connector::load_config(write_config("default.jsonc", "{}")).store.what, connector::store_config::kind::sqlite);
+
+  EXPECT_NE(error_of(R"({"store": {"kind": "mysql"}})").find("store.kind"), std::string::npos);
+  EXPECT_NE(error_of(R"({"store": {"kind": "postgresql", "patient_key_file": "k"}})").find("store.url is required"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"store": {"kind": "postgresql", "url": "host=db1 dbname=q"}})").find("store.patient_key_file"),
+            std::string::npos);
+  const std::string inline_password =
+      error_of(R"({"store": {"kind": "postgresql", "url": "postgresql://u:s3cret@db1/q", "patient_key_file": "k"}})");
+  EXPECT_NE(inline_password.find("holds a password"), std::string::npos) << inline_password;
+  EXPECT_EQ(inline_password.find("s3cret"), std::string::npos) << "the message never repeats it";
+  EXPECT_NE(error_of(R"({"store": {"kind": "postgresql", "url": "host=db1 password=x", "patient_key_file": "k"}})")
+                .find("holds a password"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"store": {"kind": "postgresql", "url": "host=db1", "patient_key_file": "k", "path": "x.db"}})")
+                .find("store.path is for a SQLite store"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"store": {"url": "host=db1"}})").find("for store.kind postgresql"), std::string::npos);
+}
+
+}  // namespace

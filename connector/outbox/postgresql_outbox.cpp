@@ -1,0 +1,852 @@
+// PostgreSQL schema, migrations and statements of the outbox (see postgresql_outbox.h).
+#include "connector/outbox/postgresql_outbox.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <thread>
+
+namespace connector {
+namespace {
+
+using postgresql::null;
+using postgresql::number;
+using postgresql::pg_error;
+using postgresql::text;
+
+// Version 1: the SQLite store's version 7, with what sharing adds (owners' hosts, the EHR as each
+// instance last saw it). Created under an advisory lock, so instances starting together on a new
+// database do not race each other's CREATEs.
+constexpr const char* schema_1 = R"sql(
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+  seq BIGSERIAL PRIMARY KEY,
+  record_id TEXT NOT NULL,
+  revision INTEGER NOT NULL,
+  record_type TEXT NOT NULL,
+  patient_key TEXT NOT NULL,
+  body TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at BIGINT,
+  last_error TEXT,
+  ehr_response TEXT,
+  received_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  claim_owner BIGINT,
+  claim_token BIGINT NOT NULL DEFAULT 0,
+  lease_until BIGINT,
+  maybe_at_ehr BOOLEAN NOT NULL DEFAULT false,
+  UNIQUE (record_id, revision)
+);
+CREATE INDEX IF NOT EXISTS records_by_patient ON records (patient_key, state, seq);
+CREATE INDEX IF NOT EXISTS records_dead ON records (seq) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS records_in_flight ON records (seq) WHERE state = 'in_flight';
+CREATE INDEX IF NOT EXISTS records_maybe_at_ehr ON records (seq) WHERE maybe_at_ehr;
+-- One row per patient: its lock serializes every change to the lane, across instances.
+CREATE TABLE IF NOT EXISTS lanes (
+  patient_key TEXT PRIMARY KEY,
+  head_seq BIGINT,
+  ready_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS lanes_ready ON lanes (ready_at) WHERE ready_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS quarantine (
+  id BIGSERIAL PRIMARY KEY,
+  source TEXT NOT NULL,
+  record_id TEXT,
+  body TEXT NOT NULL,
+  problems TEXT NOT NULL,
+  received_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replays (
+  id BIGSERIAL PRIMARY KEY,
+  record_id TEXT NOT NULL,
+  revision INTEGER NOT NULL,
+  previous_error TEXT,
+  reason TEXT NOT NULL,
+  requested_by TEXT NOT NULL,
+  at BIGINT NOT NULL
+);
+-- How each instance last saw the EHR (host:pid).
+CREATE TABLE IF NOT EXISTS ehr_contact (
+  instance TEXT PRIMARY KEY,
+  reached BOOLEAN NOT NULL,
+  detail TEXT NOT NULL,
+  at BIGINT NOT NULL,
+  unreachable_since BIGINT
+);
+CREATE TABLE IF NOT EXISTS intakes (
+  intake_id TEXT PRIMARY KEY,
+  at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+  key TEXT PRIMARY KEY,
+  detail TEXT NOT NULL,
+  opened_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owners (
+  id BIGSERIAL PRIMARY KEY,
+  kind TEXT NOT NULL,
+  host TEXT NOT NULL,
+  pid BIGINT NOT NULL,
+  started_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+  resource_type TEXT NOT NULL,
+  key_system TEXT NOT NULL,
+  key_value TEXT NOT NULL,
+  record_id TEXT NOT NULL,
+  ehr_id TEXT NOT NULL,
+  version TEXT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (resource_type, key_system, key_value)
+);
+CREATE INDEX IF NOT EXISTS ledger_by_record ON ledger (record_id);
+)sql";
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "localhost";
+  return name;
+}
+
+bool as_bool(const std::string& v) { return v == "t" || v == "true" || v == "1"; }
+
+constexpr const char* summary_columns =
+    "SELECT record_id, revision, record_type, state, attempts, COALESCE(last_error, ''), "
+    "COALESCE(ehr_response, ''), patient_key, received_at, updated_at, maybe_at_ehr FROM records ";
+
+record_summary summary_of(const postgresql::rows& r, int i) {
+  record_summary s;
+  s.record_id = r.text(i, 0);
+  s.revision = static_cast<int>(r.number(i, 1));
+  s.record_type = r.text(i, 2);
+  s.state = record_state_named(r.text(i, 3)).value_or(record_state::pending);
+  s.attempts = static_cast<int>(r.number(i, 4));
+  s.last_error = r.text(i, 5);
+  s.ehr_response = r.text(i, 6);
+  s.patient_key = r.text(i, 7);
+  s.received_at_ms = r.number(i, 8);
+  s.updated_at_ms = r.number(i, 9);
+  s.maybe_at_ehr = as_bool(r.text(i, 10));
+  return s;
+}
+
+}  // namespace
+
+store_error postgresql_outbox::translate(const pg_error& e, bool outcome_unknown) const {
+  const std::string where = "store (PostgreSQL " + db_.where() + ")";
+  if (e.connection_lost) return store_error(store_error::kind::busy, where + " cannot be reached: " + e.what(), outcome_unknown);
+  if (e.sqlstate == "53100") return store_error(store_error::kind::full, where + " is full: its disk has no space left", outcome_unknown);
+  if (e.sqlstate.rfind("53", 0) == 0 || e.conflict()) {
+    return store_error(store_error::kind::busy, where + " is busy: " + e.what(), outcome_unknown);
+  }
+  if (e.sqlstate == "25006" || e.sqlstate == "42501" || e.sqlstate.rfind("28", 0) == 0) {
+    return store_error(store_error::kind::unwritable, where + " cannot be written: " + e.what(), outcome_unknown);
+  }
+  return store_error(store_error::kind::other, where + ": " + e.what() + (e.sqlstate.empty() ? "" : " (SQLSTATE " + e.sqlstate + ")"),
+                     outcome_unknown);
+}
+
+// After a lost connection: a new session, this process's owners' locks taken again on it.
+void postgresql_outbox::connect_again() {
+  db_.reconnect();
+  db_.run("SET lock_timeout = " + std::to_string(options_.busy_timeout_ms));
+  for (const auto id : own_owners_) {
+    db_.exec("relock", "SELECT pg_try_advisory_lock($1::int, $2::int)", {number(lock_class_), number(id)});
+  }
+}
+
+template <typename Work>
+auto postgresql_outbox::write(std::string_view operation, Work work) -> decltype(work()) {
+  for (int attempt = 1;; ++attempt) {
+    bool committing = false;
+    try {
+      if (!db_.ok()) connect_again();
+      db_.run("BEGIN");
+      if constexpr (std::is_void_v<decltype(work())>) {
+        work();
+        committing = true;
+        db_.run("COMMIT");
+        return;
+      } else {
+        auto result = work();
+        committing = true;
+        db_.run("COMMIT");
+        return result;
+      }
+    } catch (const pg_error& e) {
+      if (db_.ok()) {
+        try {
+          db_.run("ROLLBACK");
+        } catch (const pg_error&) {
+        }
+      }
+      // The connection went while COMMIT was on its way: it may have committed all the same.
+      if (committing && e.connection_lost) throw translate(e, true);
+      if (!e.conflict() && !e.connection_lost) throw translate(e);
+      ++conflicts_;
+      if (options_.on_busy) options_.on_busy(operation, attempt);
+      if (attempt >= options_.busy_attempts) throw translate(e);
+      if (e.connection_lost) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
+    } catch (...) {
+      if (db_.ok()) {
+        try {
+          db_.run("ROLLBACK");
+        } catch (const pg_error&) {
+        }
+      }
+      throw;
+    }
+  }
+}
+
+template <typename Work>
+auto postgresql_outbox::read(Work work) -> decltype(work()) {
+  try {
+    if (!db_.ok()) connect_again();
+    return work();
+  } catch (const pg_error& e) {
+    if (!e.connection_lost) throw translate(e);
+    try {  // once more on a new connection: a server restart is over quickly
+      connect_again();
+      return work();
+    } catch (const pg_error& again) {
+      throw translate(again);
+    }
+  }
+}
+
+// A function-try-block: a database that cannot be reached or migrated is a store_error.
+postgresql_outbox::postgresql_outbox(postgresql_options options) try
+    : options_(std::move(options)), db_(options_.conninfo, options_.password), instance_(host_name() + ":" + std::to_string(::getpid())) {
+  db_.run("SET lock_timeout = " + std::to_string(options_.busy_timeout_ms));
+  lock_class_ = db_.exec("class", "SELECT hashtext(current_schema()) & 2147483647").number(0, 0);
+  migrate();
+} catch (const pg_error& e) {
+  throw store_error(e.connection_lost ? store_error::kind::unwritable : store_error::kind::other,
+                    "store (PostgreSQL): " + std::string(e.what()));
+}
+
+void postgresql_outbox::migrate() {
+  db_.run("BEGIN");
+  try {
+    // Key 0 of this schema's class: one instance creates or migrates at a time.
+    db_.exec("migrate lock", "SELECT pg_advisory_xact_lock($1::int, 0)", {number(lock_class_)});
+    db_.run(schema_1);
+    const auto v = db_.exec("version", "SELECT value FROM meta WHERE key = 'schema_version'");
+    const int version = v.empty() ? 0 : std::stoi(v.text(0, 0));
+    if (version > postgresql_schema_version) {
+      throw store_error(store_error::kind::other,
+                        "the store (PostgreSQL " + db_.where() + ") has schema version " + std::to_string(version) +
+                            ", newer than this connector's (" + std::to_string(postgresql_schema_version) +
+                            "): run the newer connector on every instance");
+    }
+    db_.exec("set version",
+             "INSERT INTO meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+             {number(postgresql_schema_version)});
+    db_.run("COMMIT");
+  } catch (...) {
+    try {
+      db_.run("ROLLBACK");
+    } catch (const pg_error&) {
+    }
+    throw;
+  }
+}
+
+int postgresql_outbox::schema_version() {
+  return read([&] {
+    const auto v = db_.exec("version", "SELECT value FROM meta WHERE key = 'schema_version'");
+    return v.empty() ? 0 : std::stoi(v.text(0, 0));
+  });
+}
+
+void postgresql_outbox::lock_lanes(std::vector<std::string> patient_keys) {
+  std::sort(patient_keys.begin(), patient_keys.end());
+  patient_keys.erase(std::unique(patient_keys.begin(), patient_keys.end()), patient_keys.end());
+  for (const auto& p : patient_keys) {
+    // Creates the lane if it is new; either way its row is locked until this transaction ends.
+    db_.exec("lock lane",
+             "INSERT INTO lanes (patient_key) VALUES ($1) "
+             "ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key",
+             {text(p)});
+  }
+}
+
+void postgresql_outbox::refresh_lane(const std::string& patient_key, std::int64_t now_ms) {
+  std::optional<std::int64_t> head, ready;
+  bool pending = false;
+  const auto in_flight = db_.exec("lane in flight",
+                                  "SELECT seq FROM records WHERE patient_key = $1 AND state = 'in_flight' LIMIT 1",
+                                  {text(patient_key)});
+  if (!in_flight.empty()) {
+    head = in_flight.number(0, 0);
+  } else {
+    const auto first = db_.exec("lane head",
+                                "SELECT seq, state, next_attempt_at FROM records WHERE patient_key = $1 AND "
+                                "state IN ('pending', 'in_flight', 'retry_scheduled') ORDER BY seq LIMIT 1",
+                                {text(patient_key)});
+    if (!first.empty()) {
+      head = first.number(0, 0);
+      const std::string state = first.text(0, 1);
+      pending = state == "pending";
+      if (pending) ready = now_ms;
+      if (state == "retry_scheduled") ready = first.number(0, 2);
+    }
+  }
+  // A pending head that is already waiting keeps its place in line (fairness between lanes).
+  db_.exec("set lane",
+           "UPDATE lanes SET ready_at = CASE WHEN $4 AND head_seq IS NOT DISTINCT FROM $2::bigint "
+           "AND ready_at IS NOT NULL THEN ready_at ELSE $3::bigint END, head_seq = $2::bigint WHERE patient_key = $1",
+           {text(patient_key), head ? number(*head) : null, ready ? number(*ready) : null, text(pending ? "true" : "false")});
+}
+
+void postgresql_outbox::record_contact(const ehr_contact& contact, std::int64_t now_ms) {
+  db_.exec("contact",
+           "INSERT INTO ehr_contact (instance, reached, detail, at, unreachable_since) "
+           "VALUES ($1, $2, $3, $4, CASE WHEN $2 THEN NULL ELSE $4::bigint END) "
+           "ON CONFLICT (instance) DO UPDATE SET reached = $2, detail = $3, at = $4, unreachable_since = "
+           "CASE WHEN $2 THEN NULL ELSE COALESCE(ehr_contact.unreachable_since, $4::bigint) END",
+           {text(instance_), text(contact.reached ? "true" : "false"), text(contact.detail), number(now_ms)});
+}
+
+void postgresql_outbox::note_ehr_contact(const ehr_contact& contact, std::int64_t now_ms) {
+  write("note the EHR contact", [&] { record_contact(contact, now_ms); });
+}
+
+std::vector<enqueue_result> postgresql_outbox::enqueue(const std::vector<inbound_record>& records,
+                                                       const std::vector<quarantined_record>& quarantined,
+                                                       std::int64_t now_ms, std::string_view intake_id) {
+  return write("store records", [&] {
+    std::vector<std::string> patients;
+    for (const auto& r : records) patients.push_back(r.patient_key);
+    lock_lanes(patients);
+    std::vector<enqueue_result> results;
+    results.reserve(records.size());
+    for (const auto& r : records) {
+      const auto latest = db_.exec("latest revision",
+                                   "SELECT revision, patient_key FROM records WHERE record_id = $1 "
+                                   "ORDER BY revision DESC LIMIT 1",
+                                   {text(r.record_id)});
+      if (!latest.empty() && latest.text(0, 1) != r.patient_key) {
+        const fhir::issues problem = {{fhir::severity::error, "business-rule", "patient.mrn",
+                                       "names another patient than revision " + latest.text(0, 0) +
+                                           " of this record: a record cannot move between patients; retract it "
+                                           "(status entered-in-error) and send the corrected one under a new record_id"}};
+        db_.exec("quarantine",
+                 "INSERT INTO quarantine (source, record_id, body, problems, received_at) VALUES ($1, $2, $3, $4, $5)",
+                 {text("revision of another patient"), text(r.record_id), text(r.body), text(problems_as_outcome(problem)),
+                  number(now_ms)});
+        results.push_back(enqueue_result::other_patient);
+        continue;
+      }
+      const std::int64_t stored = latest.empty() ? 0 : latest.number(0, 0);
+      if (!latest.empty() && stored == r.revision) {
+        results.push_back(enqueue_result::duplicate);
+        continue;
+      }
+      if (!latest.empty() && stored > r.revision) {
+        results.push_back(enqueue_result::stale);
+        continue;
+      }
+      const bool superseding =
+          !latest.empty() && db_.exec("supersede",
+                                      "UPDATE records SET state = 'superseded', updated_at = $2 "
+                                      "WHERE record_id = $1 AND state IN ('pending', 'retry_scheduled')",
+                                      {text(r.record_id), number(now_ms)})
+                                     .affected() > 0;
+      const auto inserted = db_.exec("insert record",
+                                     "INSERT INTO records (record_id, revision, record_type, patient_key, body, state, "
+                                     "received_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) RETURNING seq",
+                                     {text(r.record_id), number(r.revision), text(r.record_type), text(r.patient_key),
+                                      text(r.body), number(now_ms)});
+      if (superseding) {
+        refresh_lane(r.patient_key, now_ms);  // the superseded revision may have headed the lane
+      } else {
+        // A new record heads its lane only when the lane has no open record.
+        db_.exec("join lane",
+                 "UPDATE lanes SET ready_at = CASE WHEN head_seq IS NULL THEN $3 ELSE ready_at END, "
+                 "head_seq = COALESCE(head_seq, $2) WHERE patient_key = $1",
+                 {text(r.patient_key), number(inserted.number(0, 0)), number(now_ms)});
+      }
+      results.push_back(superseding ? enqueue_result::accepted_superseding : enqueue_result::accepted);
+    }
+    for (const auto& q : quarantined) {
+      db_.exec("quarantine",
+               "INSERT INTO quarantine (source, record_id, body, problems, received_at) VALUES ($1, $2, $3, $4, $5)",
+               {text(q.source), q.record_id.empty() ? null : text(q.record_id), text(q.body),
+                text(problems_as_outcome(q.problems)), number(now_ms)});
+    }
+    if (!intake_id.empty()) {
+      db_.exec("intake", "INSERT INTO intakes (intake_id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+               {text(intake_id), number(now_ms)});
+    }
+    return results;
+  });
+}
+
+bool postgresql_outbox::intake_seen(std::string_view intake_id) {
+  return read([&] { return !db_.exec("intake seen", "SELECT 1 FROM intakes WHERE intake_id = $1", {text(intake_id)}).empty(); });
+}
+
+std::optional<std::string> postgresql_outbox::patient_key_fingerprint() {
+  return read([&]() -> std::optional<std::string> {
+    const auto v = db_.exec("fingerprint", "SELECT value FROM meta WHERE key = 'patient_key_fingerprint'");
+    if (v.empty()) return std::nullopt;
+    return v.text(0, 0);
+  });
+}
+
+void postgresql_outbox::record_patient_key_fingerprint(const std::string& fingerprint) {
+  const std::string recorded = write("record the patient key", [&] {
+    db_.exec("set fingerprint",
+             "INSERT INTO meta (key, value) VALUES ('patient_key_fingerprint', $1) ON CONFLICT DO NOTHING",
+             {text(fingerprint)});
+    return db_.exec("fingerprint", "SELECT value FROM meta WHERE key = 'patient_key_fingerprint'").text(0, 0);
+  });
+  // Two instances starting on a new database with two keys: the second learns it lost here.
+  if (recorded != fingerprint) {
+    throw store_error(store_error::kind::other, "store (PostgreSQL " + db_.where() +
+                                                    ") was created with another patient key (fingerprint " + recorded +
+                                                    "): give every instance that key");
+  }
+}
+
+bool postgresql_outbox::holds_records() {
+  return read([&] {
+    return as_bool(db_.exec("holds records",
+                            "SELECT EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM quarantine) "
+                            "OR EXISTS (SELECT 1 FROM lanes)")
+                       .text(0, 0));
+  });
+}
+
+std::int64_t postgresql_outbox::register_owner(std::string_view kind, std::int64_t now_ms) {
+  // Any number of daemons share a PostgreSQL store: that is what it is for.
+  const std::int64_t id = write("register", [&] {
+    const std::int64_t owner = db_.exec("register",
+                                        "INSERT INTO owners (kind, host, pid, started_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                                        {text(kind), text(host_name()), number(::getpid()), number(now_ms)})
+                                   .number(0, 0);
+    // A session lock, taken before the row is committed, so nobody sees this owner without it.
+    // Should the transaction not commit, the lock names an id nobody will have.
+    const auto locked = db_.exec("owner lock", "SELECT pg_try_advisory_lock($1::int, $2::int)",
+                                 {number(lock_class_), number(owner)});
+    if (!as_bool(locked.text(0, 0))) {
+      throw store_error(store_error::kind::other, "store (PostgreSQL " + db_.where() + "): cannot lock owner " +
+                                                      std::to_string(owner));
+    }
+    return owner;
+  });
+  own_owners_.insert(id);
+  return id;
+}
+
+void postgresql_outbox::release_owner(std::int64_t owner, std::int64_t now_ms) {
+  write("release", [&] {
+    const auto held = db_.exec("held by owner",
+                               "SELECT DISTINCT patient_key FROM records WHERE state = 'in_flight' AND claim_owner = $1",
+                               {number(owner)});
+    std::vector<std::string> patients;
+    for (int i = 0; i < held.size(); ++i) patients.push_back(held.text(i, 0));
+    lock_lanes(patients);
+    db_.exec("release claims",
+             "UPDATE records SET state = 'pending', claim_owner = NULL, lease_until = NULL, "
+             "claim_token = claim_token + 1, maybe_at_ehr = true, updated_at = $2 "
+             "WHERE state = 'in_flight' AND claim_owner = $1",
+             {number(owner), number(now_ms)});
+    for (const auto& p : patients) refresh_lane(p, now_ms);
+    db_.exec("forget owner", "DELETE FROM owners WHERE id = $1", {number(owner)});
+  });
+  try {
+    db_.exec("owner unlock", "SELECT pg_advisory_unlock($1::int, $2::int)", {number(lock_class_), number(owner)});
+  } catch (const pg_error&) {  // a lost session has let go of it already
+  }
+  own_owners_.erase(owner);
+}
+
+std::vector<claimed_record> postgresql_outbox::claim(std::int64_t owner, std::int64_t now_ms, std::int64_t lease_ms,
+                                                     int limit) {
+  return write("claim", [&] {
+    // Lanes another instance is claiming or changing right now are skipped, never waited for.
+    const auto ready = db_.exec("ready lanes",
+                                "SELECT patient_key, head_seq FROM lanes WHERE ready_at IS NOT NULL AND ready_at <= $1 "
+                                "ORDER BY ready_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                                {number(now_ms), number(limit)});
+    std::vector<claimed_record> taken;
+    for (int i = 0; i < ready.size(); ++i) {
+      const std::string patient = ready.text(i, 0);
+      const auto marked = db_.exec("mark in flight",
+                                   "UPDATE records SET state = 'in_flight', attempts = attempts + 1, updated_at = $2, "
+                                   "claim_owner = $3, claim_token = claim_token + 1, lease_until = $4 "
+                                   "WHERE seq = $1 AND state IN ('pending', 'retry_scheduled') "
+                                   "RETURNING record_id, revision, body, attempts, claim_token, received_at",
+                                   {number(ready.number(i, 1)), number(now_ms), number(owner), number(now_ms + lease_ms)});
+      if (marked.empty()) {  // the lane pointed at a record no longer open: put the lane right
+        refresh_lane(patient, now_ms);
+        continue;
+      }
+      db_.exec("clear ready", "UPDATE lanes SET ready_at = NULL WHERE patient_key = $1", {text(patient)});
+      claimed_record c;
+      c.seq = ready.number(i, 1);
+      c.patient_key = patient;
+      c.record_id = marked.text(0, 0);
+      c.revision = static_cast<int>(marked.number(0, 1));
+      c.body = marked.text(0, 2);
+      c.attempts = static_cast<int>(marked.number(0, 3));
+      c.token = marked.number(0, 4);
+      c.received_at_ms = marked.number(0, 5);
+      c.owner = owner;
+      c.lease_until_ms = now_ms + lease_ms;
+      taken.push_back(std::move(c));
+    }
+    return taken;
+  });
+}
+
+std::vector<std::int64_t> postgresql_outbox::renew(const std::vector<claimed_record>& claims, std::int64_t now_ms,
+                                                   std::int64_t lease_ms) {
+  if (claims.empty()) return {};
+  return write("renew", [&] {
+    std::vector<std::int64_t> lost;
+    for (const auto& c : claims) {
+      const auto renewed = db_.exec("renew",
+                                    "UPDATE records SET lease_until = $3 WHERE seq = $1 AND claim_token = $2 AND state = 'in_flight'",
+                                    {number(c.seq), number(c.token), number(now_ms + lease_ms)});
+      if (renewed.affected() == 0) lost.push_back(c.seq);
+    }
+    return lost;
+  });
+}
+
+bool postgresql_outbox::settle(const claimed_record& record, const attempt_report& report, std::int64_t now_ms) {
+  using result = attempt_report::result;
+  return write("settle", [&] {
+    lock_lanes({record.patient_key});
+    const bool waits = report.what == result::retry || report.what == result::released;
+    // Released and held records were not sent: their claim does not count as an attempt.
+    const bool not_sent = report.what == result::released || report.what == result::held;
+    const auto settled =
+        db_.exec("settle",
+                 "UPDATE records SET state = $2, next_attempt_at = $3, last_error = $4, "
+                 "ehr_response = COALESCE($5, ehr_response), attempts = attempts - $6, updated_at = $7, "
+                 "claim_owner = NULL, lease_until = NULL, maybe_at_ehr = "
+                 "CASE WHEN $2 = 'delivered' THEN false WHEN $8 THEN true ELSE maybe_at_ehr END "
+                 "WHERE seq = $1 AND state = 'in_flight' AND claim_token = $9",
+                 {number(record.seq), text(state_after(report.what)), waits ? number(report.retry_at_ms) : null,
+                  report.error.empty() ? null : text(report.error),
+                  report.ehr_response.empty() ? null : text(report.ehr_response), number(not_sent ? 1 : 0),
+                  number(now_ms), text(report.maybe_at_ehr ? "true" : "false"), number(record.token)});
+    if (settled.affected() == 0) {
+      // Already recorded (this same settle, repeated after an unknown outcome), or taken over:
+      // then the new holder's word counts, not ours.
+      const auto now = db_.exec("settled?", "SELECT state, claim_token FROM records WHERE seq = $1", {number(record.seq)});
+      return !now.empty() && now.text(0, 0) != "in_flight" && now.number(0, 1) == record.token;
+    }
+    if (report.what == result::delivered) {
+      // A delivered procedure may be what a held follow-up of this patient waits for.
+      db_.exec("release held",
+               "UPDATE records SET state = 'pending', updated_at = $2 WHERE patient_key = $1 AND state = 'held'",
+               {text(record.patient_key), number(now_ms)});
+    }
+    refresh_lane(record.patient_key, now_ms);
+    if (report.contact) record_contact(*report.contact, now_ms);
+    return true;
+  });
+}
+
+std::vector<recovered_claim> postgresql_outbox::take_over(std::int64_t now_ms, std::int64_t horizon_ms,
+                                                         const std::vector<claimed_record>& holding) {
+  return write("take over", [&] {
+    struct holder {
+      std::string name;
+      bool alive = false;
+    };
+    std::map<std::int64_t, holder> owners;
+    // Alive: its session holds its advisory lock (the server drops it when the session ends).
+    const auto o = db_.exec("owners alive",
+                            "SELECT o.id, o.kind || ' pid ' || o.pid || ' on ' || o.host, EXISTS (SELECT 1 FROM pg_locks l "
+                            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 "
+                            "AND l.objid::bigint = o.id AND l.objsubid = 2 "
+                            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) FROM owners o",
+                            {number(lock_class_)});
+    for (int i = 0; i < o.size(); ++i) {
+      const std::int64_t id = o.number(i, 0);
+      owners[id] = {o.text(i, 1), own_owners_.count(id) > 0 || as_bool(o.text(i, 2))};
+    }
+    struct stuck {
+      std::int64_t seq, token;
+      recovered_claim claim;
+    };
+    std::vector<stuck> candidates;
+    const auto q = db_.exec("in flight",
+                            "SELECT seq, record_id, revision, patient_key, claim_owner, lease_until, claim_token "
+                            "FROM records WHERE state = 'in_flight'");
+    for (int i = 0; i < q.size(); ++i) {
+      const auto found = q.is_null(i, 4) ? owners.end() : owners.find(q.number(i, 4));
+      const bool gone = found == owners.end() || !found->second.alive;
+      const std::int64_t until = q.is_null(i, 5) ? 0 : q.number(i, 5);
+      // A lease further ahead than any lease is long: the wall clock stepped back.
+      const bool expired = until <= now_ms || until > now_ms + horizon_ms;
+      if (!gone && !expired) continue;
+      const std::int64_t seq = q.number(i, 0), token = q.number(i, 6);
+      if (!gone && own_owners_.count(q.number(i, 4)) > 0) {
+        // Ours: only a claim this process does not know it holds comes back, once its lease ran out.
+        const bool held = std::any_of(holding.begin(), holding.end(),
+                                      [&](const claimed_record& c) { return c.seq == seq && c.token == token; });
+        if (held) continue;
+      }
+      std::string who = found == owners.end() ? std::string("an owner no longer registered") : found->second.name;
+      who += gone ? " (gone)" : " (its lease ran out)";
+      candidates.push_back({seq, token, {q.text(i, 1), static_cast<int>(q.number(i, 2)), q.text(i, 3), std::move(who)}});
+    }
+    std::vector<std::string> patients;
+    for (const auto& c : candidates) patients.push_back(c.claim.patient_key);
+    lock_lanes(patients);
+    std::vector<recovered_claim> recovered;
+    for (auto& c : candidates) {
+      // A new token: the old holder's settle, should it come, no longer counts. Only if nobody
+      // settled or took it meanwhile (another instance sweeping at the same moment).
+      const auto back = db_.exec("take back",
+                                 "UPDATE records SET state = 'pending', claim_owner = NULL, lease_until = NULL, "
+                                 "claim_token = claim_token + 1, maybe_at_ehr = true, updated_at = $3, last_error = $4 "
+                                 "WHERE seq = $1 AND claim_token = $2 AND state = 'in_flight'",
+                                 {number(c.seq), number(c.token), number(now_ms),
+                                  text("taken back from " + c.claim.holder + "; possibly at the EHR")});
+      if (back.affected() == 0) continue;
+      refresh_lane(c.claim.patient_key, now_ms);
+      recovered.push_back(std::move(c.claim));
+    }
+    for (const auto& [id, h] : owners) {
+      if (!h.alive) db_.exec("forget owner", "DELETE FROM owners WHERE id = $1", {number(id)});
+    }
+    // Lanes due further ahead than any delay is long: the wall clock stepped back; due now.
+    db_.exec("clock", "UPDATE lanes SET ready_at = $1 WHERE ready_at > $2", {number(now_ms), number(now_ms + horizon_ms)});
+    return recovered;
+  });
+}
+
+std::vector<dead_letter> postgresql_outbox::replay(const std::string& record_id, const std::string& reason,
+                                                   const std::string& who, bool dry_run, std::int64_t now_ms) {
+  return write("replay", [&] {
+    const auto dead = db_.exec("dead letters",
+                               "SELECT seq, record_id, revision, patient_key, COALESCE(last_error, '') FROM records "
+                               "WHERE state = 'dead' AND ($1 = '' OR record_id = $1) ORDER BY seq",
+                               {text(record_id)});
+    std::vector<dead_letter> letters;
+    std::vector<std::string> patients;
+    for (int i = 0; i < dead.size(); ++i) {
+      letters.push_back({dead.text(i, 1), static_cast<int>(dead.number(i, 2)), dead.text(i, 4)});
+      patients.push_back(dead.text(i, 3));
+    }
+    if (dry_run) return letters;
+    lock_lanes(patients);
+    for (int i = 0; i < dead.size(); ++i) {
+      db_.exec("requeue",
+               "UPDATE records SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NULL, "
+               "updated_at = $2 WHERE seq = $1 AND state = 'dead'",
+               {number(dead.number(i, 0)), number(now_ms)});
+      db_.exec("audit replay",
+               "INSERT INTO replays (record_id, revision, previous_error, reason, requested_by, at) "
+               "VALUES ($1, $2, $3, $4, $5, $6)",
+               {text(letters[i].record_id), number(letters[i].revision), text(letters[i].last_error), text(reason),
+                text(who), number(now_ms)});
+      refresh_lane(patients[i], now_ms);
+    }
+    return letters;
+  });
+}
+
+std::vector<std::string> postgresql_outbox::history(const std::string& patient_key, std::int64_t except_seq) {
+  return read([&] {
+    const auto r = db_.exec("history",
+                            "SELECT body FROM records WHERE patient_key = $1 AND (state = 'delivered' OR maybe_at_ehr) "
+                            "AND seq <> $2 ORDER BY seq",
+                            {text(patient_key), number(except_seq)});
+    std::vector<std::string> bodies;
+    for (int i = 0; i < r.size(); ++i) bodies.push_back(r.text(i, 0));
+    return bodies;
+  });
+}
+
+std::vector<ledger_entry> postgresql_outbox::ledger_lookup(const std::vector<ledger_key>& keys) {
+  return read([&] {
+    std::vector<ledger_entry> found;
+    for (const auto& k : keys) {
+      const auto r = db_.exec("ledger lookup",
+                              "SELECT record_id, ehr_id, version, updated_at FROM ledger "
+                              "WHERE resource_type = $1 AND key_system = $2 AND key_value = $3",
+                              {text(k.type), text(k.system), text(k.value)});
+      if (!r.empty()) found.push_back({k, r.text(0, 0), r.text(0, 1), r.text(0, 2), r.number(0, 3)});
+    }
+    return found;
+  });
+}
+
+bool postgresql_outbox::ledger_record(const claimed_record& claim, const ledger_entry& entry, std::int64_t now_ms) {
+  return write("ledger", [&] {
+    // FOR SHARE: a take-over of this claim waits until this entry is written, or refuses it.
+    const auto held = db_.exec("claim held",
+                               "SELECT 1 FROM records WHERE seq = $1 AND state = 'in_flight' AND claim_token = $2 FOR SHARE",
+                               {number(claim.seq), number(claim.token)});
+    if (held.empty()) return false;
+    db_.exec("ledger write",
+             "INSERT INTO ledger (resource_type, key_system, key_value, record_id, ehr_id, version, updated_at) "
+             "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (resource_type, key_system, key_value) DO UPDATE SET "
+             "record_id = $4, ehr_id = $5, version = $6, updated_at = $7",
+             {text(entry.key.type), text(entry.key.system), text(entry.key.value), text(claim.record_id),
+              text(entry.ehr_id), text(entry.version), number(now_ms)});
+    return true;
+  });
+}
+
+std::vector<ledger_entry> postgresql_outbox::ledger_of_record(const std::string& record_id) {
+  return read([&] {
+    const auto r = db_.exec("ledger of record",
+                            "SELECT resource_type, key_system, key_value, ehr_id, version, updated_at FROM ledger "
+                            "WHERE record_id = $1 ORDER BY updated_at, resource_type",
+                            {text(record_id)});
+    std::vector<ledger_entry> found;
+    for (int i = 0; i < r.size(); ++i) {
+      found.push_back({{r.text(i, 0), r.text(i, 1), r.text(i, 2)}, record_id, r.text(i, 3), r.text(i, 4), r.number(i, 5)});
+    }
+    return found;
+  });
+}
+
+void postgresql_outbox::note_write_strategy(const std::string& summary) {
+  write("note the write strategy", [&] {
+    db_.exec("set strategy",
+             "INSERT INTO meta (key, value) VALUES ('write_strategy', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+             {text(summary)});
+  });
+}
+
+outbox_status postgresql_outbox::status(std::int64_t now_ms) {
+  return read([&] {
+    outbox_status s;
+    const auto w = db_.exec("strategy", "SELECT value FROM meta WHERE key = 'write_strategy'");
+    if (!w.empty()) s.write_strategy = w.text(0, 0);
+    for (auto state : all_record_states) s.records[state] = 0;
+    const auto counts = db_.exec("counts", "SELECT state, COUNT(*) FROM records GROUP BY state");
+    for (int i = 0; i < counts.size(); ++i) {
+      if (const auto state = record_state_named(counts.text(i, 0))) s.records[*state] = counts.number(i, 1);
+    }
+    s.quarantined = db_.exec("quarantined count", "SELECT COUNT(*) FROM quarantine").number(0, 0);
+    const auto oldest = db_.exec("oldest",
+                                 "SELECT MIN(r.received_at) FROM lanes l JOIN records r ON r.seq = l.head_seq "
+                                 "WHERE r.state IN ('pending', 'retry_scheduled', 'in_flight')");
+    if (!oldest.is_null(0, 0)) s.oldest_pending_age_ms = now_ms - oldest.number(0, 0);
+    const auto error = db_.exec("last error",
+                                "SELECT last_error FROM records WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1");
+    if (!error.empty()) s.last_error = error.text(0, 0);
+    // The EHR as the instance that saw it last saw it; unreachable since the first failure of the
+    // instances that failed last.
+    const auto contact = db_.exec("contact seen",
+                                  "SELECT reached, detail, at, (SELECT MIN(unreachable_since) FROM ehr_contact "
+                                  "WHERE NOT reached) FROM ehr_contact ORDER BY at DESC LIMIT 1");
+    if (!contact.empty()) {
+      s.ehr_reached = as_bool(contact.text(0, 0));
+      s.ehr_detail = contact.text(0, 1);
+      s.ehr_last_contact_ms = contact.number(0, 2);
+      if (!s.ehr_reached && !contact.is_null(0, 3)) s.ehr_unreachable_since_ms = contact.number(0, 3);
+    }
+    s.maybe_at_ehr = db_.exec("maybe count", "SELECT COUNT(*) FROM records WHERE maybe_at_ehr").number(0, 0);
+    const auto owners = db_.exec("owners",
+                                 "SELECT o.id, o.kind, o.pid, o.started_at, (SELECT COUNT(*) FROM records r "
+                                 "WHERE r.state = 'in_flight' AND r.claim_owner = o.id), EXISTS (SELECT 1 FROM pg_locks l "
+                                 "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 "
+                                 "AND l.objid::bigint = o.id AND l.objsubid = 2 "
+                                 "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())), o.host "
+                                 "FROM owners o ORDER BY o.id",
+                                 {number(lock_class_)});
+    for (int i = 0; i < owners.size(); ++i) {
+      owner_summary o;
+      o.id = owners.number(i, 0);
+      o.kind = owners.text(i, 1);
+      o.pid = owners.number(i, 2);
+      o.started_at_ms = owners.number(i, 3);
+      o.claims = static_cast<int>(owners.number(i, 4));
+      o.alive = own_owners_.count(o.id) > 0 || as_bool(owners.text(i, 5));
+      o.host = owners.text(i, 6);
+      s.owners.push_back(std::move(o));
+    }
+    return s;
+  });
+}
+
+std::vector<record_summary> postgresql_outbox::records_in_state(record_state state, int limit) {
+  return read([&] {
+    const auto r = db_.exec("in state", std::string(summary_columns) + "WHERE state = $1 ORDER BY seq LIMIT $2",
+                            {text(to_string(state)), number(limit)});
+    std::vector<record_summary> found;
+    for (int i = 0; i < r.size(); ++i) found.push_back(summary_of(r, i));
+    return found;
+  });
+}
+
+std::vector<record_summary> postgresql_outbox::record_history(const std::string& record_id) {
+  return read([&] {
+    const auto r = db_.exec("record history", std::string(summary_columns) + "WHERE record_id = $1 ORDER BY revision",
+                            {text(record_id)});
+    std::vector<record_summary> found;
+    for (int i = 0; i < r.size(); ++i) found.push_back(summary_of(r, i));
+    return found;
+  });
+}
+
+std::vector<quarantine_entry> postgresql_outbox::quarantined(int limit) {
+  return read([&] {
+    const auto r = db_.exec("quarantined",
+                            "SELECT id, source, COALESCE(record_id, ''), problems, received_at FROM quarantine "
+                            "ORDER BY id DESC LIMIT $1",
+                            {number(limit)});
+    std::vector<quarantine_entry> found;
+    for (int i = 0; i < r.size(); ++i) {
+      found.push_back({r.number(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3), r.number(i, 4)});
+    }
+    return found;
+  });
+}
+
+std::optional<std::string> postgresql_outbox::write_problem() {
+  const std::string where = "the store (PostgreSQL " + db_.where() + ")";
+  try {
+    if (!db_.ok()) connect_again();
+    const auto r = db_.exec("writable", "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')");
+    if (as_bool(r.text(0, 0))) return where + " is a read-only standby: point store.url at the primary";
+    if (r.text(0, 1) == "on") return where + " is read-only (default_transaction_read_only)";
+    return std::nullopt;
+  } catch (const pg_error& e) {
+    return where + " cannot be reached: " + e.what();
+  }
+}
+
+std::vector<open_alert> postgresql_outbox::open_alerts() {
+  return read([&] {
+    const auto r = db_.exec("alerts", "SELECT key, detail, opened_at FROM alerts ORDER BY opened_at, key");
+    std::vector<open_alert> found;
+    for (int i = 0; i < r.size(); ++i) found.push_back({r.text(i, 0), r.text(i, 1), r.number(i, 2)});
+    return found;
+  });
+}
+
+void postgresql_outbox::set_alert(const open_alert& alert, bool open) {
+  write("alert", [&] {
+    if (open) {
+      db_.exec("open alert",
+               "INSERT INTO alerts (key, detail, opened_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET detail = $2",
+               {text(alert.key), text(alert.detail), number(alert.opened_at_ms)});
+    } else {
+      db_.exec("close alert", "DELETE FROM alerts WHERE key = $1", {text(alert.key)});
+    }
+  });
+}
+
+}  // namespace connector
