@@ -109,6 +109,13 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE INDEX IF NOT EXISTS ledger_by_record ON ledger (record_id);
 )sql";
 
+// True while owner o's session holds its advisory lock ($1: this schema's lock class); the server
+// drops the lock when the session ends, however the process ended.
+constexpr const char* owner_alive =
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 "
+    "AND l.objid::bigint = o.id AND l.objsubid = 2 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+
 std::string host_name() {
   char name[256] = {};
   if (::gethostname(name, sizeof name - 1) != 0) return "localhost";
@@ -571,10 +578,7 @@ std::vector<recovered_claim> postgresql_outbox::take_over(std::int64_t now_ms, s
     std::map<std::int64_t, holder> owners;
     // Alive: its session holds its advisory lock (the server drops it when the session ends).
     const auto o = db_.exec("owners alive",
-                            "SELECT o.id, o.kind || ' pid ' || o.pid || ' on ' || o.host, EXISTS (SELECT 1 FROM pg_locks l "
-                            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 "
-                            "AND l.objid::bigint = o.id AND l.objsubid = 2 "
-                            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) FROM owners o",
+                            "SELECT o.id, o.kind || ' pid ' || o.pid || ' on ' || o.host, " + std::string(owner_alive) + " FROM owners o",
                             {number(lock_class_)});
     for (int i = 0; i < o.size(); ++i) {
       const std::int64_t id = o.number(i, 0);
@@ -760,10 +764,7 @@ outbox_status postgresql_outbox::status(std::int64_t now_ms) {
     s.maybe_at_ehr = db_.exec("maybe count", "SELECT COUNT(*) FROM records WHERE maybe_at_ehr").number(0, 0);
     const auto owners = db_.exec("owners",
                                  "SELECT o.id, o.kind, o.pid, o.started_at, (SELECT COUNT(*) FROM records r "
-                                 "WHERE r.state = 'in_flight' AND r.claim_owner = o.id), EXISTS (SELECT 1 FROM pg_locks l "
-                                 "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 "
-                                 "AND l.objid::bigint = o.id AND l.objsubid = 2 "
-                                 "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())), o.host "
+                                 "WHERE r.state = 'in_flight' AND r.claim_owner = o.id), " + std::string(owner_alive) + ", o.host "
                                  "FROM owners o ORDER BY o.id",
                                  {number(lock_class_)});
     for (int i = 0; i < owners.size(); ++i) {
