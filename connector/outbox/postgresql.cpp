@@ -113,10 +113,9 @@ std::optional<std::string> conninfo_value(const std::string& conninfo, std::stri
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
   if (!options) {
-    std::string why = error ? error : "cannot be read";
+    // libpq's own message quotes the part it could not read, which may be a password.
     if (error) PQfreemem(error);
-    while (!why.empty() && why.back() == '\n') why.pop_back();
-    throw pg_error(why, "", false);
+    throw pg_error("not a valid libpq connection string or URI", "", false);
   }
   std::optional<std::string> found;
   for (auto* o = options; o->keyword; ++o) {

@@ -164,7 +164,14 @@ store_error postgresql_outbox::translate(const pg_error& e, bool outcome_unknown
 void postgresql_outbox::connect_again() {
   db_.reconnect();
   db_.run("SET lock_timeout = " + std::to_string(options_.busy_timeout_ms));
-  for (const auto id : own_owners_) {
+  // While the session was gone another instance may have taken this owner for dead and forgotten
+  // it: its claims then are gone (their tokens moved on), but the owner goes on under its id, so
+  // its row comes back and its lock is taken again; an owner whose lock another session still
+  // holds (the old one, not yet ended by the server) stays counted alive through that session.
+  for (const auto& [id, kind] : own_owners_) {
+    db_.exec("owner again",
+             "INSERT INTO owners (id, kind, host, pid, started_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+             {number(id), text(kind), text(host_name()), number(::getpid()), number(registered_at_ms_)});
     db_.exec("relock", "SELECT pg_try_advisory_lock($1::int, $2::int)", {number(lock_class_), number(id)});
   }
 }
@@ -241,13 +248,26 @@ postgresql_outbox::postgresql_outbox(postgresql_options options) try
 }
 
 void postgresql_outbox::migrate() {
+  // The schema as it stands, without DDL: an instance starting beside running ones must not take
+  // the table locks CREATE INDEX IF NOT EXISTS takes (they would wait for, and deadlock with,
+  // the others' writes).
+  auto recorded = [&] {
+    if (db_.exec("meta exists", "SELECT to_regclass('meta') IS NOT NULL").text(0, 0) != "t") return 0;
+    const auto v = db_.exec("version", "SELECT value FROM meta WHERE key = 'schema_version'");
+    return v.empty() ? 0 : std::stoi(v.text(0, 0));
+  };
+  if (recorded() == postgresql_schema_version) return;
   db_.run("BEGIN");
   try {
     // Key 0 of this schema's class: one instance creates or migrates at a time.
     db_.exec("migrate lock", "SELECT pg_advisory_xact_lock($1::int, 0)", {number(lock_class_)});
-    db_.run(schema_1);
-    const auto v = db_.exec("version", "SELECT value FROM meta WHERE key = 'schema_version'");
-    const int version = v.empty() ? 0 : std::stoi(v.text(0, 0));
+    const int before = recorded();  // again, under the lock: another instance may have done it
+    if (before == postgresql_schema_version) {
+      db_.run("COMMIT");
+      return;
+    }
+    if (before < postgresql_schema_version) db_.run(schema_1);
+    const int version = before;
     if (version > postgresql_schema_version) {
       throw store_error(store_error::kind::other,
                         "the store (PostgreSQL " + db_.where() + ") has schema version " + std::to_string(version) +
@@ -331,6 +351,16 @@ std::vector<enqueue_result> postgresql_outbox::enqueue(const std::vector<inbound
                                                        const std::vector<quarantined_record>& quarantined,
                                                        std::int64_t now_ms, std::string_view intake_id) {
   return write("store records", [&] {
+    // Revisions of one record are decided under a lock on its id (sorted, so batches never
+    // deadlock): two instances storing revisions of one record for two patients at once would
+    // otherwise both find no earlier revision, and the record would sit in two lanes.
+    std::vector<std::string> ids;
+    for (const auto& r : records) ids.push_back(r.record_id);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    for (const auto& id : ids) {
+      db_.exec("record lock", "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))", {text(id), number(lock_class_)});
+    }
     std::vector<std::string> patients;
     for (const auto& r : records) patients.push_back(r.patient_key);
     lock_lanes(patients);
@@ -451,7 +481,8 @@ std::int64_t postgresql_outbox::register_owner(std::string_view kind, std::int64
     }
     return owner;
   });
-  own_owners_.insert(id);
+  own_owners_[id] = std::string(kind);
+  if (registered_at_ms_ == 0) registered_at_ms_ = now_ms;
   return id;
 }
 

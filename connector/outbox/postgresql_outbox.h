@@ -12,7 +12,7 @@
 #pragma once
 
 #include <functional>
-#include <set>
+#include <map>
 #include <string>
 
 #include "connector/outbox/outbox.h"
@@ -94,7 +94,8 @@ class postgresql_outbox final : public outbox {
   postgresql::connection db_;
   std::int64_t lock_class_ = 0;        // the advisory-lock namespace of this schema
   std::string instance_;               // host:pid, naming this process's rows (EHR contact)
-  std::set<std::int64_t> own_owners_;  // registered through this connection: alive by definition
+  std::map<std::int64_t, std::string> own_owners_;  // registered here (id -> kind): alive by definition
+  std::int64_t registered_at_ms_ = 0;
   std::int64_t conflicts_ = 0;
 };
 

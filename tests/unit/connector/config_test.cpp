@@ -108,6 +108,10 @@ TEST(config, a_postgresql_store_needs_its_url_and_the_shared_patient_key_and_nev
       error_of(R"({"store": {"kind": "postgresql", "url": "postgresql://u:s3cret@db1/q", "patient_key_file": "k"}})");
   EXPECT_NE(inline_password.find("holds a password"), std::string::npos) << inline_password;
   EXPECT_EQ(inline_password.find("s3cret"), std::string::npos) << "the message never repeats it";
+  const std::string unreadable =
+      error_of(R"({"store": {"kind": "postgresql", "url": "postgresql://u:s3cr%zzet@db1/q", "patient_key_file": "k"}})");
+  EXPECT_NE(unreadable.find("cannot be read"), std::string::npos) << unreadable;
+  EXPECT_EQ(unreadable.find("s3cr"), std::string::npos) << "libpq's message would quote it";
   EXPECT_NE(error_of(R"({"store": {"kind": "postgresql", "url": "host=db1 password=x", "patient_key_file": "k"}})")
                 .find("holds a password"),
             std::string::npos);

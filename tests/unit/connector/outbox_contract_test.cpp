@@ -438,6 +438,23 @@ TEST_P(lanes_test, an_instance_frozen_past_its_lease_is_taken_over_and_its_late_
   EXPECT_EQ(claim_ids(71000), std::vector<std::string>{"A-2"});
 }
 
+// Two instances storing revisions of the same records for two patients at once: each record ends
+// up one patient's (the later revision refused as another patient's), never in two lanes.
+TEST_P(lanes_test, revisions_stored_at_once_by_two_instances_never_split_a_record_between_patients) {
+  auto run = [&](int revision, std::string patient) {
+    auto mine = open_store();
+    for (int i = 0; i < 60; ++i) mine->enqueue({record("R-" + std::to_string(i), revision, patient)}, {}, 1000);
+  };
+  std::thread a(run, 1, "a"), b(run, 2, "b");
+  a.join();
+  b.join();
+  for (int i = 0; i < 60; ++i) {
+    const auto revisions = store_->record_history("R-" + std::to_string(i));
+    ASSERT_EQ(revisions.size(), 1u) << "R-" << i << ": one revision stored, the other refused";
+  }
+  EXPECT_EQ(store_->status(1000).quarantined, 60);
+}
+
 // PostgreSQL is for several instances on one queue; a SQLite store takes one daemon.
 TEST_P(lanes_test, a_postgresql_store_takes_several_daemons_a_sqlite_store_one) {
   auto a = open_store(), b = open_store();
