@@ -85,7 +85,7 @@ rows connection::exec(std::string_view name, std::string_view sql, const std::ve
       throw e;
     }
     PQclear(prepared);
-    prepared_[key] = true;
+    prepared_.insert(key);
   }
   PGresult* r = PQexecPrepared(conn_, key.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
   const auto status = PQresultStatus(r);

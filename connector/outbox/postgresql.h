@@ -6,7 +6,7 @@
 #include <libpq-fe.h>
 
 #include <cstdint>
-#include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -73,7 +73,7 @@ class connection {
 
   std::string conninfo_, password_;
   PGconn* conn_ = nullptr;
-  std::map<std::string, bool, std::less<>> prepared_;
+  std::set<std::string> prepared_;  // statement names prepared on this connection
 };
 
 // The keyword of a connection string, if it sets one ("password", "host"). Throws pg_error for a

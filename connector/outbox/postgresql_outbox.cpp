@@ -204,7 +204,6 @@ auto postgresql_outbox::write(std::string_view operation, Work work) -> decltype
       // The connection went while COMMIT was on its way: it may have committed all the same.
       if (committing && e.connection_lost) throw translate(e, true);
       if (!e.conflict() && !e.connection_lost) throw translate(e);
-      ++conflicts_;
       if (options_.on_busy) options_.on_busy(operation, attempt);
       if (attempt >= options_.busy_attempts) throw translate(e);
       if (e.connection_lost) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));

@@ -73,8 +73,6 @@ class postgresql_outbox final : public outbox {
   int schema_version();
   // "database migraine on /run/postgresql": where it is, never who or with what password.
   std::string where() const { return db_.where(); }
-  // Transactions run again because another instance met this one, or the connection was lost.
-  std::int64_t conflicts() const { return conflicts_; }
 
  private:
   template <typename Work>
@@ -96,7 +94,6 @@ class postgresql_outbox final : public outbox {
   std::string instance_;               // host:pid, naming this process's rows (EHR contact)
   std::map<std::int64_t, std::string> own_owners_;  // registered here (id -> kind): alive by definition
   std::int64_t registered_at_ms_ = 0;
-  std::int64_t conflicts_ = 0;
 };
 
 }  // namespace connector
