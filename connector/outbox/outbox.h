@@ -75,6 +75,13 @@ struct store_error : std::runtime_error {
 };
 std::string_view to_string(store_error::kind k);
 
+// An alert that is open, kept so a restart neither repeats nor forgets it.
+struct open_alert {
+  std::string key;
+  std::string detail;
+  std::int64_t opened_at_ms = 0;
+};
+
 // A process that claims records: the daemon or a `sync --once`. Its liveness is provable by
 // others (SQLite: an OS lock it holds on the store's owners file while it lives).
 struct owner_summary {
@@ -85,6 +92,11 @@ struct owner_summary {
   std::int64_t started_at_ms = 0;
   bool alive = false;
   int claims = 0;  // records it has in flight
+  std::optional<std::int64_t> lease_until_ms;  // the furthest lease of those claims
+  std::vector<std::string> leads;              // the roles it holds the lease of ("alerts")
+  // The alert conditions only it can see (its sync log, its certificate files, the records its
+  // engine holds for their patient), as it last published them for the alerts' leader.
+  std::vector<open_alert> conditions;
 };
 
 struct outbox_status {
@@ -174,13 +186,6 @@ struct quarantine_entry {
   std::string record_id;
   std::string problems_json;  // an OperationOutcome: one issue per problem, with its field
   std::int64_t received_at_ms = 0;
-};
-
-// An alert that is open, kept so a restart neither repeats nor forgets it.
-struct open_alert {
-  std::string key;
-  std::string detail;
-  std::int64_t opened_at_ms = 0;
 };
 
 // A dead letter chosen for replay, as it was before.
@@ -306,6 +311,19 @@ class outbox {
   // The alerts open now; open (insert or update) or close one.
   virtual std::vector<open_alert> open_alerts() = 0;
   virtual void set_alert(const open_alert& alert, bool open) = 0;
+
+  // ---- several instances on one store (PostgreSQL; SQLite has one daemon, which plays every role) ----
+  // Takes or renews, for `owner`, the lease on a role one process plays at a time, until lease_ms
+  // from now: "alerts" evaluates and posts the alerts, so an incident gives one alert however
+  // many instances see it. True while `owner` holds it; a holder that died (its session gone) or
+  // let the lease run out loses it to the next that asks.
+  virtual bool lead(std::string_view role, std::int64_t owner, std::int64_t now_ms, std::int64_t lease_ms) = 0;
+  // Publishes the alert conditions only this owner can see, for the leader (owner_summary::conditions).
+  virtual void note_owner_conditions(std::int64_t owner, const std::vector<open_alert>& conditions) = 0;
+  // Holds the inbox file `name` for this process while it ingests and moves it: false when
+  // another process holds it now. Released by release_intake_file, or when the process ends.
+  virtual bool hold_intake_file(std::string_view name) = 0;
+  virtual void release_intake_file(std::string_view name) = 0;
 };
 
 }  // namespace connector

@@ -8,6 +8,10 @@
 #include <map>
 #include <thread>
 
+#include <rapidjson/document.h>
+
+#include "fhir/json_writer.h"
+
 namespace connector {
 namespace {
 
@@ -109,17 +113,108 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE INDEX IF NOT EXISTS ledger_by_record ON ledger (record_id);
 )sql";
 
-// True while owner o's session holds its advisory lock ($1: this schema's lock class); the server
-// drops the lock when the session ends, however the process ended.
-constexpr const char* owner_alive =
-    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 "
-    "AND l.objid::bigint = o.id AND l.objsubid = 2 "
-    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+// Version 2: what one instance does for all (a lease per role: the alerts' leader), what each
+// instance alone sees (its alert conditions, for that leader), and rejected bodies as bytes (a
+// file that is not UTF-8, or holds a NUL, is quarantined like any other).
+constexpr const char* schema_2 = R"sql(
+ALTER TABLE owners ADD COLUMN IF NOT EXISTS conditions TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE IF NOT EXISTS leases (
+  role TEXT PRIMARY KEY,
+  owner BIGINT NOT NULL,
+  until BIGINT NOT NULL  -- the server's clock, so the instances' clocks need not agree
+);
+ALTER TABLE quarantine ALTER COLUMN body TYPE BYTEA USING convert_to(body, 'UTF8');
+-- When each instance last reached the EHR: an outage starts no earlier than anyone's last success.
+ALTER TABLE ehr_contact ADD COLUMN IF NOT EXISTS reached_at BIGINT;
+UPDATE ehr_contact SET reached_at = at WHERE reached;
+)sql";
+
+// The server's clock in ms since the epoch.
+constexpr const char* server_ms = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+// True while the owner whose id is in `id_column` holds its advisory lock on a session
+// (`class_param`: this schema's lock class); the server drops the lock when the session ends,
+// however the process ended.
+std::string owner_alive(std::string_view id_column, std::string_view class_param) {
+  return "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = " +
+         std::string(class_param) + " AND l.objid::bigint = " + std::string(id_column) +
+         " AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+}
 
 std::string host_name() {
   char name[256] = {};
   if (::gethostname(name, sizeof name - 1) != 0) return "localhost";
   return name;
+}
+
+// A rejected record's body as bytes: it may be anything, invalid UTF-8 and NULs included.
+constexpr const char* insert_quarantined =
+    "INSERT INTO quarantine (source, record_id, body, problems, received_at) VALUES ($1, $2, decode($3, 'hex'), $4, $5)";
+
+std::string hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+// What a TEXT column takes: valid UTF-8 without NUL. A rejected record's id, as far as it could be
+// read, may be neither; each byte that does not fit becomes U+FFFD.
+std::string valid_text(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && c != 0 && i + n <= s.size() && !(n == 2 && c < 0xC2);
+    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    if (ok && n >= 3) {  // no overlong forms, surrogates or code points past U+10FFFF
+      std::uint32_t cp = c & (n == 3 ? 0x0F : 0x07);
+      for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+      ok = (n == 3 ? cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF) : cp >= 0x10000 && cp <= 0x10FFFF);
+    }
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+// An owner's alert conditions as stored: [{"key","detail","since"}].
+std::string conditions_json(const std::vector<open_alert>& conditions) {
+  fhir::json_writer out;
+  out.begin_array();
+  for (const auto& c : conditions) {
+    out.begin_object();
+    out.member("key", c.key);
+    out.member("detail", c.detail);
+    out.member("since", c.opened_at_ms);
+    out.end_object();
+  }
+  out.end_array();
+  return std::string(out.view());
+}
+
+std::vector<open_alert> conditions_of(const std::string& json) {
+  rapidjson::Document d;
+  std::vector<open_alert> out;
+  if (d.Parse(json.c_str()).HasParseError() || !d.IsArray()) return out;
+  for (const auto& c : d.GetArray()) {
+    if (!c.IsObject() || !c.HasMember("key") || !c["key"].IsString() || !c.HasMember("detail") ||
+        !c["detail"].IsString() || !c.HasMember("since") || !c["since"].IsInt64()) {
+      continue;
+    }
+    out.push_back({c["key"].GetString(), c["detail"].GetString(), c["since"].GetInt64()});
+  }
+  return out;
 }
 
 bool as_bool(const std::string& v) { return v == "t" || v == "true" || v == "1"; }
@@ -237,7 +332,7 @@ auto postgresql_outbox::read(Work work) -> decltype(work()) {
 
 // A function-try-block: a database that cannot be reached or migrated is a store_error.
 postgresql_outbox::postgresql_outbox(postgresql_options options) try
-    : options_(std::move(options)), db_(options_.conninfo, options_.password), instance_(host_name() + ":" + std::to_string(::getpid())) {
+    : options_(std::move(options)), db_(options_.conninfo, options_.password), instance_(options_.instance.empty() ? host_name() + ":" + std::to_string(::getpid()) : options_.instance) {
   db_.run("SET lock_timeout = " + std::to_string(options_.busy_timeout_ms));
   lock_class_ = db_.exec("class", "SELECT hashtext(current_schema()) & 2147483647").number(0, 0);
   migrate();
@@ -265,7 +360,6 @@ void postgresql_outbox::migrate() {
       db_.run("COMMIT");
       return;
     }
-    if (before < postgresql_schema_version) db_.run(schema_1);
     const int version = before;
     if (version > postgresql_schema_version) {
       throw store_error(store_error::kind::other,
@@ -273,6 +367,8 @@ void postgresql_outbox::migrate() {
                             ", newer than this connector's (" + std::to_string(postgresql_schema_version) +
                             "): run the newer connector on every instance");
     }
+    if (before < 1) db_.run(schema_1);
+    if (before < 2) db_.run(schema_2);
     db_.exec("set version",
              "INSERT INTO meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
              {number(postgresql_schema_version)});
@@ -335,10 +431,11 @@ void postgresql_outbox::refresh_lane(const std::string& patient_key, std::int64_
 
 void postgresql_outbox::record_contact(const ehr_contact& contact, std::int64_t now_ms) {
   db_.exec("contact",
-           "INSERT INTO ehr_contact (instance, reached, detail, at, unreachable_since) "
-           "VALUES ($1, $2, $3, $4, CASE WHEN $2 THEN NULL ELSE $4::bigint END) "
+           "INSERT INTO ehr_contact (instance, reached, detail, at, unreachable_since, reached_at) "
+           "VALUES ($1, $2, $3, $4, CASE WHEN $2 THEN NULL ELSE $4::bigint END, CASE WHEN $2 THEN $4::bigint END) "
            "ON CONFLICT (instance) DO UPDATE SET reached = $2, detail = $3, at = $4, unreachable_since = "
-           "CASE WHEN $2 THEN NULL ELSE COALESCE(ehr_contact.unreachable_since, $4::bigint) END",
+           "CASE WHEN $2 THEN NULL ELSE COALESCE(ehr_contact.unreachable_since, $4::bigint) END, reached_at = "
+           "CASE WHEN $2 THEN $4::bigint ELSE ehr_contact.reached_at END",
            {text(instance_), text(contact.reached ? "true" : "false"), text(contact.detail), number(now_ms)});
 }
 
@@ -375,10 +472,9 @@ std::vector<enqueue_result> postgresql_outbox::enqueue(const std::vector<inbound
                                        "names another patient than revision " + latest.text(0, 0) +
                                            " of this record: a record cannot move between patients; retract it "
                                            "(status entered-in-error) and send the corrected one under a new record_id"}};
-        db_.exec("quarantine",
-                 "INSERT INTO quarantine (source, record_id, body, problems, received_at) VALUES ($1, $2, $3, $4, $5)",
-                 {text("revision of another patient"), text(r.record_id), text(r.body), text(problems_as_outcome(problem)),
-                  number(now_ms)});
+        db_.exec("quarantine", insert_quarantined,
+                 {text("revision of another patient"), text(r.record_id), text(hex(r.body)),
+                  text(problems_as_outcome(problem)), number(now_ms)});
         results.push_back(enqueue_result::other_patient);
         continue;
       }
@@ -414,10 +510,9 @@ std::vector<enqueue_result> postgresql_outbox::enqueue(const std::vector<inbound
       results.push_back(superseding ? enqueue_result::accepted_superseding : enqueue_result::accepted);
     }
     for (const auto& q : quarantined) {
-      db_.exec("quarantine",
-               "INSERT INTO quarantine (source, record_id, body, problems, received_at) VALUES ($1, $2, $3, $4, $5)",
-               {text(q.source), q.record_id.empty() ? null : text(q.record_id), text(q.body),
-                text(problems_as_outcome(q.problems)), number(now_ms)});
+      db_.exec("quarantine", insert_quarantined,
+               {text(valid_text(q.source)), q.record_id.empty() ? null : text(valid_text(q.record_id)), text(hex(q.body)),
+                text(valid_text(problems_as_outcome(q.problems))), number(now_ms)});
     }
     if (!intake_id.empty()) {
       db_.exec("intake", "INSERT INTO intakes (intake_id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -500,6 +595,7 @@ void postgresql_outbox::release_owner(std::int64_t owner, std::int64_t now_ms) {
              {number(owner), number(now_ms)});
     for (const auto& p : patients) refresh_lane(p, now_ms);
     db_.exec("forget owner", "DELETE FROM owners WHERE id = $1", {number(owner)});
+    db_.exec("hand over", "DELETE FROM leases WHERE owner = $1", {number(owner)});  // the next to ask leads at once
   });
   try {
     db_.exec("owner unlock", "SELECT pg_advisory_unlock($1::int, $2::int)", {number(lock_class_), number(owner)});
@@ -550,9 +646,11 @@ std::vector<claimed_record> postgresql_outbox::claim(std::int64_t owner, std::in
 std::vector<std::int64_t> postgresql_outbox::renew(const std::vector<claimed_record>& claims, std::int64_t now_ms,
                                                    std::int64_t lease_ms) {
   if (claims.empty()) return {};
+  std::vector<claimed_record> in_order = claims;  // rows locked in one order by every instance
+  std::sort(in_order.begin(), in_order.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
   return write("renew", [&] {
     std::vector<std::int64_t> lost;
-    for (const auto& c : claims) {
+    for (const auto& c : in_order) {
       const auto renewed = db_.exec("renew",
                                     "UPDATE records SET lease_until = $3 WHERE seq = $1 AND claim_token = $2 AND state = 'in_flight'",
                                     {number(c.seq), number(c.token), number(now_ms + lease_ms)});
@@ -601,42 +699,37 @@ bool postgresql_outbox::settle(const claimed_record& record, const attempt_repor
 std::vector<recovered_claim> postgresql_outbox::take_over(std::int64_t now_ms, std::int64_t horizon_ms,
                                                          const std::vector<claimed_record>& holding) {
   return write("take over", [&] {
-    struct holder {
-      std::string name;
-      bool alive = false;
-    };
-    std::map<std::int64_t, holder> owners;
-    // Alive: its session holds its advisory lock (the server drops it when the session ends).
-    const auto o = db_.exec("owners alive",
-                            "SELECT o.id, o.kind || ' pid ' || o.pid || ' on ' || o.host, " + std::string(owner_alive) + " FROM owners o",
-                            {number(lock_class_)});
-    for (int i = 0; i < o.size(); ++i) {
-      const std::int64_t id = o.number(i, 0);
-      owners[id] = {o.text(i, 1), own_owners_.count(id) > 0 || as_bool(o.text(i, 2))};
-    }
     struct stuck {
       std::int64_t seq, token;
       recovered_claim claim;
     };
     std::vector<stuck> candidates;
+    // Claims and their holders in one statement, so one snapshot: an owner that registered and
+    // claimed after a separate read of the owners would look unregistered, and lose its claim.
+    // Alive: its session holds its advisory lock (the server drops it when the session ends).
     const auto q = db_.exec("in flight",
-                            "SELECT seq, record_id, revision, patient_key, claim_owner, lease_until, claim_token "
-                            "FROM records WHERE state = 'in_flight'");
+                            "SELECT r.seq, r.record_id, r.revision, r.patient_key, r.claim_owner, r.lease_until, "
+                            "r.claim_token, o.kind || ' pid ' || o.pid || ' on ' || o.host, "
+                            "o.id IS NOT NULL AND " + owner_alive("o.id", "$1") + " "
+                            "FROM records r LEFT JOIN owners o ON o.id = r.claim_owner "
+                            "WHERE r.state = 'in_flight' ORDER BY r.seq",
+                            {number(lock_class_)});
     for (int i = 0; i < q.size(); ++i) {
-      const auto found = q.is_null(i, 4) ? owners.end() : owners.find(q.number(i, 4));
-      const bool gone = found == owners.end() || !found->second.alive;
+      const bool registered = !q.is_null(i, 7);
+      const bool ours = !q.is_null(i, 4) && own_owners_.count(q.number(i, 4)) > 0;
+      const bool gone = !ours && !as_bool(q.text(i, 8));
       const std::int64_t until = q.is_null(i, 5) ? 0 : q.number(i, 5);
       // A lease further ahead than any lease is long: the wall clock stepped back.
       const bool expired = until <= now_ms || until > now_ms + horizon_ms;
       if (!gone && !expired) continue;
       const std::int64_t seq = q.number(i, 0), token = q.number(i, 6);
-      if (!gone && own_owners_.count(q.number(i, 4)) > 0) {
+      if (ours) {
         // Ours: only a claim this process does not know it holds comes back, once its lease ran out.
         const bool held = std::any_of(holding.begin(), holding.end(),
                                       [&](const claimed_record& c) { return c.seq == seq && c.token == token; });
         if (held) continue;
       }
-      std::string who = found == owners.end() ? std::string("an owner no longer registered") : found->second.name;
+      std::string who = registered ? q.text(i, 7) : std::string("an owner no longer registered");
       who += gone ? " (gone)" : " (its lease ran out)";
       candidates.push_back({seq, token, {q.text(i, 1), static_cast<int>(q.number(i, 2)), q.text(i, 3), std::move(who)}});
     }
@@ -657,8 +750,14 @@ std::vector<recovered_claim> postgresql_outbox::take_over(std::int64_t now_ms, s
       refresh_lane(c.claim.patient_key, now_ms);
       recovered.push_back(std::move(c.claim));
     }
-    for (const auto& [id, h] : owners) {
-      if (!h.alive) db_.exec("forget owner", "DELETE FROM owners WHERE id = $1", {number(id)});
+    // Owners whose session is gone are forgotten, with how they last saw the EHR.
+    const auto dead = db_.exec("dead owners",
+                               "SELECT o.id, o.host || ':' || o.pid FROM owners o WHERE NOT " + owner_alive("o.id", "$1"),
+                               {number(lock_class_)});
+    for (int i = 0; i < dead.size(); ++i) {
+      if (own_owners_.count(dead.number(i, 0)) > 0) continue;
+      db_.exec("forget owner", "DELETE FROM owners WHERE id = $1", {number(dead.number(i, 0))});
+      db_.exec("forget contact", "DELETE FROM ehr_contact WHERE instance = $1", {text(dead.text(i, 1))});
     }
     // Lanes due further ahead than any delay is long: the wall clock stepped back; due now.
     db_.exec("clock", "UPDATE lanes SET ready_at = $1 WHERE ready_at > $2", {number(now_ms), number(now_ms + horizon_ms)});
@@ -682,10 +781,11 @@ std::vector<dead_letter> postgresql_outbox::replay(const std::string& record_id,
     if (dry_run) return letters;
     lock_lanes(patients);
     for (int i = 0; i < dead.size(); ++i) {
-      db_.exec("requeue",
-               "UPDATE records SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NULL, "
-               "updated_at = $2 WHERE seq = $1 AND state = 'dead'",
-               {number(dead.number(i, 0)), number(now_ms)});
+      const auto requeued = db_.exec("requeue",
+                                     "UPDATE records SET state = 'pending', attempts = 0, last_error = NULL, "
+                                     "next_attempt_at = NULL, updated_at = $2 WHERE seq = $1 AND state = 'dead'",
+                                     {number(dead.number(i, 0)), number(now_ms)});
+      if (requeued.affected() == 0) continue;  // another replay at the same moment took it: audited there
       db_.exec("audit replay",
                "INSERT INTO replays (record_id, revision, previous_error, reason, requested_by, at) "
                "VALUES ($1, $2, $3, $4, $5, $6)",
@@ -780,11 +880,15 @@ outbox_status postgresql_outbox::status(std::int64_t now_ms) {
     const auto error = db_.exec("last error",
                                 "SELECT last_error FROM records WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1");
     if (!error.empty()) s.last_error = error.text(0, 0);
-    // The EHR as the instance that saw it last saw it; unreachable since the first failure of the
-    // instances that failed last.
+    // The EHR as the instance that saw it last saw it; unreachable since the first failure any
+    // instance saw after the last time any instance reached it (an instance failing since before
+    // then counts from its latest failure; one whose failure is older is not counted).
     const auto contact = db_.exec("contact seen",
-                                  "SELECT reached, detail, at, (SELECT MIN(unreachable_since) FROM ehr_contact "
-                                  "WHERE NOT reached) FROM ehr_contact ORDER BY at DESC LIMIT 1");
+                                  "SELECT reached, detail, at, (SELECT MIN(CASE WHEN c.unreachable_since >= l.at "
+                                  "THEN c.unreachable_since ELSE c.at END) FROM ehr_contact c, "
+                                  "(SELECT COALESCE(MAX(reached_at), 0) AS at FROM ehr_contact) l "
+                                  "WHERE NOT c.reached AND c.at >= l.at) "
+                                  "FROM ehr_contact ORDER BY at DESC LIMIT 1");
     if (!contact.empty()) {
       s.ehr_reached = as_bool(contact.text(0, 0));
       s.ehr_detail = contact.text(0, 1);
@@ -794,7 +898,10 @@ outbox_status postgresql_outbox::status(std::int64_t now_ms) {
     s.maybe_at_ehr = db_.exec("maybe count", "SELECT COUNT(*) FROM records WHERE maybe_at_ehr").number(0, 0);
     const auto owners = db_.exec("owners",
                                  "SELECT o.id, o.kind, o.pid, o.started_at, (SELECT COUNT(*) FROM records r "
-                                 "WHERE r.state = 'in_flight' AND r.claim_owner = o.id), " + std::string(owner_alive) + ", o.host "
+                                 "WHERE r.state = 'in_flight' AND r.claim_owner = o.id), " + owner_alive("o.id", "$1") + ", o.host, "
+                                 "(SELECT MAX(r.lease_until) FROM records r WHERE r.state = 'in_flight' AND r.claim_owner = o.id), "
+                                 "(SELECT string_agg(role, ',' ORDER BY role) FROM leases WHERE owner = o.id AND until > " +
+                                     std::string(server_ms) + "), o.conditions "
                                  "FROM owners o ORDER BY o.id",
                                  {number(lock_class_)});
     for (int i = 0; i < owners.size(); ++i) {
@@ -806,6 +913,16 @@ outbox_status postgresql_outbox::status(std::int64_t now_ms) {
       o.claims = static_cast<int>(owners.number(i, 4));
       o.alive = own_owners_.count(o.id) > 0 || as_bool(owners.text(i, 5));
       o.host = owners.text(i, 6);
+      if (!owners.is_null(i, 7)) o.lease_until_ms = owners.number(i, 7);
+      if (!owners.is_null(i, 8)) {
+        const std::string roles = owners.text(i, 8);
+        for (std::size_t at = 0; at <= roles.size();) {
+          const std::size_t comma = std::min(roles.find(',', at), roles.size());
+          o.leads.push_back(roles.substr(at, comma - at));
+          at = comma + 1;
+        }
+      }
+      o.conditions = conditions_of(owners.text(i, 9));
       s.owners.push_back(std::move(o));
     }
     return s;
@@ -878,6 +995,48 @@ void postgresql_outbox::set_alert(const open_alert& alert, bool open) {
       db_.exec("close alert", "DELETE FROM alerts WHERE key = $1", {text(alert.key)});
     }
   });
+}
+
+bool postgresql_outbox::lead(std::string_view role, std::int64_t owner, std::int64_t, std::int64_t lease_ms) {
+  // On the server's clock. Taken when free, when its lease ran out, or when its holder's session
+  // is gone (killed: nobody waits for its lease).
+  return write("lead", [&] {
+    return !db_.exec("lead",
+                     "INSERT INTO leases (role, owner, until) VALUES ($1, $2, " + std::string(server_ms) + " + $3) "
+                     "ON CONFLICT (role) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until "
+                     "WHERE leases.owner = EXCLUDED.owner OR leases.until <= " + std::string(server_ms) +
+                     " OR NOT " + owner_alive("leases.owner", "$4") + " RETURNING owner",
+                     {text(role), number(owner), number(lease_ms), number(lock_class_)})
+                .empty();
+  });
+}
+
+void postgresql_outbox::note_owner_conditions(std::int64_t owner, const std::vector<open_alert>& conditions) {
+  write("note the alert conditions", [&] {
+    db_.exec("conditions", "UPDATE owners SET conditions = $2 WHERE id = $1 AND conditions <> $2",
+             {number(owner), text(conditions_json(conditions))});
+  });
+}
+
+// A session lock on the file's name (in this schema's namespace of one-key locks, beside the
+// records' ids): held while one instance reads, stores and moves the file, so two instances on
+// one folder never take one file together, nor move a newer file of the same name.
+bool postgresql_outbox::hold_intake_file(std::string_view name) {
+  return read([&] {
+    return as_bool(db_.exec("hold file", "SELECT pg_try_advisory_lock(hashtextextended($1, $2))",
+                            {text("inbox file " + valid_text(name)), number(lock_class_)})
+                       .text(0, 0));
+  });
+}
+
+void postgresql_outbox::release_intake_file(std::string_view name) {
+  try {
+    if (db_.ok()) {
+      db_.exec("release file", "SELECT pg_advisory_unlock(hashtextextended($1, $2))",
+               {text("inbox file " + valid_text(name)), number(lock_class_)});
+    }
+  } catch (const pg_error&) {  // a lost session has let go of it already
+  }
 }
 
 }  // namespace connector

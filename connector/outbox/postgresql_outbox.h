@@ -26,10 +26,11 @@ struct postgresql_options {
   int busy_timeout_ms = 2000;  // lock_timeout: a row lock waited for this long is a busy store
   int busy_attempts = 3;
   std::function<void(std::string_view operation, int attempt)> on_busy;
+  std::string instance;  // names this process's rows (its EHR contact); empty: host:pid
 };
 
 // The schema version this build writes, recorded in meta.schema_version.
-inline constexpr int postgresql_schema_version = 1;
+inline constexpr int postgresql_schema_version = 2;
 
 class postgresql_outbox final : public outbox {
  public:
@@ -68,6 +69,10 @@ class postgresql_outbox final : public outbox {
   std::optional<std::string> write_problem() override;
   std::vector<open_alert> open_alerts() override;
   void set_alert(const open_alert& alert, bool open) override;
+  bool lead(std::string_view role, std::int64_t owner, std::int64_t now_ms, std::int64_t lease_ms) override;
+  void note_owner_conditions(std::int64_t owner, const std::vector<open_alert>& conditions) override;
+  bool hold_intake_file(std::string_view name) override;
+  void release_intake_file(std::string_view name) override;
 
   // The schema version the database records (config-check).
   int schema_version();

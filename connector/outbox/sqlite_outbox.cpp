@@ -856,6 +856,7 @@ outbox_status sqlite_outbox::status(std::int64_t now_ms) {
     s.maybe_at_ehr = maybe.column_int(0);
     sqlite::statement owners(db_.handle(),
                              "SELECT o.id, o.kind, o.pid, o.started_at, (SELECT COUNT(*) FROM records r "
+                             "WHERE r.state = 'in_flight' AND r.claim_owner = o.id), (SELECT MAX(r.lease_until) FROM records r "
                              "WHERE r.state = 'in_flight' AND r.claim_owner = o.id) FROM owners o ORDER BY o.id");
     while (owners.step()) {
       owner_summary o;
@@ -865,6 +866,8 @@ outbox_status sqlite_outbox::status(std::int64_t now_ms) {
       o.started_at_ms = owners.column_int(3);
       o.alive = own_owners_.count(o.id) > 0 || locks_.held_elsewhere(o.id);
       o.claims = static_cast<int>(owners.column_int(4));
+      if (!owners.column_is_null(5)) o.lease_until_ms = owners.column_int(5);
+      if (o.kind == "daemon" && o.alive) o.leads = {"alerts"};  // the one daemon plays every role
       s.owners.push_back(std::move(o));
     }
     return s;

@@ -67,6 +67,11 @@ class sqlite_outbox final : public outbox {
   std::optional<std::string> write_problem() override;
   std::vector<open_alert> open_alerts() override;
   void set_alert(const open_alert& alert, bool open) override;
+  // One daemon per SQLite store: it plays every role and holds every inbox file it sees.
+  bool lead(std::string_view, std::int64_t, std::int64_t, std::int64_t) override { return true; }
+  void note_owner_conditions(std::int64_t, const std::vector<open_alert>&) override {}
+  bool hold_intake_file(std::string_view) override { return true; }
+  void release_intake_file(std::string_view) override {}
 
   // Writes that found the store locked past the busy timeout, since this object was opened.
   std::int64_t busy_waits() const { return busy_waits_; }

@@ -64,8 +64,8 @@ class lanes_test : public testing::TestWithParam<std::string> {
   // Another connection to the same store: another process, as far as the store can tell.
   std::unique_ptr<outbox> open_store() {
     if (GetParam() == "sqlite") return std::make_unique<sqlite_outbox>((dir_ / "outbox.db").string());
-    return std::make_unique<postgresql_outbox>(
-        postgresql_options{conninfo_ + " options='-csearch_path=" + name_ + "'", password_, 2000, 3, {}});
+    return std::make_unique<postgresql_outbox>(postgresql_options{conninfo_ + " options='-csearch_path=" + name_ + "'",
+                                                                  password_, 2000, 3, {}, "instance-" + std::to_string(++opened_)});
   }
   // The first row of a query on the store's own tables, as text.
   std::vector<std::string> first_row(const std::string& sql, int columns) {
@@ -112,6 +112,7 @@ class lanes_test : public testing::TestWithParam<std::string> {
   std::unique_ptr<outbox> store_;
   std::int64_t owner_ = 0;
   int queries_ = 0;
+  int opened_ = 0;
 };
 
 TEST_P(lanes_test, one_record_per_patient_at_a_time_in_arrival_order) {
@@ -470,6 +471,132 @@ TEST_P(lanes_test, a_postgresql_store_takes_several_daemons_a_sqlite_store_one) 
     EXPECT_TRUE(o.alive);
     EXPECT_FALSE(o.host.empty()) << "each instance names its machine";
   }
+}
+
+// One instance evaluates and posts the alerts: the lease on the "alerts" role. SQLite has one
+// daemon, which always leads.
+TEST_P(lanes_test, one_instance_leads_the_alerts_and_a_killed_leader_hands_over_at_once) {
+  auto a = open_store(), b = open_store();
+  const auto ida = a->register_owner("daemon", 1000);
+  if (GetParam() == "sqlite") {
+    EXPECT_TRUE(a->lead("alerts", ida, 1000, 15000));
+    return;
+  }
+  const auto idb = b->register_owner("daemon", 1000);
+  EXPECT_TRUE(a->lead("alerts", ida, 1000, 15000));
+  EXPECT_FALSE(b->lead("alerts", idb, 1000, 15000)) << "a leads, for 15 s";
+  EXPECT_TRUE(a->lead("alerts", ida, 2000, 15000)) << "the leader renews";
+  EXPECT_FALSE(b->lead("alerts", idb, 2000, 15000));
+  const auto leaders = [&] {
+    std::vector<std::int64_t> ids;
+    for (const auto& o : store_->status(2000).owners) {
+      if (std::find(o.leads.begin(), o.leads.end(), "alerts") != o.leads.end()) ids.push_back(o.id);
+    }
+    return ids;
+  };
+  EXPECT_EQ(leaders(), std::vector<std::int64_t>{ida}) << "status names the leader";
+  a.reset();  // its session ends, as when its process is killed: no waiting for its lease
+  bool leads = false;  // once the server has ended the session (it does so on its own time)
+  for (int i = 0; i < 100 && !(leads = b->lead("alerts", idb, 3000, 15000)); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(leads) << "within 5 s, far less than the 15 s lease";
+  EXPECT_EQ(leaders(), std::vector<std::int64_t>{idb});
+}
+
+TEST_P(lanes_test, a_leader_whose_lease_ran_out_loses_the_lead_and_a_clean_exit_hands_it_over) {
+  if (GetParam() == "sqlite") GTEST_SKIP() << "one daemon per SQLite store: it always leads";
+  auto a = open_store(), b = open_store();
+  const auto ida = a->register_owner("daemon", 1000), idb = b->register_owner("daemon", 1000);
+  EXPECT_TRUE(a->lead("alerts", ida, 1000, 1));  // a lease of 1 ms, on the server's clock: a frozen leader
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(b->lead("alerts", idb, 1000, 15000));
+  EXPECT_FALSE(a->lead("alerts", ida, 1000, 15000)) << "the frozen leader, back, learns it no longer leads";
+  b->release_owner(idb, 2000);
+  EXPECT_TRUE(a->lead("alerts", ida, 2000, 15000)) << "a clean exit hands the lead over at once";
+}
+
+TEST_P(lanes_test, status_shows_each_instances_leases_and_the_conditions_it_alone_sees) {
+  store_->enqueue({record("A-1", 1, "a")}, {}, 1000);
+  const auto c = claim_one(1000);
+  store_->note_owner_conditions(owner_, {{"sync_log_unwritable", "the sync log cannot be written", 1000}});
+  const auto owners = store_->status(1000).owners;
+  ASSERT_EQ(owners.size(), 1u);
+  ASSERT_TRUE(owners[0].lease_until_ms.has_value());
+  EXPECT_EQ(*owners[0].lease_until_ms, c.lease_until_ms);
+  if (GetParam() == "postgresql") {
+    ASSERT_EQ(owners[0].conditions.size(), 1u) << "published for the alerts' leader";
+    EXPECT_EQ(owners[0].conditions[0].key, "sync_log_unwritable");
+    EXPECT_EQ(owners[0].conditions[0].detail, "the sync log cannot be written");
+  }
+}
+
+TEST_P(lanes_test, an_inbox_file_is_held_by_one_instance_at_a_time) {
+  auto a = open_store(), b = open_store();
+  EXPECT_TRUE(a->hold_intake_file("visit.ndjson"));
+  EXPECT_EQ(b->hold_intake_file("visit.ndjson"), GetParam() == "sqlite") << "SQLite: one daemon, which holds all";
+  EXPECT_TRUE(b->hold_intake_file("other.ndjson"));
+  a->release_intake_file("visit.ndjson");
+  EXPECT_TRUE(b->hold_intake_file("visit.ndjson"));
+  b->release_intake_file("visit.ndjson");
+  b.reset();  // a process that ends lets go of what it held (once the server has ended its session)
+  bool held = false;
+  for (int i = 0; i < 100 && !(held = a->hold_intake_file("other.ndjson")); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(held);
+}
+
+// A rejected file may be anything: not UTF-8, NULs inside. It is kept like any other.
+TEST_P(lanes_test, a_rejected_record_that_is_not_text_is_quarantined_whole) {
+  const std::string body("{\"record_id\":\"Q\xff\"}\0\xc3", 20);
+  const fhir::issues problems = {{fhir::severity::error, "structure", "record", "is not valid UTF-8 text"}};
+  EXPECT_NO_THROW(store_->enqueue({record("A-1", 1, "a")}, {{"inbox:0123456789ab", "Q\xff", body, problems}}, 1000));
+  EXPECT_EQ(store_->status(1000).quarantined, 1);
+  EXPECT_EQ(store_->status(1000).records.at(record_state::pending), 1) << "the batch's good record is stored with it";
+  ASSERT_EQ(store_->quarantined(10).size(), 1u);
+  EXPECT_EQ(store_->quarantined(10)[0].record_id.substr(0, 1), "Q");
+}
+
+// Instances see the EHR each on their own: an outage starts at the first failure since any of
+// them last reached it, never at an old failure of an instance that since went away.
+TEST_P(lanes_test, an_outage_starts_no_earlier_than_any_instances_last_success) {
+  if (GetParam() == "sqlite") GTEST_SKIP() << "one daemon: one row of EHR contact";
+  {
+    auto gone = open_store();
+    gone->note_ehr_contact({false, "connect: Connection refused"}, 1000);  // then its process ends
+  }
+  auto a = open_store(), b = open_store();
+  a->note_ehr_contact({true, "HTTP 200"}, 2000);
+  b->note_ehr_contact({true, "HTTP 200"}, 3000);
+  a->note_ehr_contact({false, "connect: Connection refused"}, 5000);
+  auto s = store_->status(5000);
+  EXPECT_FALSE(s.ehr_reached);
+  ASSERT_TRUE(s.ehr_unreachable_since_ms.has_value());
+  EXPECT_EQ(*s.ehr_unreachable_since_ms, 5000) << "not 1000: the EHR was reached at 3000";
+  b->note_ehr_contact({false, "connect: Connection refused"}, 6000);
+  s = store_->status(6000);
+  ASSERT_TRUE(s.ehr_unreachable_since_ms.has_value());
+  EXPECT_EQ(*s.ehr_unreachable_since_ms, 5000) << "the first of the failures since";
+}
+
+// A database an earlier release created (schema version 1) is migrated in place, its records kept.
+TEST_P(lanes_test, a_version_1_database_is_migrated_with_its_records) {
+  if (GetParam() == "sqlite") GTEST_SKIP() << "the SQLite store's migrations have tests of their own";
+  store_->enqueue({record("A-1", 1, "a")}, {{"inbox:0123456789ab", "Q-1", "{\"record_id\":\"Q-1\"}", {}}}, 1000);
+  store_.reset();
+  // Version 1 as it was: no leases, no published conditions, quarantined bodies as text.
+  admin_->run("SET search_path = " + name_ + "; DROP TABLE leases; ALTER TABLE owners DROP COLUMN conditions; "
+              "ALTER TABLE ehr_contact DROP COLUMN reached_at; "
+              "ALTER TABLE quarantine ALTER COLUMN body TYPE TEXT USING convert_from(body, 'UTF8'); "
+              "UPDATE meta SET value = '1' WHERE key = 'schema_version'");
+  auto migrated = std::make_unique<postgresql_outbox>(
+      postgresql_options{conninfo_ + " options='-csearch_path=" + name_ + "'", password_, 2000, 3, {}, {}});
+  EXPECT_EQ(migrated->schema_version(), postgresql_schema_version);
+  EXPECT_EQ(first_row("SELECT encode(body, 'escape') FROM quarantine", 1), std::vector<std::string>{"{\"record_id\":\"Q-1\"}"});
+  EXPECT_EQ(migrated->status(1000).records.at(record_state::pending), 1);
+  const auto id = migrated->register_owner("daemon", 1000);
+  EXPECT_TRUE(migrated->lead("alerts", id, 1000, 15000));
 }
 
 }  // namespace

@@ -227,6 +227,14 @@ class failing_outbox final : public outbox {
   std::optional<std::string> write_problem() override { return real_.write_problem(); }
   std::vector<open_alert> open_alerts() override { return real_.open_alerts(); }
   void set_alert(const open_alert& a, bool open) override { real_.set_alert(a, open); }
+  bool lead(std::string_view role, std::int64_t owner, std::int64_t now, std::int64_t lease) override {
+    return real_.lead(role, owner, now, lease);
+  }
+  void note_owner_conditions(std::int64_t owner, const std::vector<open_alert>& c) override {
+    real_.note_owner_conditions(owner, c);
+  }
+  bool hold_intake_file(std::string_view name) override { return real_.hold_intake_file(name); }
+  void release_intake_file(std::string_view name) override { real_.release_intake_file(name); }
 
  private:
   template <typename F>
