@@ -202,6 +202,7 @@ http_response admin_api::metrics_text(outbox& store) {
   const std::int64_t now = c_.now();
   metrics_snapshot s;
   s.status = store.status(now);
+  s.self_owner = c_.owner;
   s.certificates = configured_certificates(c_.config, now / 1000);
   s.alerts = store.open_alerts();
   if (c_.log != nullptr) {
@@ -227,7 +228,7 @@ http_response admin_api::status(outbox& store) {
   out.begin_object();
   out.member("version", c_.version);
   out.member("started_at", utc_text(c_.started_at_ms));
-  write_queue_members(out, s);
+  write_queue_members(out, s, c_.owner);
   out.key("store");
   out.begin_object();
   out.member_bool("degraded", health.store_degraded);

@@ -69,6 +69,7 @@ struct admin_context {
   std::string ingest_api_address;  // host:port as bound (the configured port may be 0); empty: off
   const sync_log* log = nullptr;   // for its failed-write count in /metrics
   std::function<std::vector<listener_figures>()> listeners;  // connection slots, for /metrics
+  std::int64_t owner = 0;  // this process among the store's owners (marked in status and /metrics)
 };
 
 struct readiness {

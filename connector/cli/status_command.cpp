@@ -62,9 +62,13 @@ int run_status(const std::vector<std::string>& args) {
                                                                    : printable(s.write_strategy).c_str());
   if (s.owners.empty()) std::printf("processes delivering: none\n");
   for (const auto& o : s.owners) {
-    std::printf("process delivering: %s pid %lld%s since %s, %d in flight%s\n", printable(o.kind).c_str(),
+    std::string holds = std::to_string(o.claims) + " in flight";
+    if (o.lease_until_ms) holds += " (leases until " + utc_text(*o.lease_until_ms) + ")";
+    for (const auto& role : o.leads) holds += ", leads the " + printable(role);
+    for (const auto& c : o.conditions) holds += ", sees " + printable(c.key);
+    std::printf("process delivering: %s pid %lld%s since %s, %s%s\n", printable(o.kind).c_str(),
                 static_cast<long long>(o.pid), o.host.empty() ? "" : (" on " + printable(o.host)).c_str(),
-                utc_text(o.started_at_ms).c_str(), o.claims,
+                utc_text(o.started_at_ms).c_str(), holds.c_str(),
                 o.alive ? "" : " (gone: its claims are taken back by the next process)");
   }
   return exit_ok;

@@ -43,6 +43,9 @@ namespace {
 namespace asio = boost::asio;
 
 constexpr auto alert_check = std::chrono::seconds(5);   // how often alert conditions are evaluated
+// The alerts' leader holds its lease this long (several instances on one store): a frozen leader
+// is replaced after it; a killed one at once, its session gone.
+constexpr std::int64_t alert_lease_ms = 15000;
 constexpr std::int64_t probe_after_idle_ms = 60000;     // an idle daemon checks the EHR this often
 // The EHR's CapabilityStatement is read at start and this often; after a refused write, and while
 // the strategy read cannot deliver or could not be read, every 15 s.
@@ -201,7 +204,8 @@ class daemon {
       if (ingest_server_) ingest_address = config_.ingest_api.listen->host + ":" + std::to_string(ingest_server_->port());
       admin_.emplace(admin_context{reader_worker_, intake_worker_, [this] { return events_.health(); }, counters_,
                                    events_, config_, now_ms, MIGRAINE_CONNECTOR_VERSION, started_at_, token,
-                                   ingest_address, &log_, [this] { return listener_figures_now(); }});
+                                   ingest_address, &log_, [this] { return listener_figures_now(); },
+                                   delivery_.owner});
       admin_server_ = std::make_unique<http_server>(
           loop_,
           server_settings{"admin", *admin.listen, admin.cert_file, admin.key_file, std::nullopt, 64 * 1024,
@@ -230,18 +234,42 @@ class daemon {
                        });
   }
 
-  // On the intake worker: its jobs may use the daemon's parts, which outlive it.
+  // On the intake worker: its jobs may use the daemon's parts, which outlive it. Every instance
+  // publishes what only it sees; the one that leads the alerts evaluates and posts them.
   void evaluate_alerts() {
     const int waiting_for_party = delivery_.engine.waiting_for_party();  // the engine's, read on the loop
     intake_worker_.run(
-        [this, waiting_for_party](outbox& s) {
+        [this, waiting_for_party](outbox& s) -> std::vector<alert_change> {
           const std::int64_t at = now_ms();
           alert_inputs in;
-          in.status = s.status(at);
           in.certificates = configured_certificates(config_, at / 1000);
           in.sync_log_failing = log_.failing() ? log_.settings().path : std::string();
-          in.store_problem = s.write_problem();
           in.waiting_for_party = waiting_for_party;
+          try {
+            s.note_owner_conditions(delivery_.owner, own_conditions(config_.alerts, in, at));
+            leads_alerts_ = s.lead("alerts", delivery_.owner, at, alert_lease_ms);
+          } catch (const store_error&) {
+            // The store cannot be reached: who leads cannot be learnt, so the role stays as it was.
+          }
+          if (!leads_alerts_) {
+            alerts_->hand_over(s);
+            return {};
+          }
+          in.store_problem = s.write_problem();
+          try {
+            last_status_ = s.status(at);
+          } catch (const store_error&) {
+            // Evaluated all the same, on what was last read: write_problem says why (a PostgreSQL
+            // server that cannot be reached); a busy read passes by itself.
+          }
+          in.status = last_status_;
+          const auto name = [](const owner_summary& o) {
+            return o.kind + " pid " + std::to_string(o.pid) + (o.host.empty() ? "" : " on " + o.host);
+          };
+          for (const auto& o : in.status.owners) {
+            if (o.id == delivery_.owner) in.instance = name(o);
+            else if (o.alive && o.kind == "daemon") in.others.push_back({name(o), o.conditions});
+          }
           return alerts_->evaluate(s, in, at);
         },
         [this](store_result<std::vector<alert_change>> r) {
@@ -409,6 +437,8 @@ class daemon {
   intake records_;
   std::optional<inbox> folder_;
   std::optional<alert_monitor> alerts_;
+  bool leads_alerts_ = false;   // the intake worker's: this instance evaluates and posts the alerts
+  outbox_status last_status_;   // the intake worker's: the store as last read for the alerts
   std::optional<alert_webhook> webhook_;
   std::optional<ingest_api> ingest_;
   std::optional<admin_api> admin_;

@@ -113,6 +113,16 @@ int inbox::scan(outbox& store) {
   int taken = 0;
   for (const auto& [when, name] : found) {
     try {
+      // Another instance sharing the store and this folder may have this file now: it is theirs.
+      if (!store.hold_intake_file(name)) continue;
+      struct release {
+        outbox& store;
+        const std::string& name;
+        ~release() { store.release_intake_file(name); }
+      } held{store, name};
+      // Taken by another instance since the listing: gone, or a newer file under its name.
+      std::error_code gone;
+      if (!fs::is_regular_file(fs::path(dir_) / name, gone)) continue;
       taken += take(store, name) ? 1 : 0;
     } catch (const std::exception& e) {  // the store busy or full: this file waits for the next scan
       if (reported_.insert(name).second) {

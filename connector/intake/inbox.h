@@ -12,6 +12,9 @@
 // File names may be made of patient data: the log, the quarantine and stderr name a file only by
 // its handle, "inbox:" and the first 12 hex digits of its SHA-256, which its errors file repeats.
 // Files over 64 MiB are moved to rejected/ unread, with an errors file asking to split them.
+//
+// Several instances sharing one store (PostgreSQL) may scan one folder: each file is held by one
+// instance at a time (a lock in the store, outbox::hold_intake_file) from reading it to moving it.
 #pragma once
 
 #include <set>

@@ -14,6 +14,36 @@ std::string minutes_text(std::int64_t ms) {
 
 }  // namespace
 
+std::vector<open_alert> own_conditions(const alerts_config& config, const alert_inputs& in, std::int64_t now_ms) {
+  std::vector<open_alert> now;
+  if (in.waiting_for_party > 0) {
+    now.push_back({"waits_for_patient",
+                   std::to_string(in.waiting_for_party) +
+                       (in.waiting_for_party == 1 ? " record waits for its" : " records wait for their") +
+                       " patient or practitioner to exist at the EHR (found by the clinic's MRN or the NPI, "
+                       "never created: ehr.patient / ehr.practitioner); delivery goes on by itself once the EHR has them",
+                   now_ms});
+  }
+  if (!in.sync_log_failing.empty()) {
+    now.push_back({"sync_log_unwritable",
+                   "the sync log " + in.sync_log_failing + " cannot be written (read-only or full disk?): delivery goes "
+                   "on, its events are lost until the log is writable",
+                   now_ms});
+  }
+  for (const auto& c : in.certificates) {
+    if (!c.days_left) {
+      now.push_back({"certificate_expiring:" + c.setting, c.setting + " " + c.file + " cannot be read", now_ms});
+    } else if (*c.days_left < config.certificate_days) {
+      now.push_back({"certificate_expiring:" + c.setting,
+                     c.setting + " " + c.file +
+                         (*c.days_left < 0 ? " expired " + std::to_string(-*c.days_left) + " days ago"
+                                           : " expires in " + std::to_string(*c.days_left) + " days"),
+                     now_ms});
+    }
+  }
+  return now;
+}
+
 std::vector<open_alert> alert_conditions(const alerts_config& config, const alert_inputs& in, std::int64_t now_ms) {
   std::vector<open_alert> now;
   const auto& s = in.status;
@@ -51,31 +81,29 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
                    "themselves once the store can be written (free disk space)",
                    now_ms});
   }
-  if (in.waiting_for_party > 0) {
-    now.push_back({"waits_for_patient",
-                   std::to_string(in.waiting_for_party) +
-                       (in.waiting_for_party == 1 ? " record waits for its" : " records wait for their") +
-                       " patient or practitioner to exist at the EHR (found by the clinic's MRN or the NPI, "
-                       "never created: ehr.patient / ehr.practitioner); delivery goes on by itself once the EHR has them",
-                   now_ms});
+  std::vector<open_alert> own = own_conditions(config, in, now_ms);
+  if (in.others.empty()) {
+    now.insert(now.end(), own.begin(), own.end());
+    return now;
   }
-  if (!in.sync_log_failing.empty()) {
-    now.push_back({"sync_log_unwritable",
-                   "the sync log " + in.sync_log_failing + " cannot be written (read-only or full disk?): delivery goes "
-                   "on, its events are lost until the log is writable",
-                   now_ms});
-  }
-  for (const auto& c : in.certificates) {
-    if (!c.days_left) {
-      now.push_back({"certificate_expiring:" + c.setting, c.setting + " " + c.file + " cannot be read", now_ms});
-    } else if (*c.days_left < config.certificate_days) {
-      now.push_back({"certificate_expiring:" + c.setting,
-                     c.setting + " " + c.file +
-                         (*c.days_left < 0 ? " expired " + std::to_string(-*c.days_left) + " days ago"
-                                           : " expires in " + std::to_string(*c.days_left) + " days"),
-                     now_ms});
+  // Several instances: one alert per key, naming each instance where it holds, open since the
+  // first of them saw it.
+  std::vector<instance_conditions> all = in.others;
+  all.insert(all.begin(), {in.instance, std::move(own)});
+  std::vector<open_alert> merged;
+  for (const auto& i : all) {
+    for (const auto& c : i.conditions) {
+      auto m = std::find_if(merged.begin(), merged.end(), [&](const open_alert& a) { return a.key == c.key; });
+      const std::string here = i.instance + ": " + c.detail;
+      if (m == merged.end()) {
+        merged.push_back({c.key, here, c.opened_at_ms});
+      } else {
+        m->detail += "; " + here;
+        m->opened_at_ms = std::min(m->opened_at_ms, c.opened_at_ms);
+      }
     }
   }
+  now.insert(now.end(), merged.begin(), merged.end());
   return now;
 }
 
@@ -84,7 +112,12 @@ alert_monitor::alert_monitor(alerts_config config, event_sink& events)
 
 std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inputs& in, std::int64_t now_ms) {
   const auto holding = alert_conditions(config_, in, now_ms);
-  auto open = store.open_alerts();
+  std::vector<open_alert> open;
+  try {
+    open = store.open_alerts();
+  } catch (const store_error&) {  // the store cannot be read: the alerts as this process last left them
+    open = last_open_;
+  }
   // What the store could not record yet: record it now if it can, and count it as done either way.
   for (auto it = unrecorded_.begin(); it != unrecorded_.end();) {
     const open_alert& alert = it->second.first;  // not a structured binding: lambdas capture it
@@ -126,14 +159,32 @@ std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inp
       record({a.key, a.detail, was->opened_at_ms}, true);  // still the same incident: no new alert
     }
   }
+  std::vector<open_alert> left_open;
   for (const auto& o : open) {
     const bool still = std::any_of(holding.begin(), holding.end(), [&](const open_alert& a) { return a.key == o.key; });
     if (!still) {
       record(o, false);
       log({o.key, o.detail, o.opened_at_ms}, false);
+    } else {
+      left_open.push_back(o);
     }
   }
+  for (const auto& c : changes) {
+    if (c.opened) left_open.push_back(c.alert);
+  }
+  last_open_ = std::move(left_open);
   return changes;
+}
+
+void alert_monitor::hand_over(outbox& store) {
+  for (auto it = unrecorded_.begin(); it != unrecorded_.end();) {
+    try {
+      store.set_alert(it->second.first, it->second.second);
+      it = unrecorded_.erase(it);
+    } catch (const store_error&) {
+      ++it;
+    }
+  }
 }
 
 }  // namespace connector

@@ -13,6 +13,12 @@
 //   waits_for_patient           records wait for their patient (or practitioner) to exist at the EHR
 //                               (ehr.patient / ehr.practitioner match); they go on once it does
 //
+// Several instances on one store (PostgreSQL): one of them, the leader (outbox::lead "alerts"),
+// evaluates and posts, so an incident gives one alert however many instances see it. The
+// conditions only an instance can see (its sync log, its certificate files, the records its
+// engine holds for their patient) it publishes for the leader, which merges them by key: one
+// alert naming each instance where it holds.
+//
 // An alert is posted even when the store cannot record it (the store_unwritable alert itself,
 // on a full disk): the monitor keeps such changes in memory and records them once it can.
 #pragma once
@@ -30,12 +36,22 @@
 
 namespace connector {
 
+// The conditions one other instance sees alone, as it published them.
+struct instance_conditions {
+  std::string instance;  // "daemon pid 41 on host-b"
+  std::vector<open_alert> conditions;
+};
+
 struct alert_inputs {
   outbox_status status;
+  std::optional<std::string> store_problem;  // outbox::write_problem()
+  // What only this process sees:
   std::vector<certificate_days> certificates;
   std::string sync_log_failing;  // the log's path while its writes fail; empty when it writes
-  std::optional<std::string> store_problem;  // outbox::write_problem()
   int waiting_for_party = 0;  // records held because the EHR has not their patient or practitioner yet
+  std::string instance;       // how the others name this process; empty with a single instance
+  // What the other live instances see alone (empty with a single instance).
+  std::vector<instance_conditions> others;
 };
 
 struct alert_change {
@@ -46,6 +62,9 @@ struct alert_change {
 
 // The alerts whose conditions hold now, keyed, with a detail for people. Pure.
 std::vector<open_alert> alert_conditions(const alerts_config& config, const alert_inputs& in, std::int64_t now_ms);
+// Those of them only this process sees (from certificates, sync_log_failing, waiting_for_party):
+// what it publishes for the leader. Pure.
+std::vector<open_alert> own_conditions(const alerts_config& config, const alert_inputs& in, std::int64_t now_ms);
 
 class alert_monitor {
  public:
@@ -54,6 +73,9 @@ class alert_monitor {
   // Compares the conditions with the open alerts in `store`; opens and closes, logs and stores
   // each change, and returns the changes (for the webhook).
   std::vector<alert_change> evaluate(outbox& store, const alert_inputs& in, std::int64_t now_ms);
+  // Another instance leads now: what this one could not record yet is recorded (so the leader
+  // sees, and closes, what this one opened), and nothing more is posted from here.
+  void hand_over(outbox& store);
 
  private:
   alerts_config config_;
@@ -61,6 +83,8 @@ class alert_monitor {
   // Changes the store refused to record, newest state per key (true: open), applied over what
   // the store says until they are recorded.
   std::map<std::string, std::pair<open_alert, bool>> unrecorded_;
+  // The open alerts as this process last left them: used while the store cannot be read.
+  std::vector<open_alert> last_open_;
 };
 
 }  // namespace connector

@@ -147,6 +147,22 @@ std::string metrics::prometheus_text(const metrics_snapshot& s, std::int64_t now
   sample(out, "migraine_store_degraded", s.store_degraded ? 1 : 0);
   family(out, "migraine_store_in_flight_owners", "gauge", "Processes registered on the store to claim records.");
   sample(out, "migraine_store_in_flight_owners", static_cast<double>(s.status.owners.size()));
+  // Each process registered on the store (several instances on one PostgreSQL store): labelled
+  // by kind, pid and host, never by anything a record holds.
+  const auto owner_labels = [&](const owner_summary& o) {
+    return "kind=\"" + label(o.kind) + "\",pid=\"" + std::to_string(o.pid) + "\",host=\"" + label(o.host) +
+           "\",this=\"" + (o.id == s.self_owner ? "true" : "false") + "\"";
+  };
+  family(out, "migraine_store_owner_alive", "gauge", "1 while a process registered on the store lives (0: its claims are taken back).");
+  for (const auto& o : s.status.owners) sample(out, "migraine_store_owner_alive{" + owner_labels(o) + "}", o.alive ? 1 : 0);
+  family(out, "migraine_store_owner_in_flight", "gauge", "Records each process registered on the store holds in flight.");
+  for (const auto& o : s.status.owners) sample(out, "migraine_store_owner_in_flight{" + owner_labels(o) + "}", o.claims);
+  family(out, "migraine_store_owner_leads", "gauge", "1 for each role a process holds the lease of (alerts: evaluates and posts them).");
+  for (const auto& o : s.status.owners) {
+    for (const auto& role : o.leads) {
+      sample(out, "migraine_store_owner_leads{" + owner_labels(o) + ",role=\"" + label(role) + "\"}", 1);
+    }
+  }
   family(out, "migraine_maybe_at_ehr_records", "gauge",
          "Undelivered revisions that were sent without an answer: possibly at the EHR.");
   sample(out, "migraine_maybe_at_ehr_records", static_cast<double>(s.status.maybe_at_ehr));

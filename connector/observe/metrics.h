@@ -36,6 +36,7 @@ struct metrics_snapshot {
   std::int64_t token_requests = 0;  // to the EHR's token endpoint (ehr.auth)
   std::int64_t token_failures = 0;
   std::vector<listener_figures> listeners;
+  std::int64_t self_owner = 0;  // this process among status.owners
 };
 
 class metrics : public event_sink {

@@ -5,7 +5,7 @@
 
 namespace connector {
 
-void write_queue_members(fhir::json_writer& out, const outbox_status& s) {
+void write_queue_members(fhir::json_writer& out, const outbox_status& s, std::int64_t self) {
   out.key("records");
   out.begin_object();
   for (const auto& [state, n] : s.records) out.member(to_string(state), n);
@@ -21,11 +21,24 @@ void write_queue_members(fhir::json_writer& out, const outbox_status& s) {
   out.begin_array();
   for (const auto& o : s.owners) {
     out.begin_object();
+    out.member("id", o.id);
     out.member("kind", o.kind);
     out.member("pid", o.pid);
+    if (!o.host.empty()) out.member("host", o.host);
     out.member("since", utc_text(o.started_at_ms));
     out.member_bool("alive", o.alive);
+    if (self != 0) out.member_bool("this", o.id == self);
     out.member("in_flight", o.claims);
+    out.key("lease_until");
+    o.lease_until_ms ? out.string(utc_text(*o.lease_until_ms)) : out.raw("null");
+    out.key("leads");
+    out.begin_array();
+    for (const auto& role : o.leads) out.string(role);
+    out.end_array();
+    out.key("conditions");  // what it alone sees, published for the alerts' leader
+    out.begin_array();
+    for (const auto& c : o.conditions) out.string(c.key);
+    out.end_array();
     out.end_object();
   }
   out.end_array();

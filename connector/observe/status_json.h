@@ -9,6 +9,7 @@
 namespace connector {
 
 // Writes the members into the object `out` is in.
-void write_queue_members(fhir::json_writer& out, const outbox_status& s);
+// `self`: the owner id of the process answering (marked "this" among the processes), 0 for none.
+void write_queue_members(fhir::json_writer& out, const outbox_status& s, std::int64_t self = 0);
 
 }  // namespace connector

@@ -370,3 +370,61 @@ TEST(alert_conditions, waits_for_patient_while_records_wait_for_the_ehrs_own_pat
 }
 
 }  // namespace
+
+namespace {
+
+// ---- several instances on one store: the leader evaluates for all ----
+
+TEST(alert_conditions, what_several_instances_each_see_alone_is_one_alert_naming_each) {
+  alert_inputs in = unreachable_since(t0 - 6 * minute);
+  in.instance = "daemon pid 10 on host-a";
+  in.sync_log_failing = "/var/log/mc/sync.log";
+  in.others = {{"daemon pid 20 on host-b", {{"sync_log_unwritable", "the sync log /srv/mc/sync.log cannot be written", t0}}},
+               {"daemon pid 30 on host-c", {}}};
+  const auto now = alert_conditions(defaults(), in, t0);
+  EXPECT_EQ(keys(now), (std::vector<std::string>{"ehr_unreachable", "sync_log_unwritable"}))
+      << "the EHR, seen by all, gives one alert; the sync logs one more";
+  const auto* log = find(now, "sync_log_unwritable");
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->detail.rfind("daemon pid 10 on host-a: the sync log /var/log/mc/sync.log cannot be written", 0), 0u)
+      << log->detail;
+  EXPECT_NE(log->detail.find("; daemon pid 20 on host-b: the sync log /srv/mc/sync.log cannot be written"), std::string::npos)
+      << log->detail;
+  EXPECT_EQ(log->detail.find("host-c"), std::string::npos) << "an instance that sees nothing wrong is not named";
+
+  alert_inputs only_b;
+  only_b.instance = "daemon pid 10 on host-a";
+  only_b.others = in.others;
+  EXPECT_EQ(keys(alert_conditions(defaults(), only_b, t0)), std::vector<std::string>{"sync_log_unwritable"})
+      << "another instance's condition alerts though the leader does not see it";
+  EXPECT_EQ(keys(own_conditions(defaults(), in, t0)), std::vector<std::string>{"sync_log_unwritable"})
+      << "what this one publishes: its own conditions only";
+}
+
+// A leader that opened an alert it could not record, then lost the lead: it records what it
+// posted, and the new leader closes it once (not open it again, nor leave it open at the webhook).
+TEST_F(alert_monitor_test, a_leader_that_hands_over_records_what_it_posted_for_the_next) {
+  store_ = std::make_unique<sqlite_outbox>(path_, sqlite_options{.busy_timeout_ms = 10, .busy_attempts = 1, .on_busy = {}});
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  alert_inputs unwritable;
+  unwritable.store_problem = "the store cannot be written";
+  alert_monitor old_leader(defaults(), sink_);
+  ASSERT_EQ(old_leader.evaluate(*store_, unwritable, t0).size(), 1u);
+  EXPECT_TRUE(store_->open_alerts().empty());
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  old_leader.hand_over(*store_);
+  EXPECT_EQ(keys(store_->open_alerts()), std::vector<std::string>{"store_unwritable"});
+
+  recording_sink new_sink;
+  alert_monitor new_leader(defaults(), new_sink);
+  const auto closed = new_leader.evaluate(*store_, alert_inputs{}, t0 + 20000);
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_FALSE(closed[0].opened);
+  EXPECT_EQ(closed[0].alert.opened_at_ms, t0);
+  EXPECT_TRUE(new_leader.evaluate(*store_, alert_inputs{}, t0 + 25000).empty());
+}
+
+}  // namespace
