@@ -62,7 +62,8 @@ function status() {
     version: '0.4.0-mock', started_at: startedAt, records: { ...records, dead: dead.length }, quarantined: 4,
     oldest_pending_age_s: 12, last_error: 'HTTP 503: will retry', delivered_per_minute: 4.5, maybe_at_ehr: 1,
     store: { degraded: false },
-    processes: [{ kind: 'daemon', pid: 4242, since: startedAt, alive: true, in_flight: 2 }],
+    processes: [{ id: 7, kind: 'daemon', pid: 4242, host: 'app1', since: startedAt, alive: true, this: true, in_flight: 2,
+                  lease_until: startedAt, leads: ['alerts'], conditions: [] }],
     ehr: { base_url: 'https://ehr.example/fhir', reached: true, seconds_ago: 3, detail: 'HTTP 200' },
     write: {
       configured: 'auto', mode: 'single', why: 'the EHR advertises neither transaction nor batch', deliverable: true,

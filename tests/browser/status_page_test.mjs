@@ -119,7 +119,7 @@ try {
   check(oldest !== '' && oldest !== '–', 'the queue section shows the oldest pending age', JSON.stringify(oldest));
 
   const procs = (await page.locator('[data-testid="processes"]').textContent())?.trim() ?? '';
-  check(/daemon pid \d+ \(\d+ in flight, leads the alerts\) — this one/.test(procs),
+  check(/daemon pid \d+( on [\w.-]+)? \(\d+ in flight, leads the alerts\) — this one/.test(procs),
     'the page names the process delivering, what it leads, and that it is the one answering', JSON.stringify(procs));
   const store = (await page.locator('[data-testid="store-state"]').textContent())?.trim() ?? '';
   check(store === 'taking writes', 'the page says the store takes writes', JSON.stringify(store));
