@@ -247,22 +247,30 @@ class daemon {
           in.waiting_for_party = waiting_for_party;
           try {
             s.note_owner_conditions(delivery_.owner, own_conditions(config_.alerts, in, at));
-            leads_alerts_ = s.lead("alerts", delivery_.owner, at, alert_lease_ms);
-          } catch (const store_error&) {
-            // The store cannot be reached: who leads cannot be learnt, so the role stays as it was.
+          } catch (const store_error&) {  // published at the next evaluation
           }
-          if (!leads_alerts_) {
+          const std::int64_t steady = steady_ms();
+          try {
+            if (s.lead("alerts", delivery_.owner, at, alert_lease_ms)) led_until_steady_ = steady + alert_lease_ms;
+            else led_until_steady_ = 0;
+          } catch (const store_error&) {
+            // Who leads cannot be learnt: a leader goes on alone until its lease would have run out
+            // (after that another instance may lead), then stays quiet.
+          }
+          if (steady >= led_until_steady_) {
             alerts_->hand_over(s);
+            last_status_.reset();
             return {};
           }
           in.store_problem = s.write_problem();
           try {
             last_status_ = s.status(at);
           } catch (const store_error&) {
-            // Evaluated all the same, on what was last read: write_problem says why (a PostgreSQL
-            // server that cannot be reached); a busy read passes by itself.
+            // Evaluated all the same, on what this leader last read: write_problem says why (a
+            // PostgreSQL server that cannot be reached); a busy read passes by itself.
           }
-          in.status = last_status_;
+          if (!last_status_) return {};
+          in.status = *last_status_;
           const auto name = [](const owner_summary& o) {
             return o.kind + " pid " + std::to_string(o.pid) + (o.host.empty() ? "" : " on " + o.host);
           };
@@ -437,8 +445,10 @@ class daemon {
   intake records_;
   std::optional<inbox> folder_;
   std::optional<alert_monitor> alerts_;
-  bool leads_alerts_ = false;   // the intake worker's: this instance evaluates and posts the alerts
-  outbox_status last_status_;   // the intake worker's: the store as last read for the alerts
+  // The intake worker's: this instance evaluates and posts the alerts until then (steady ms), and
+  // the store as it last read it while leading.
+  std::int64_t led_until_steady_ = 0;
+  std::optional<outbox_status> last_status_;
   std::optional<alert_webhook> webhook_;
   std::optional<ingest_api> ingest_;
   std::optional<admin_api> admin_;

@@ -124,9 +124,15 @@ int inbox::scan(outbox& store) {
       std::error_code gone;
       if (!fs::is_regular_file(fs::path(dir_) / name, gone)) continue;
       taken += take(store, name) ? 1 : 0;
-    } catch (const std::exception& e) {  // the store busy or full: this file waits for the next scan
+    } catch (const store_error& e) {  // the store busy or full: this file waits for the next scan
       if (reported_.insert(name).second) {
         std::fprintf(stderr, "migraine-connector: an inbox file could not be ingested (%s); will try again\n", e.what());
+      }
+    } catch (const std::exception&) {
+      // A filesystem error names the file's path, which may be made of patient data: not printed.
+      if (reported_.insert(name).second) {
+        std::fprintf(stderr, "migraine-connector: an inbox file could not be read or moved (check the folder's "
+                             "permissions and free space); will try again\n");
       }
     }
   }

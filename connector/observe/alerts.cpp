@@ -86,8 +86,7 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
     now.insert(now.end(), own.begin(), own.end());
     return now;
   }
-  // Several instances: one alert per key, naming each instance where it holds, open since the
-  // first of them saw it.
+  // Several instances: one alert per key, naming each instance where it holds.
   std::vector<instance_conditions> all = in.others;
   all.insert(all.begin(), {in.instance, std::move(own)});
   std::vector<open_alert> merged;
@@ -96,10 +95,9 @@ std::vector<open_alert> alert_conditions(const alerts_config& config, const aler
       auto m = std::find_if(merged.begin(), merged.end(), [&](const open_alert& a) { return a.key == c.key; });
       const std::string here = i.instance + ": " + c.detail;
       if (m == merged.end()) {
-        merged.push_back({c.key, here, c.opened_at_ms});
+        merged.push_back({c.key, here, now_ms});
       } else {
         m->detail += "; " + here;
-        m->opened_at_ms = std::min(m->opened_at_ms, c.opened_at_ms);
       }
     }
   }
@@ -177,6 +175,7 @@ std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inp
 }
 
 void alert_monitor::hand_over(outbox& store) {
+  last_open_.clear();  // another instance changes them now: what this one knew goes stale
   for (auto it = unrecorded_.begin(); it != unrecorded_.end();) {
     try {
       store.set_alert(it->second.first, it->second.second);

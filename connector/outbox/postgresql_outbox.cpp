@@ -8,6 +8,7 @@
 #include <map>
 #include <thread>
 
+#include <openssl/evp.h>
 #include <rapidjson/document.h>
 
 #include "fhir/json_writer.h"
@@ -188,15 +189,14 @@ std::string valid_text(std::string_view s) {
   return out;
 }
 
-// An owner's alert conditions as stored: [{"key","detail","since"}].
+// An owner's alert conditions as stored: [{"key","detail"}].
 std::string conditions_json(const std::vector<open_alert>& conditions) {
   fhir::json_writer out;
   out.begin_array();
   for (const auto& c : conditions) {
     out.begin_object();
     out.member("key", c.key);
-    out.member("detail", c.detail);
-    out.member("since", c.opened_at_ms);
+    out.member("detail", c.detail);  // no time: the row changes only when what it says changes
     out.end_object();
   }
   out.end_array();
@@ -208,11 +208,10 @@ std::vector<open_alert> conditions_of(const std::string& json) {
   std::vector<open_alert> out;
   if (d.Parse(json.c_str()).HasParseError() || !d.IsArray()) return out;
   for (const auto& c : d.GetArray()) {
-    if (!c.IsObject() || !c.HasMember("key") || !c["key"].IsString() || !c.HasMember("detail") ||
-        !c["detail"].IsString() || !c.HasMember("since") || !c["since"].IsInt64()) {
+    if (!c.IsObject() || !c.HasMember("key") || !c["key"].IsString() || !c.HasMember("detail") || !c["detail"].IsString()) {
       continue;
     }
-    out.push_back({c["key"].GetString(), c["detail"].GetString(), c["since"].GetInt64()});
+    out.push_back({c["key"].GetString(), c["detail"].GetString(), 0});
   }
   return out;
 }
@@ -268,6 +267,11 @@ void postgresql_outbox::connect_again() {
              "INSERT INTO owners (id, kind, host, pid, started_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
              {number(id), text(kind), text(host_name()), number(::getpid()), number(registered_at_ms_)});
     db_.exec("relock", "SELECT pg_try_advisory_lock($1::int, $2::int)", {number(lock_class_), number(id)});
+  }
+  // Inbox files being read here: held again (another instance that took one meanwhile holds it,
+  // and both store it: its records come back as duplicates).
+  for (const auto& key : held_files_) {
+    db_.exec("hold file", "SELECT pg_try_advisory_lock(hashtextextended($1, $2))", {text(key), number(lock_class_)});
   }
 }
 
@@ -366,6 +370,18 @@ void postgresql_outbox::migrate() {
                         "the store (PostgreSQL " + db_.where() + ") has schema version " + std::to_string(version) +
                             ", newer than this connector's (" + std::to_string(postgresql_schema_version) +
                             "): run the newer connector on every instance");
+    }
+    if (before >= 1) {
+      // The instances of the older release use the tables this changes: they must stop first.
+      const auto running = db_.exec("running", "SELECT COUNT(*) FROM owners o WHERE " + owner_alive("o.id", "$1"),
+                                    {number(lock_class_)});
+      if (running.number(0, 0) > 0) {
+        throw store_error(store_error::kind::other,
+                          "the store (PostgreSQL " + db_.where() + ") has schema version " + std::to_string(before) +
+                              " and " + running.text(0, 0) + " instance(s) of the older release running on it: "
+                              "stop every instance, then start this release (it migrates the schema to version " +
+                              std::to_string(postgresql_schema_version) + ")");
+      }
     }
     if (before < 1) db_.run(schema_1);
     if (before < 2) db_.run(schema_2);
@@ -1021,19 +1037,32 @@ void postgresql_outbox::note_owner_conditions(std::int64_t owner, const std::vec
 // A session lock on the file's name (in this schema's namespace of one-key locks, beside the
 // records' ids): held while one instance reads, stores and moves the file, so two instances on
 // one folder never take one file together, nor move a newer file of the same name.
+// The file's lock key: "inbox file " and the SHA-256 of its name, so the name, which may be made
+// of patient data, never reaches the server (nor its log).
+static std::string file_key(std::string_view name) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(name.data(), name.size(), digest, &length, EVP_sha256(), nullptr);
+  return "inbox file " + hex(std::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
 bool postgresql_outbox::hold_intake_file(std::string_view name) {
-  return read([&] {
+  const std::string key = file_key(name);
+  const bool held = read([&] {
     return as_bool(db_.exec("hold file", "SELECT pg_try_advisory_lock(hashtextextended($1, $2))",
-                            {text("inbox file " + valid_text(name)), number(lock_class_)})
+                            {text(key), number(lock_class_)})
                        .text(0, 0));
   });
+  if (held) held_files_.insert(key);
+  return held;
 }
 
 void postgresql_outbox::release_intake_file(std::string_view name) {
+  const std::string key = file_key(name);
+  held_files_.erase(key);
   try {
     if (db_.ok()) {
-      db_.exec("release file", "SELECT pg_advisory_unlock(hashtextextended($1, $2))",
-               {text("inbox file " + valid_text(name)), number(lock_class_)});
+      db_.exec("release file", "SELECT pg_advisory_unlock(hashtextextended($1, $2))", {text(key), number(lock_class_)});
     }
   } catch (const pg_error&) {  // a lost session has let go of it already
   }

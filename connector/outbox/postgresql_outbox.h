@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 
 #include "connector/outbox/outbox.h"
@@ -98,6 +99,7 @@ class postgresql_outbox final : public outbox {
   std::int64_t lock_class_ = 0;        // the advisory-lock namespace of this schema
   std::string instance_;               // host:pid, naming this process's rows (EHR contact)
   std::map<std::int64_t, std::string> own_owners_;  // registered here (id -> kind): alive by definition
+  std::set<std::string> held_files_;  // lock keys of the inbox files held here, taken again on a new session
   std::int64_t registered_at_ms_ = 0;
 };
 

@@ -584,17 +584,38 @@ TEST_P(lanes_test, an_outage_starts_no_earlier_than_any_instances_last_success) 
 TEST_P(lanes_test, a_version_1_database_is_migrated_with_its_records) {
   if (GetParam() == "sqlite") GTEST_SKIP() << "the SQLite store's migrations have tests of their own";
   store_->enqueue({record("A-1", 1, "a")}, {{"inbox:0123456789ab", "Q-1", "{\"record_id\":\"Q-1\"}", {}}}, 1000);
+  store_->note_ehr_contact({true, "HTTP 200"}, 1500);
+  store_->release_owner(owner_, 2000);
   store_.reset();
+  auto old_release = open_store();  // an instance of the older release, still running
+  old_release->register_owner("daemon", 2000);
   // Version 1 as it was: no leases, no published conditions, quarantined bodies as text.
   admin_->run("SET search_path = " + name_ + "; DROP TABLE leases; ALTER TABLE owners DROP COLUMN conditions; "
               "ALTER TABLE ehr_contact DROP COLUMN reached_at; "
               "ALTER TABLE quarantine ALTER COLUMN body TYPE TEXT USING convert_from(body, 'UTF8'); "
               "UPDATE meta SET value = '1' WHERE key = 'schema_version'");
-  auto migrated = std::make_unique<postgresql_outbox>(
-      postgresql_options{conninfo_ + " options='-csearch_path=" + name_ + "'", password_, 2000, 3, {}, {}});
+  const postgresql_options options{conninfo_ + " options='-csearch_path=" + name_ + "'", password_, 2000, 3, {}, {}};
+  try {
+    postgresql_outbox refused(options);
+    ADD_FAILURE() << "migrated beside a running instance of the older release";
+  } catch (const store_error& e) {
+    EXPECT_NE(std::string(e.what()).find("stop every instance"), std::string::npos) << e.what();
+  }
+  old_release.reset();  // stopped: its session ends (on the server's time)
+  std::unique_ptr<postgresql_outbox> migrated;
+  for (int i = 0; i < 100 && !migrated; ++i) {
+    try {
+      migrated = std::make_unique<postgresql_outbox>(options);
+    } catch (const store_error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ASSERT_TRUE(migrated);
   EXPECT_EQ(migrated->schema_version(), postgresql_schema_version);
   EXPECT_EQ(first_row("SELECT encode(body, 'escape') FROM quarantine", 1), std::vector<std::string>{"{\"record_id\":\"Q-1\"}"});
   EXPECT_EQ(migrated->status(1000).records.at(record_state::pending), 1);
+  EXPECT_EQ(first_row("SELECT reached_at FROM ehr_contact", 1), std::vector<std::string>{"1500"})
+      << "the last success recorded before, kept as such";
   const auto id = migrated->register_owner("daemon", 1000);
   EXPECT_TRUE(migrated->lead("alerts", id, 1000, 15000));
 }
