@@ -216,6 +216,21 @@ std::vector<open_alert> conditions_of(const std::string& json) {
   return out;
 }
 
+// A text[] parameter: each element quoted, its quotes and backslashes escaped.
+std::string array_literal(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& item : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (const char c : item) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 bool as_bool(const std::string& v) { return v == "t" || v == "true" || v == "1"; }
 
 constexpr const char* summary_columns =
@@ -408,41 +423,29 @@ int postgresql_outbox::schema_version() {
 void postgresql_outbox::lock_lanes(std::vector<std::string> patient_keys) {
   std::sort(patient_keys.begin(), patient_keys.end());
   patient_keys.erase(std::unique(patient_keys.begin(), patient_keys.end()), patient_keys.end());
-  for (const auto& p : patient_keys) {
-    // Creates the lane if it is new; either way its row is locked until this transaction ends.
-    db_.exec("lock lane",
-             "INSERT INTO lanes (patient_key) VALUES ($1) "
-             "ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key",
-             {text(p)});
-  }
+  if (patient_keys.empty()) return;
+  // Creates the lanes that are new; either way their rows are locked until this transaction ends,
+  // in the order given (one statement, however many lanes).
+  db_.exec("lock lanes",
+           "INSERT INTO lanes (patient_key) SELECT p FROM unnest($1::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n "
+           "ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key",
+           {text(array_literal(patient_keys))});
 }
 
 void postgresql_outbox::refresh_lane(const std::string& patient_key, std::int64_t now_ms) {
-  std::optional<std::int64_t> head, ready;
-  bool pending = false;
-  const auto in_flight = db_.exec("lane in flight",
-                                  "SELECT seq FROM records WHERE patient_key = $1 AND state = 'in_flight' LIMIT 1",
-                                  {text(patient_key)});
-  if (!in_flight.empty()) {
-    head = in_flight.number(0, 0);
-  } else {
-    const auto first = db_.exec("lane head",
-                                "SELECT seq, state, next_attempt_at FROM records WHERE patient_key = $1 AND "
-                                "state IN ('pending', 'in_flight', 'retry_scheduled') ORDER BY seq LIMIT 1",
-                                {text(patient_key)});
-    if (!first.empty()) {
-      head = first.number(0, 0);
-      const std::string state = first.text(0, 1);
-      pending = state == "pending";
-      if (pending) ready = now_ms;
-      if (state == "retry_scheduled") ready = first.number(0, 2);
-    }
-  }
-  // A pending head that is already waiting keeps its place in line (fairness between lanes).
+  // The head: the record in flight, else the oldest open one; ready now when pending (a pending
+  // head that is already waiting keeps its place in line: fairness between lanes), at its retry
+  // time when retry_scheduled, never while in flight; no head, no readiness. One statement.
   db_.exec("set lane",
-           "UPDATE lanes SET ready_at = CASE WHEN $4 AND head_seq IS NOT DISTINCT FROM $2::bigint "
-           "AND ready_at IS NOT NULL THEN ready_at ELSE $3::bigint END, head_seq = $2::bigint WHERE patient_key = $1",
-           {text(patient_key), head ? number(*head) : null, ready ? number(*ready) : null, text(pending ? "true" : "false")});
+           "WITH f AS (SELECT seq, state, next_attempt_at FROM records WHERE patient_key = $1 AND state = 'in_flight' "
+           "LIMIT 1), o AS (SELECT seq, state, next_attempt_at FROM records WHERE patient_key = $1 AND "
+           "state IN ('pending', 'in_flight', 'retry_scheduled') ORDER BY seq LIMIT 1), "
+           "h AS (SELECT * FROM f UNION ALL SELECT * FROM o WHERE NOT EXISTS (SELECT 1 FROM f)) "
+           "UPDATE lanes l SET head_seq = (SELECT seq FROM h), ready_at = CASE (SELECT state FROM h) "
+           "WHEN 'pending' THEN CASE WHEN l.head_seq IS NOT DISTINCT FROM (SELECT seq FROM h) AND l.ready_at IS NOT NULL "
+           "THEN l.ready_at ELSE $2::bigint END WHEN 'retry_scheduled' THEN (SELECT next_attempt_at FROM h) END "
+           "WHERE l.patient_key = $1",
+           {text(patient_key), number(now_ms)});
 }
 
 void postgresql_outbox::record_contact(const ehr_contact& contact, std::int64_t now_ms) {
@@ -470,22 +473,30 @@ std::vector<enqueue_result> postgresql_outbox::enqueue(const std::vector<inbound
     for (const auto& r : records) ids.push_back(r.record_id);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    for (const auto& id : ids) {
-      db_.exec("record lock", "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))", {text(id), number(lock_class_)});
-    }
-    std::vector<std::string> patients;
-    for (const auto& r : records) patients.push_back(r.patient_key);
-    lock_lanes(patients);
     std::vector<enqueue_result> results;
+    // A few statements per batch, and one per new record: a round trip is what a record costs here.
+    std::map<std::string, std::pair<std::int64_t, std::string>> latest;  // record id -> revision, patient
+    if (!ids.empty()) {
+      const std::string id_array = array_literal(ids);
+      db_.exec("record locks",
+               "SELECT pg_advisory_xact_lock(hashtextextended(id, $2)) FROM unnest($1::text[]) WITH ORDINALITY AS t(id, n) "
+               "ORDER BY n",
+               {text(id_array), number(lock_class_)});
+      std::vector<std::string> patients;
+      for (const auto& r : records) patients.push_back(r.patient_key);
+      lock_lanes(patients);
+      const auto stored = db_.exec("latest revisions",
+                                   "SELECT DISTINCT ON (record_id) record_id, revision, patient_key FROM records "
+                                   "WHERE record_id = ANY($1::text[]) ORDER BY record_id, revision DESC",
+                                   {text(id_array)});
+      for (int i = 0; i < stored.size(); ++i) latest[stored.text(i, 0)] = {stored.number(i, 1), stored.text(i, 2)};
+    }
     results.reserve(records.size());
     for (const auto& r : records) {
-      const auto latest = db_.exec("latest revision",
-                                   "SELECT revision, patient_key FROM records WHERE record_id = $1 "
-                                   "ORDER BY revision DESC LIMIT 1",
-                                   {text(r.record_id)});
-      if (!latest.empty() && latest.text(0, 1) != r.patient_key) {
+      const auto found = latest.find(r.record_id);
+      if (found != latest.end() && found->second.second != r.patient_key) {
         const fhir::issues problem = {{fhir::severity::error, "business-rule", "patient.mrn",
-                                       "names another patient than revision " + latest.text(0, 0) +
+                                       "names another patient than revision " + std::to_string(found->second.first) +
                                            " of this record: a record cannot move between patients; retract it "
                                            "(status entered-in-error) and send the corrected one under a new record_id"}};
         db_.exec("quarantine", insert_quarantined,
@@ -494,35 +505,38 @@ std::vector<enqueue_result> postgresql_outbox::enqueue(const std::vector<inbound
         results.push_back(enqueue_result::other_patient);
         continue;
       }
-      const std::int64_t stored = latest.empty() ? 0 : latest.number(0, 0);
-      if (!latest.empty() && stored == r.revision) {
+      if (found != latest.end() && found->second.first == r.revision) {
         results.push_back(enqueue_result::duplicate);
         continue;
       }
-      if (!latest.empty() && stored > r.revision) {
+      if (found != latest.end() && found->second.first > r.revision) {
         results.push_back(enqueue_result::stale);
         continue;
       }
       const bool superseding =
-          !latest.empty() && db_.exec("supersede",
-                                      "UPDATE records SET state = 'superseded', updated_at = $2 "
-                                      "WHERE record_id = $1 AND state IN ('pending', 'retry_scheduled')",
-                                      {text(r.record_id), number(now_ms)})
-                                     .affected() > 0;
-      const auto inserted = db_.exec("insert record",
-                                     "INSERT INTO records (record_id, revision, record_type, patient_key, body, state, "
-                                     "received_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) RETURNING seq",
-                                     {text(r.record_id), number(r.revision), text(r.record_type), text(r.patient_key),
-                                      text(r.body), number(now_ms)});
+          found != latest.end() && db_.exec("supersede",
+                                            "UPDATE records SET state = 'superseded', updated_at = $2 "
+                                            "WHERE record_id = $1 AND state IN ('pending', 'retry_scheduled')",
+                                            {text(r.record_id), number(now_ms)})
+                                           .affected() > 0;
+      const std::vector<postgresql::param> row = {text(r.record_id), number(r.revision), text(r.record_type),
+                                                  text(r.patient_key), text(r.body), number(now_ms)};
       if (superseding) {
+        db_.exec("insert record",
+                 "INSERT INTO records (record_id, revision, record_type, patient_key, body, state, received_at, "
+                 "updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
+                 row);
         refresh_lane(r.patient_key, now_ms);  // the superseded revision may have headed the lane
       } else {
-        // A new record heads its lane only when the lane has no open record.
-        db_.exec("join lane",
-                 "UPDATE lanes SET ready_at = CASE WHEN head_seq IS NULL THEN $3 ELSE ready_at END, "
-                 "head_seq = COALESCE(head_seq, $2) WHERE patient_key = $1",
-                 {text(r.patient_key), number(inserted.number(0, 0)), number(now_ms)});
+        // Stored, and joining its lane, which it heads only when the lane has no open record.
+        db_.exec("insert and join",
+                 "WITH r AS (INSERT INTO records (record_id, revision, record_type, patient_key, body, state, "
+                 "received_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) RETURNING seq) "
+                 "UPDATE lanes SET ready_at = CASE WHEN head_seq IS NULL THEN $6 ELSE ready_at END, "
+                 "head_seq = COALESCE(head_seq, (SELECT seq FROM r)) WHERE patient_key = $4",
+                 row);
       }
+      latest[r.record_id] = {r.revision, r.patient_key};  // a later revision in this batch sees this one
       results.push_back(superseding ? enqueue_result::accepted_superseding : enqueue_result::accepted);
     }
     for (const auto& q : quarantined) {
@@ -624,33 +638,42 @@ std::vector<claimed_record> postgresql_outbox::claim(std::int64_t owner, std::in
                                                      int limit) {
   return write("claim", [&] {
     // Lanes another instance is claiming or changing right now are skipped, never waited for.
-    const auto ready = db_.exec("ready lanes",
-                                "SELECT patient_key, head_seq FROM lanes WHERE ready_at IS NOT NULL AND ready_at <= $1 "
-                                "ORDER BY ready_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-                                {number(now_ms), number(limit)});
+    // Their heads are marked in flight and the lanes taken out of line, in one statement; a lane
+    // whose head is no longer open (null columns) is put right after.
+    // The limit is written into the statement (one prepared statement per limit): as a parameter,
+    // a generic plan would guess a tenth of the lanes and join them to every record by a full scan.
+    // Lanes are taken in ready_at order alone (the index's): a backlog stored in one transaction
+    // has one ready_at, and a tie-breaker would sort all of it; the few taken are then in seq order.
+    const std::string n = std::to_string(std::max(limit, 0));
+    const auto r = db_.exec("claim " + n,
+                            "WITH ready AS (SELECT patient_key, head_seq, ready_at FROM lanes WHERE ready_at IS NOT NULL AND "
+                            "ready_at <= $1 ORDER BY ready_at LIMIT " + n + " FOR UPDATE SKIP LOCKED), "
+                            "marked AS (UPDATE records r SET state = 'in_flight', attempts = attempts + 1, updated_at = $1, "
+                            "claim_owner = $2, claim_token = claim_token + 1, lease_until = $3 FROM ready "
+                            "WHERE r.seq = ready.head_seq AND r.state IN ('pending', 'retry_scheduled') "
+                            "RETURNING r.seq, r.record_id, r.revision, r.body, r.attempts, r.claim_token, r.received_at), "
+                            "out_of_line AS (UPDATE lanes l SET ready_at = NULL FROM ready, marked "
+                            "WHERE l.patient_key = ready.patient_key AND marked.seq = ready.head_seq) "
+                            "SELECT ready.patient_key, ready.head_seq, m.record_id, m.revision, m.body, m.attempts, "
+                            "m.claim_token, m.received_at FROM ready LEFT JOIN marked m ON m.seq = ready.head_seq "
+                            "ORDER BY ready.ready_at, ready.head_seq",
+                            {number(now_ms), number(owner), number(now_ms + lease_ms)});
     std::vector<claimed_record> taken;
-    for (int i = 0; i < ready.size(); ++i) {
-      const std::string patient = ready.text(i, 0);
-      const auto marked = db_.exec("mark in flight",
-                                   "UPDATE records SET state = 'in_flight', attempts = attempts + 1, updated_at = $2, "
-                                   "claim_owner = $3, claim_token = claim_token + 1, lease_until = $4 "
-                                   "WHERE seq = $1 AND state IN ('pending', 'retry_scheduled') "
-                                   "RETURNING record_id, revision, body, attempts, claim_token, received_at",
-                                   {number(ready.number(i, 1)), number(now_ms), number(owner), number(now_ms + lease_ms)});
-      if (marked.empty()) {  // the lane pointed at a record no longer open: put the lane right
+    for (int i = 0; i < r.size(); ++i) {
+      const std::string patient = r.text(i, 0);
+      if (r.is_null(i, 2)) {  // the lane pointed at a record no longer open: put the lane right
         refresh_lane(patient, now_ms);
         continue;
       }
-      db_.exec("clear ready", "UPDATE lanes SET ready_at = NULL WHERE patient_key = $1", {text(patient)});
       claimed_record c;
-      c.seq = ready.number(i, 1);
+      c.seq = r.number(i, 1);
       c.patient_key = patient;
-      c.record_id = marked.text(0, 0);
-      c.revision = static_cast<int>(marked.number(0, 1));
-      c.body = marked.text(0, 2);
-      c.attempts = static_cast<int>(marked.number(0, 3));
-      c.token = marked.number(0, 4);
-      c.received_at_ms = marked.number(0, 5);
+      c.record_id = r.text(i, 2);
+      c.revision = static_cast<int>(r.number(i, 3));
+      c.body = r.text(i, 4);
+      c.attempts = static_cast<int>(r.number(i, 5));
+      c.token = r.number(i, 6);
+      c.received_at_ms = r.number(i, 7);
       c.owner = owner;
       c.lease_until_ms = now_ms + lease_ms;
       taken.push_back(std::move(c));

@@ -547,6 +547,18 @@ TEST_P(lanes_test, an_inbox_file_is_held_by_one_instance_at_a_time) {
   EXPECT_TRUE(held);
 }
 
+// Record ids are the sender's: quotes, backslashes, commas and braces are ids like any other.
+TEST_P(lanes_test, record_ids_with_quotes_backslashes_and_braces_are_stored_and_recognised) {
+  const std::string odd = "R\"1\\2,{3} NULL";
+  EXPECT_EQ(store_->enqueue({record(odd, 1, "a"), record("plain", 1, "b")}, {}, 1000),
+            (std::vector<enqueue_result>{enqueue_result::accepted, enqueue_result::accepted}));
+  EXPECT_EQ(store_->enqueue({record(odd, 1, "a"), record(odd, 2, "a"), record(odd, 1, "a")}, {}, 2000),
+            (std::vector<enqueue_result>{enqueue_result::duplicate, enqueue_result::accepted_superseding,
+                                         enqueue_result::stale}));
+  EXPECT_EQ(store_->enqueue({record(odd, 3, "b")}, {}, 3000), std::vector<enqueue_result>{enqueue_result::other_patient});
+  EXPECT_EQ(claim_ids(3000), (std::vector<std::string>{"plain", odd}));
+}
+
 // A rejected file may be anything: not UTF-8, NULs inside. It is kept like any other.
 TEST_P(lanes_test, a_rejected_record_that_is_not_text_is_quarantined_whole) {
   const std::string body("{\"record_id\":\"Q\xff\"}\0\xc3", 20);
