@@ -12,6 +12,7 @@
 #include <rapidjson/document.h>
 
 #include "fhir/json_writer.h"
+#include "fhir/utf8.h"
 
 namespace connector {
 namespace {
@@ -164,27 +165,12 @@ std::string hex(std::string_view bytes) {
 }
 
 // What a TEXT column takes: valid UTF-8 without NUL. A rejected record's id, as far as it could be
-// read, may be neither; each byte that does not fit becomes U+FFFD.
+// read, may be neither; what does not fit becomes U+FFFD.
 std::string valid_text(std::string_view s) {
   std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    bool ok = n > 0 && c != 0 && i + n <= s.size() && !(n == 2 && c < 0xC2);
-    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-    if (ok && n >= 3) {  // no overlong forms, surrogates or code points past U+10FFFF
-      std::uint32_t cp = c & (n == 3 ? 0x0F : 0x07);
-      for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-      ok = (n == 3 ? cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF) : cp >= 0x10000 && cp <= 0x10FFFF);
-    }
-    if (ok) {
-      out.append(s.substr(i, n));
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
+  for (const char c : fhir::as_utf8(s)) {
+    if (c == '\0') out += "\xEF\xBF\xBD";
+    else out += c;
   }
   return out;
 }
