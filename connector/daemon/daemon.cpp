@@ -234,59 +234,60 @@ class daemon {
                        });
   }
 
-  // On the intake worker: its jobs may use the daemon's parts, which outlive it. Every instance
-  // publishes what only it sees; the one that leads the alerts evaluates and posts them.
+  // On the intake worker: its jobs may use the daemon's parts, which outlive it.
   void evaluate_alerts() {
     const int waiting_for_party = delivery_.engine.waiting_for_party();  // the engine's, read on the loop
-    intake_worker_.run(
-        [this, waiting_for_party](outbox& s) -> std::vector<alert_change> {
-          const std::int64_t at = now_ms();
-          alert_inputs in;
-          in.certificates = configured_certificates(config_, at / 1000);
-          in.sync_log_failing = log_.failing() ? log_.settings().path : std::string();
-          in.waiting_for_party = waiting_for_party;
-          try {
-            s.note_owner_conditions(delivery_.owner, own_conditions(config_.alerts, in, at));
-          } catch (const store_error&) {  // published at the next evaluation
-          }
-          const std::int64_t steady = steady_ms();
-          try {
-            if (s.lead("alerts", delivery_.owner, at, alert_lease_ms)) led_until_steady_ = steady + alert_lease_ms;
-            else led_until_steady_ = 0;
-          } catch (const store_error&) {
-            // Who leads cannot be learnt: a leader goes on alone until its lease would have run out
-            // (after that another instance may lead), then stays quiet.
-          }
-          if (steady >= led_until_steady_) {
-            alerts_->hand_over(s);
-            last_status_.reset();
-            return {};
-          }
-          in.store_problem = s.write_problem();
-          try {
-            last_status_ = s.status(at);
-          } catch (const store_error&) {
-            // Evaluated all the same, on what this leader last read: write_problem says why (a
-            // PostgreSQL server that cannot be reached); a busy read passes by itself.
-          }
-          if (!last_status_) return {};
-          in.status = *last_status_;
-          const auto name = [](const owner_summary& o) {
-            return o.kind + " pid " + std::to_string(o.pid) + (o.host.empty() ? "" : " on " + o.host);
-          };
-          for (const auto& o : in.status.owners) {
-            if (o.id == delivery_.owner) in.instance = name(o);
-            else if (o.alive && o.kind == "daemon") in.others.push_back({name(o), o.conditions});
-          }
-          return alerts_->evaluate(s, in, at);
-        },
-        [this](store_result<std::vector<alert_change>> r) {
-          if (r.ok() && webhook_) {
-            for (const auto& c : *r.value) webhook_->queue(c);
-            webhook_->flush();
-          }
-          arm(alert_timer_, alert_check, [this] { evaluate_alerts(); });
-        });
+    intake_worker_.run([this, waiting_for_party](outbox& s) { return alert_changes(s, waiting_for_party); },
+                       [this](store_result<std::vector<alert_change>> r) {
+                         if (r.ok() && webhook_) {
+                           for (const auto& c : *r.value) webhook_->queue(c);
+                           webhook_->flush();
+                         }
+                         arm(alert_timer_, alert_check, [this] { evaluate_alerts(); });
+                       });
+  }
+
+  // Every instance publishes what only it sees; the one that leads the alerts (one per store:
+  // SQLite's single daemon always does) evaluates them all and returns what to post.
+  std::vector<alert_change> alert_changes(outbox& s, int waiting_for_party) {
+    const std::int64_t at = now_ms();
+    alert_inputs in;
+    in.certificates = configured_certificates(config_, at / 1000);
+    in.sync_log_failing = log_.failing() ? log_.settings().path : std::string();
+    in.waiting_for_party = waiting_for_party;
+    try {
+      s.note_owner_conditions(delivery_.owner, own_conditions(config_.alerts, in, at));
+    } catch (const store_error&) {  // published at the next evaluation
+    }
+    const std::int64_t steady = steady_ms();
+    try {
+      led_until_steady_ = s.lead("alerts", delivery_.owner, at, alert_lease_ms) ? steady + alert_lease_ms : 0;
+    } catch (const store_error&) {
+      // Who leads cannot be learnt: a leader goes on alone until its lease would have run out
+      // (after that another instance may lead), then stays quiet.
+    }
+    if (steady >= led_until_steady_) {
+      alerts_->hand_over(s);
+      last_status_.reset();
+      return {};
+    }
+    in.store_problem = s.write_problem();
+    try {
+      last_status_ = s.status(at);
+    } catch (const store_error&) {
+      // Evaluated all the same, on what this leader last read: write_problem says why (a
+      // PostgreSQL server that cannot be reached); a busy read passes by itself.
+    }
+    if (!last_status_) return {};
+    in.status = *last_status_;
+    const auto name = [](const owner_summary& o) {
+      return o.kind + " pid " + std::to_string(o.pid) + (o.host.empty() ? "" : " on " + o.host);
+    };
+    for (const auto& o : in.status.owners) {
+      if (o.id == delivery_.owner) in.instance = name(o);
+      else if (o.alive && o.kind == "daemon") in.others.push_back({name(o), o.conditions});
+    }
+    return alerts_->evaluate(s, in, at);
   }
 
   // GET [base]/metadata: the write strategy from what the EHR says it supports, shown by the admin
