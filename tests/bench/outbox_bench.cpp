@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "connector/outbox/sqlite_outbox.h"
+#include "tests/bench/scratch_sqlite.h"
 
 namespace {
 
@@ -60,15 +61,8 @@ std::vector<inbound_record> batch(std::size_t from, std::size_t n, std::size_t p
   return b;
 }
 
-fs::path fresh(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("outbox-bench-" + std::to_string(::getpid()) + "-" + name);
-  for (const auto* suffix : {"", "-wal", "-shm", "-owners.lock"}) fs::remove(p.string() + suffix);
-  return p;
-}
-
-void remove_db(const fs::path& p) {
-  for (const auto* suffix : {"", "-wal", "-shm", "-owners.lock"}) fs::remove(p.string() + suffix);
-}
+fs::path fresh(const std::string& name) { return bench::fresh_sqlite("outbox-bench", name); }
+void remove_db(const fs::path& p) { bench::remove_sqlite(p); }
 
 // Fills a store with `backlog` pending records, fast (synchronous=NORMAL: this is setup).
 void fill(const fs::path& path, std::size_t backlog) {

@@ -31,6 +31,7 @@
 
 #include "connector/outbox/postgresql_outbox.h"
 #include "connector/outbox/sqlite_outbox.h"
+#include "tests/bench/scratch_sqlite.h"
 
 namespace {
 
@@ -86,14 +87,6 @@ class pg_schema {
   postgresql::connection admin_;
 };
 
-fs::path fresh_sqlite(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("shared-bench-" + std::to_string(::getpid()) + "-" + name);
-  for (const auto* suffix : {"", "-wal", "-shm", "-owners.lock"}) fs::remove(p.string() + suffix);
-  return p;
-}
-void remove_sqlite(const fs::path& p) {
-  for (const auto* suffix : {"", "-wal", "-shm", "-owners.lock"}) fs::remove(p.string() + suffix);
-}
 
 // Runs `work(i)` on `n` threads at once; seconds from the start of all to the end of the last.
 double in_parallel(int n, const std::function<void(int)>& work) {
@@ -211,7 +204,7 @@ int main(int argc, char** argv) {
     // 1. Ingest.
     std::printf("ingest, %zu records of %zu bytes in transactions of %zu, committed durably:\n", records, body.size(),
                 per_batch);
-    const fs::path sqlite_path = fresh_sqlite("ingest");
+    const fs::path sqlite_path = bench::fresh_sqlite("shared-bench", "ingest");
     const double sqlite_rate = ingest([&] { return std::make_unique<sqlite_outbox>(sqlite_path.string(), true); }, 1, records);
     std::printf("  SQLite, 1 instance          %8.0f records/s\n", sqlite_rate);
     for (int n = 1; n <= 3; ++n) {
@@ -226,7 +219,7 @@ int main(int argc, char** argv) {
     const double sqlite_delivery =
         deliver_all([&] { return std::make_unique<sqlite_outbox>(sqlite_path.string(), true); }, 1, records);
     std::printf("  SQLite, 1 instance          %8.0f records/s\n", sqlite_delivery);
-    remove_sqlite(sqlite_path);
+    bench::remove_sqlite(sqlite_path);
     for (int n = 1; n <= 3; ++n) {
       pg_schema schema(pg_dir, tag + "_deliver" + std::to_string(n));
       ingest([&] { return schema.open(); }, 1, records);
