@@ -16,20 +16,11 @@
 #include <openssl/rand.h>
 
 #include "connector/config/config.h"
+#include "connector/digest.h"
 #include "fhir/json_writer.h"
 
 namespace connector {
 namespace {
-
-std::string hex(const std::string& bytes) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
 
 std::string big_endian(const BIGNUM* n, int width) {
   std::string out(static_cast<std::size_t>(width > 0 ? width : BN_num_bytes(n)), '\0');

@@ -16,21 +16,11 @@
 #include <openssl/rand.h>
 
 #include "connector/config/config.h"
+#include "connector/digest.h"
 #include "connector/outbox/outbox.h"
 
 namespace connector {
 namespace {
-
-std::string hex(const unsigned char* bytes, std::size_t n) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    out += digits[bytes[i] >> 4];
-    out += digits[bytes[i] & 0x0f];
-  }
-  return out;
-}
 
 // Creates the key file, readable by its owner only, and returns the key in it. Written whole to a
 // temporary name, then published with link(), which refuses an existing name: two processes
@@ -40,7 +30,7 @@ std::optional<std::string> read_key_file(const std::string& path);
 std::string create_key_file(const std::string& path) {
   unsigned char random[32];
   if (RAND_bytes(random, sizeof random) != 1) throw config_error("cannot draw a random patient key");
-  const std::string secret = hex(random, sizeof random);
+  const std::string secret = hex(std::string_view(reinterpret_cast<const char*>(random), sizeof random));
   const std::string temporary = path + ".new." + std::to_string(::getpid());
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) throw config_error("cannot create the patient key file " + path);
@@ -124,7 +114,7 @@ std::string patient_key::fingerprint() const {
   unsigned int length = 0;
   HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
        reinterpret_cast<const unsigned char*>(label.data()), label.size(), digest, &length);
-  return hex(digest, 8);
+  return hex(std::string_view(reinterpret_cast<const char*>(digest), 8));
 }
 
 std::string patient_key::of(std::string_view mrn) const {
@@ -132,7 +122,7 @@ std::string patient_key::of(std::string_view mrn) const {
   unsigned int length = 0;
   HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
        reinterpret_cast<const unsigned char*>(mrn.data()), mrn.size(), digest, &length);
-  return hex(digest, 16);
+  return hex(std::string_view(reinterpret_cast<const char*>(digest), 16));
 }
 
 }  // namespace connector

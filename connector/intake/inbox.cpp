@@ -1,8 +1,6 @@
 // Scanning the inbox and moving files on.
 #include "connector/intake/inbox.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -11,6 +9,7 @@
 #include <fstream>
 
 #include "connector/config/config.h"
+#include "connector/digest.h"
 #include "connector/failpoint.h"
 #include "connector/observe/sync_log.h"
 #include "fhir/json_writer.h"
@@ -19,19 +18,6 @@ namespace connector {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out += hex[digest[i] >> 4];
-    out += hex[digest[i] & 15];
-  }
-  return out;
-}
 
 // DIR/NAME, or DIR/STEM.2.EXT ... when a file of that name was taken before.
 fs::path free_name(const fs::path& dir, const std::string& name) {

@@ -116,20 +116,15 @@ std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inp
   } catch (const store_error&) {  // the store cannot be read: the alerts as this process last left them
     open = last_open_;
   }
-  // What the store could not record yet: record it now if it can, and count it as done either way.
-  for (auto it = unrecorded_.begin(); it != unrecorded_.end();) {
-    const open_alert& alert = it->second.first;  // not a structured binding: lambdas capture it
-    const bool is_open = it->second.second;
+  // What the store could not record yet counts as done either way, and is recorded now if it can.
+  for (const auto& entry : unrecorded_) {
+    const open_alert& alert = entry.second.first;  // not a structured binding: lambdas capture it
+    const bool is_open = entry.second.second;
     open.erase(std::remove_if(open.begin(), open.end(), [&](const open_alert& o) { return o.key == alert.key; }),
                open.end());
     if (is_open) open.push_back(alert);
-    try {
-      store.set_alert(alert, is_open);
-      it = unrecorded_.erase(it);
-    } catch (const store_error&) {
-      ++it;
-    }
   }
+  record_unrecorded(store);
   auto record = [&](const open_alert& a, bool is_open) {
     try {
       store.set_alert(a, is_open);
@@ -176,6 +171,10 @@ std::vector<alert_change> alert_monitor::evaluate(outbox& store, const alert_inp
 
 void alert_monitor::hand_over(outbox& store) {
   last_open_.clear();  // another instance changes them now: what this one knew goes stale
+  record_unrecorded(store);
+}
+
+void alert_monitor::record_unrecorded(outbox& store) {
   for (auto it = unrecorded_.begin(); it != unrecorded_.end();) {
     try {
       store.set_alert(it->second.first, it->second.second);

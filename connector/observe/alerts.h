@@ -80,6 +80,9 @@ class alert_monitor {
  private:
   alerts_config config_;
   event_sink& events_;
+  // Records what the store refused before, each change it now takes leaving unrecorded_.
+  void record_unrecorded(outbox& store);
+
   // Changes the store refused to record, newest state per key (true: open), applied over what
   // the store says until they are recorded.
   std::map<std::string, std::pair<open_alert, bool>> unrecorded_;

@@ -8,9 +8,9 @@
 #include <map>
 #include <thread>
 
-#include <openssl/evp.h>
 #include <rapidjson/document.h>
 
+#include "connector/digest.h"
 #include "fhir/json_writer.h"
 #include "fhir/utf8.h"
 
@@ -153,17 +153,6 @@ std::string host_name() {
 constexpr const char* insert_quarantined =
     "INSERT INTO quarantine (source, record_id, body, problems, received_at) VALUES ($1, $2, decode($3, 'hex'), $4, $5)";
 
-std::string hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (const unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
-
 // What a TEXT column takes: valid UTF-8 without NUL. A rejected record's id, as far as it could be
 // read, may be neither; what does not fit becomes U+FFFD.
 std::string valid_text(std::string_view s) {
@@ -216,6 +205,10 @@ std::string array_literal(const std::vector<std::string>& items) {
   }
   return out + "}";
 }
+
+// An inbox file's lock key: the SHA-256 of its name, so the name, which may be made of patient
+// data, never reaches the server (nor its log).
+std::string file_key(std::string_view name) { return "inbox file " + sha256_hex(name); }
 
 bool as_bool(const std::string& v) { return v == "t" || v == "true" || v == "1"; }
 
@@ -925,8 +918,7 @@ outbox_status postgresql_outbox::status(std::int64_t now_ms) {
                                  "SELECT o.id, o.kind, o.pid, o.started_at, (SELECT COUNT(*) FROM records r "
                                  "WHERE r.state = 'in_flight' AND r.claim_owner = o.id), " + owner_alive("o.id", "$1") + ", o.host, "
                                  "(SELECT MAX(r.lease_until) FROM records r WHERE r.state = 'in_flight' AND r.claim_owner = o.id), "
-                                 "(SELECT string_agg(role, ',' ORDER BY role) FROM leases WHERE owner = o.id AND until > " +
-                                     std::string(server_ms) + "), o.conditions "
+                                 "o.conditions "
                                  "FROM owners o ORDER BY o.id",
                                  {number(lock_class_)});
     for (int i = 0; i < owners.size(); ++i) {
@@ -939,16 +931,15 @@ outbox_status postgresql_outbox::status(std::int64_t now_ms) {
       o.alive = own_owners_.count(o.id) > 0 || as_bool(owners.text(i, 5));
       o.host = owners.text(i, 6);
       if (!owners.is_null(i, 7)) o.lease_until_ms = owners.number(i, 7);
-      if (!owners.is_null(i, 8)) {
-        const std::string roles = owners.text(i, 8);
-        for (std::size_t at = 0; at <= roles.size();) {
-          const std::size_t comma = std::min(roles.find(',', at), roles.size());
-          o.leads.push_back(roles.substr(at, comma - at));
-          at = comma + 1;
-        }
-      }
-      o.conditions = conditions_of(owners.text(i, 9));
+      o.conditions = conditions_of(owners.text(i, 8));
       s.owners.push_back(std::move(o));
+    }
+    // The roles whose lease is held now, on the server's clock.
+    const auto leads = db_.exec("leads", "SELECT owner, role FROM leases WHERE until > " + std::string(server_ms) + " ORDER BY role");
+    for (int i = 0; i < leads.size(); ++i) {
+      for (auto& o : s.owners) {
+        if (o.id == leads.number(i, 0)) o.leads.push_back(leads.text(i, 1));
+      }
     }
     return s;
   });
@@ -1043,18 +1034,9 @@ void postgresql_outbox::note_owner_conditions(std::int64_t owner, const std::vec
   });
 }
 
-// A session lock on the file's name (in this schema's namespace of one-key locks, beside the
-// records' ids): held while one instance reads, stores and moves the file, so two instances on
-// one folder never take one file together, nor move a newer file of the same name.
-// The file's lock key: "inbox file " and the SHA-256 of its name, so the name, which may be made
-// of patient data, never reaches the server (nor its log).
-static std::string file_key(std::string_view name) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(name.data(), name.size(), digest, &length, EVP_sha256(), nullptr);
-  return "inbox file " + hex(std::string_view(reinterpret_cast<const char*>(digest), length));
-}
-
+// A session lock on the file's name, in this schema's namespace of one-key locks beside the
+// records' ids: held while one instance reads, stores and moves the file, so two instances on one
+// folder never take one file together, nor move a newer file of the same name.
 bool postgresql_outbox::hold_intake_file(std::string_view name) {
   const std::string key = file_key(name);
   const bool held = read([&] {

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "connector/outbox/sqlite_outbox.h"
-#include "tests/bench/scratch_sqlite.h"
+#include "tests/bench/bench_support.h"
 
 namespace {
 
@@ -77,13 +77,7 @@ double dequeue_cost(const fs::path& path, int n) {
   sqlite_outbox store(path.string(), true);
   const std::int64_t owner = store.register_owner("sync", 1);
   const auto start = clock_type::now();
-  int done = 0;
-  while (done < n) {
-    for (const auto& c : store.claim(owner, 2, 60000, 2)) {
-      store.settle(c, {result::delivered, 0, "", "[]", false, ehr_contact{true, "HTTP 200"}}, 2);
-      ++done;
-    }
-  }
+  bench::deliver(store, owner, n);
   return seconds_since(start) / n;
 }
 

@@ -31,7 +31,7 @@
 
 #include "connector/outbox/postgresql_outbox.h"
 #include "connector/outbox/sqlite_outbox.h"
-#include "tests/bench/scratch_sqlite.h"
+#include "tests/bench/bench_support.h"
 
 namespace {
 
@@ -139,13 +139,7 @@ double deliver_all(const std::function<std::unique_ptr<outbox>()>& open, int ins
 double dequeue_cost(outbox& store, int n) {
   const std::int64_t owner = store.register_owner("daemon", 1);
   const auto start = clock_type::now();
-  int done = 0;
-  while (done < n) {
-    for (const auto& c : store.claim(owner, 2, 60000, 2)) {
-      store.settle(c, {result::delivered, 0, "", "[]", false, ehr_contact{true, "HTTP 200"}}, 2);
-      ++done;
-    }
-  }
+  bench::deliver(store, owner, n);
   const double s = seconds_since(start) / n;
   store.release_owner(owner, 3);
   return s;
